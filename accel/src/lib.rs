@@ -1,0 +1,200 @@
+//! Accelerators: the neutral `Accelerator` / `Vm` / `Vcpu` interface and its
+//! backends, `kvm` (hardware virtualization through `/dev/kvm`) and `dbt`
+//! (hx86's own binary translator / interpreter).
+//!
+//! Backends complete port and MMIO accesses themselves by calling the
+//! [`IoHandler`] they were given; [`VcpuExit`] only reports what the machine
+//! loop has to act on.
+
+use std::sync::Arc;
+
+use vm_memory::GuestMemoryMmap;
+use x86::CpuState;
+
+#[cfg(feature = "dbt")]
+pub mod dbt;
+#[cfg(feature = "kvm")]
+pub mod kvm;
+
+/// Errors of the accelerator layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("KVM: {what}: {source}")]
+    Kvm {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("guest memory: {0}")]
+    Memory(String),
+    #[error("invalid CPU state: {0}")]
+    InvalidState(String),
+    #[error("{0} is not supported by the {1} accelerator")]
+    Unsupported(&'static str, &'static str),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// What an I/O access asks of the machine, beyond its data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoAction {
+    Continue,
+    /// The guest asked hx86 to exit with this status (isa-debug-exit).
+    Exit(i32),
+    /// The guest asked for a machine reset (e.g. i8042 0xFE).
+    Reset,
+    /// The guest powered the machine off.
+    PowerOff,
+}
+
+/// Port I/O and MMIO callbacks, implemented by the machine (its buses).
+pub trait IoHandler: Send + Sync {
+    fn pio_read(&self, port: u16, data: &mut [u8]);
+    fn pio_write(&self, port: u16, data: &[u8]) -> IoAction;
+    fn mmio_read(&self, addr: u64, data: &mut [u8]);
+    fn mmio_write(&self, addr: u64, data: &[u8]) -> IoAction;
+}
+
+/// Why [`Vcpu::run`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VcpuExit {
+    /// HLT with interrupts disabled (nothing can wake the vCPU), or a halt
+    /// the backend does not wait on itself.
+    Halt,
+    /// Triple fault (or another shutdown condition).
+    Shutdown,
+    /// The guest requested a reset.
+    Reset,
+    /// The guest powered off.
+    PowerOff,
+    /// The guest asked to exit with a status (isa-debug-exit).
+    GuestExit(i32),
+    /// A debug event stopped the vCPU (see [`DebugEvent`]).
+    Debug(DebugEvent),
+    /// [`Kicker::kick`] was called.
+    Interrupted,
+}
+
+/// The reason of a debug stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DebugEvent {
+    SingleStep,
+    SwBreakpoint,
+    HwBreakpoint(usize),
+    Watchpoint { slot: usize, addr: u64 },
+}
+
+/// Kind of a hardware watchpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchKind {
+    Write,
+    Read,
+    Access,
+}
+
+/// One hardware breakpoint or watchpoint slot (at most 4, like DR0..DR3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HwBreak {
+    Exec { addr: u64 },
+    Watch { addr: u64, len: u8, kind: WatchKind },
+}
+
+/// Debugger control of a vCPU (KVM_SET_GUEST_DEBUG's equivalent).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GuestDebug {
+    /// Debugging enabled at all; when false the guest owns DR0..DR7 and INT3.
+    pub enabled: bool,
+    pub single_step: bool,
+    /// INT3 stops the vCPU instead of going to the guest.
+    pub sw_breakpoints: bool,
+    pub hw: [Option<HwBreak>; 4],
+}
+
+/// Makes a running [`Vcpu::run`] return [`VcpuExit::Interrupted`] soon.
+pub trait Kicker: Send + Sync {
+    fn kick(&self);
+}
+
+/// Guest memory as the machine built it, with the ranges that are ROM.
+#[derive(Clone)]
+pub struct GuestMemory {
+    pub mem: GuestMemoryMmap,
+    /// `(start, len)` of read-only regions (BIOS ROM and its low alias).
+    pub rom: Vec<(u64, u64)>,
+}
+
+/// A virtualization or emulation backend.
+pub trait Accelerator {
+    fn name(&self) -> &'static str;
+    fn create_vm(&self, mem: GuestMemory, io: Arc<dyn IoHandler>) -> Result<Box<dyn Vm>>;
+}
+
+/// A virtual machine: memory, interrupt lines and vCPUs.
+pub trait Vm: Send + Sync {
+    fn create_vcpu(&self, id: u32) -> Result<Box<dyn Vcpu>>;
+    /// Drives interrupt line `gsi` (IRQ number on the PIC/IOAPIC).
+    fn set_irq_line(&self, gsi: u32, level: bool) -> Result<()>;
+}
+
+/// One virtual CPU. `run` executes until something the machine must handle.
+pub trait Vcpu: Send {
+    fn state(&mut self) -> Result<CpuState>;
+    fn set_state(&mut self, state: &CpuState) -> Result<()>;
+    fn run(&mut self) -> Result<VcpuExit>;
+    fn set_guest_debug(&mut self, dbg: &GuestDebug) -> Result<()>;
+    /// A handle another thread uses to interrupt `run`.
+    fn kicker(&self) -> Arc<dyn Kicker>;
+}
+
+/// Which accelerator the user asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccelKind {
+    Auto,
+    Kvm,
+    Dbt,
+}
+
+/// Picks an accelerator. Returns it and a one-line explanation for stderr
+/// ("using KVM", or "KVM unavailable (/dev/kvm: permission denied), using dbt").
+pub fn select(kind: AccelKind) -> Result<(Box<dyn Accelerator>, String)> {
+    match kind {
+        #[cfg(feature = "kvm")]
+        AccelKind::Kvm => {
+            let k = kvm::KvmAccel::probe()?;
+            Ok((Box::new(k), "hx86: accelerator: kvm".to_string()))
+        }
+        #[cfg(not(feature = "kvm"))]
+        AccelKind::Kvm => Err(Error::Unavailable(
+            "KVM support was not compiled in (cargo feature `kvm`)".into(),
+        )),
+        #[cfg(feature = "dbt")]
+        AccelKind::Dbt => Ok((
+            Box::new(dbt::DbtAccel::new()),
+            "hx86: accelerator: dbt".to_string(),
+        )),
+        #[cfg(not(feature = "dbt"))]
+        AccelKind::Dbt => Err(Error::Unavailable(
+            "the DBT was not compiled in (cargo feature `dbt`)".into(),
+        )),
+        AccelKind::Auto => {
+            #[cfg(feature = "kvm")]
+            let why = match kvm::KvmAccel::probe() {
+                Ok(k) => return Ok((Box::new(k), "hx86: accelerator: kvm".to_string())),
+                Err(e) => e.to_string(),
+            };
+            #[cfg(not(feature = "kvm"))]
+            let why = "KVM support not compiled in".to_string();
+            #[cfg(feature = "dbt")]
+            {
+                Ok((
+                    Box::new(dbt::DbtAccel::new()),
+                    format!("hx86: accelerator: dbt (KVM unavailable: {why})"),
+                ))
+            }
+            #[cfg(not(feature = "dbt"))]
+            Err(Error::Unavailable(why))
+        }
+    }
+}
