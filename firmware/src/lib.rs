@@ -1,1 +1,25 @@
+//! What puts a guest into memory and the vCPU into its first state.
+//!
+//! * [`layout`]: every guest-physical address of the PC machine model.
+//! * [`memory`]: [`create_guest_memory`], RAM and the BIOS ROM per the layout.
+//! * [`kernel`]: `-kernel` images: format detection, ELF32/ELF64 loading and
+//!   the documented entry states.
+//! * [`boot`]: boot GDT, identity page tables, command line, flat entry states.
+//! * [`bios`]: the state a `-bios` ROM starts in.
+//! * [`demo`]: the built-in demo guest ROM.
+//!
+//! Every loader validates its input and fails with a typed [`Error`] whose
+//! message is meant for the user; no input file makes it panic.
 
+pub mod bios;
+pub mod boot;
+pub mod demo;
+mod elf;
+mod error;
+pub mod kernel;
+pub mod layout;
+pub mod memory;
+
+pub use error::Error;
+pub use kernel::{detect, load_kernel, KernelFormat};
+pub use memory::create_guest_memory;
