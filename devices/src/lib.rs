@@ -5,7 +5,10 @@
 //! delivery) and "unimp" (features not modelled).
 
 pub mod bus;
+pub mod clock;
 pub mod debug_exit;
+pub mod pic;
+pub mod pit;
 pub mod post;
 pub mod power;
 pub mod serial;
@@ -14,7 +17,10 @@ pub mod serial;
 mod testutil;
 
 pub use bus::{Bus, BusDevice, BusError, IrqLine, NoIrq, VmRequest};
+pub use clock::{Clock, HostClock, ManualClock};
 pub use debug_exit::DebugExit;
+pub use pic::Pic;
+pub use pit::{Pit, PIT_HZ};
 pub use post::PostCode;
 pub use power::{PowerOffPort, SLP_EN};
 pub use serial::{IrqTrigger, Serial, SERIAL_PORT_LEN};
