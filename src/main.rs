@@ -1,1 +1,173 @@
-fn main() {}
+//! hx86: an x86 PC machine emulator with a KVM and a DBT accelerator.
+
+mod cli;
+mod logging;
+mod machine;
+
+use std::path::PathBuf;
+
+use accel::AccelKind;
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+
+use cli::Cli;
+use machine::{Boot, MachineConfig, SerialOut};
+
+fn parse_accel(cli: &Cli) -> Result<AccelKind> {
+    let name = match (&cli.accel, cli.enable_kvm) {
+        (Some(a), _) => a.split(',').next().unwrap_or("").to_string(),
+        (None, true) => "kvm".to_string(),
+        (None, false) => "auto".to_string(),
+    };
+    if cli.enable_kvm && name != "kvm" {
+        bail!("-enable-kvm conflicts with -accel {name}");
+    }
+    Ok(match name.as_str() {
+        "auto" => AccelKind::Auto,
+        "kvm" => AccelKind::Kvm,
+        "dbt" | "tcg" => AccelKind::Dbt,
+        other => bail!("-accel {other}: unknown accelerator (use auto, kvm, dbt or tcg)"),
+    })
+}
+
+fn parse_serial(s: &str) -> Result<SerialOut> {
+    Ok(match s {
+        "stdio" | "mon:stdio" => SerialOut::Stdio,
+        "none" | "null" => SerialOut::None,
+        _ => match s.strip_prefix("file:") {
+            Some(p) if !p.is_empty() => SerialOut::File(PathBuf::from(p)),
+            _ => bail!("-serial {s}: unsupported (use stdio, file:PATH or none)"),
+        },
+    })
+}
+
+fn parse_num(s: &str) -> Option<u64> {
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+/// `-device isa-debug-exit,iobase=0xf4,iosize=0x4`.
+fn parse_device(spec: &str, debug_exit: &mut Option<(u64, u64)>) -> Result<()> {
+    let mut parts = spec.split(',');
+    let driver = parts.next().unwrap_or("");
+    match driver {
+        "isa-debug-exit" => {
+            let (mut base, mut size) = (0x501u64, 1u64);
+            for p in parts {
+                let (k, v) = p
+                    .split_once('=')
+                    .with_context(|| format!("-device {spec}: expected PROP=VALUE, got '{p}'"))?;
+                let n = parse_num(v)
+                    .with_context(|| format!("-device {spec}: {k}: '{v}' is not a number"))?;
+                match k {
+                    "iobase" if n <= 0xffff => base = n,
+                    "iosize" if matches!(n, 1 | 2 | 4) => size = n,
+                    "iobase" | "iosize" => bail!("-device {spec}: {k}={v} is out of range"),
+                    _ => bail!("-device {spec}: isa-debug-exit has no property '{k}'"),
+                }
+            }
+            *debug_exit = Some((base, size));
+            Ok(())
+        }
+        "" => bail!("-device: missing driver name"),
+        other => bail!("-device {other}: unsupported device (hx86 supports isa-debug-exit)"),
+    }
+}
+
+fn config(cli: &Cli) -> Result<MachineConfig> {
+    let ram_size = cli::parse_mem_size(&cli.memory).map_err(anyhow::Error::msg)?;
+    let smp: u32 = cli
+        .smp
+        .split(',')
+        .next()
+        .and_then(|n| n.strip_prefix("cpus=").unwrap_or(n).parse().ok())
+        .with_context(|| format!("-smp {}: expected a number of CPUs", cli.smp))?;
+    if smp == 0 {
+        bail!("-smp 0: need at least one CPU");
+    }
+    if smp > 1 {
+        bail!("-smp {smp}: more than one vCPU is not supported yet");
+    }
+    if cli.initrd.is_some() {
+        bail!("-initrd is not supported yet");
+    }
+    if cli.gdb.is_some() || cli.gdb_default || cli.stopped {
+        bail!("the gdb stub (-s, -S, -gdb) is not supported yet");
+    }
+    if let Some(d) = &cli.display {
+        if d != "none" {
+            bail!("-display {d}: hx86 has no graphical output (only -display none)");
+        }
+    }
+    let boot = match (&cli.kernel, &cli.bios) {
+        (Some(_), Some(_)) => bail!("-kernel and -bios cannot be used together yet"),
+        (Some(k), None) => Boot::Kernel {
+            path: k.clone(),
+            cmdline: cli.append.clone().unwrap_or_default(),
+        },
+        (None, Some(b)) => {
+            if cli.append.is_some() {
+                bail!("-append only makes sense with -kernel");
+            }
+            Boot::Bios(b.clone())
+        }
+        (None, None) => {
+            if cli.append.is_some() {
+                bail!("-append only makes sense with -kernel");
+            }
+            Boot::Demo
+        }
+    };
+    // isa-debug-exit is present by default at 0xf4, 4 bytes wide; a -device
+    // option moves it.
+    let mut debug_exit = Some((0xf4, 4));
+    for d in &cli.device {
+        parse_device(d, &mut debug_exit)?;
+    }
+    Ok(MachineConfig {
+        ram_size,
+        boot,
+        serial: parse_serial(&cli.serial)?,
+        debug_exit,
+        no_reboot: cli.no_reboot,
+        accel: parse_accel(cli)?,
+    })
+}
+
+fn real_main() -> Result<i32> {
+    let args = cli::normalize_args(std::env::args_os()).map_err(anyhow::Error::msg)?;
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            // --help and --version print and exit 0; real errors exit 1.
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return Ok(code);
+        }
+    };
+    let items = match &cli.log_items {
+        Some(s) => match logging::parse_items(s)? {
+            Some(v) => v,
+            None => return Ok(0),
+        },
+        None => Vec::new(),
+    };
+    logging::init(items, cli.log_file.as_deref())?;
+    let cfg = config(&cli)?;
+    machine::run(&cfg)
+}
+
+fn main() {
+    let code = match real_main() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hx86: {e:#}");
+            1
+        }
+    };
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    std::process::exit(code);
+}

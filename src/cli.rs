@@ -1,0 +1,225 @@
+//! Command-line options, spelled as QEMU spells them (`-kernel`, one dash)
+//! and also with two dashes (`--kernel`).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// hx86: an x86 PC machine emulator (KVM, or its own binary translator).
+#[derive(Parser, Debug)]
+#[command(
+    name = "hx86",
+    version,
+    about,
+    after_help = "With no -kernel and no -bios, hx86 boots its built-in demo guest.\n\
+                  Options take one dash as in QEMU (-kernel) or two (--kernel)."
+)]
+pub struct Cli {
+    /// Load an ELF32/ELF64 executable (bzImage and multiboot: later).
+    #[arg(long, value_name = "FILE")]
+    pub kernel: Option<PathBuf>,
+    /// Initial RAM disk for -kernel.
+    #[arg(long, value_name = "FILE")]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line.
+    #[arg(long, value_name = "CMDLINE")]
+    pub append: Option<String>,
+    /// Raw firmware image mapped at the top of 4 GiB (size: multiple of 64 KiB).
+    #[arg(long, value_name = "FILE")]
+    pub bios: Option<PathBuf>,
+    /// Guest RAM size (default unit MiB; suffixes K, M, G, T).
+    #[arg(
+        short = 'm',
+        long = "memory",
+        value_name = "SIZE",
+        default_value = "512M"
+    )]
+    pub memory: String,
+    /// Number of vCPUs.
+    #[arg(long, value_name = "N", default_value = "1")]
+    pub smp: String,
+    /// Accelerator: auto (KVM if usable, else the DBT), kvm, dbt (alias tcg).
+    #[arg(long, value_name = "NAME")]
+    pub accel: Option<String>,
+    /// Same as -accel kvm.
+    #[arg(long = "enable-kvm")]
+    pub enable_kvm: bool,
+    /// Where COM1 goes: stdio, file:PATH, none (or null).
+    #[arg(long, value_name = "DEV", default_value = "stdio")]
+    pub serial: String,
+    /// Add a device: isa-debug-exit[,iobase=ADDR][,iosize=N].
+    #[arg(long, value_name = "DRIVER[,PROP=VALUE...]")]
+    pub device: Vec<String>,
+    /// Shorthand for -gdb tcp::1234.
+    #[arg(short = 's')]
+    pub gdb_default: bool,
+    /// Do not start the CPU (wait for the debugger's continue).
+    #[arg(short = 'S')]
+    pub stopped: bool,
+    /// Wait for a gdb connection on DEV (tcp::PORT, tcp:HOST:PORT, unix:PATH).
+    #[arg(long, value_name = "DEV")]
+    pub gdb: Option<String>,
+    /// Exit instead of rebooting (on triple fault or guest reset).
+    #[arg(long = "no-reboot")]
+    pub no_reboot: bool,
+    /// Enable logging of the given comma-separated categories (-d help lists them).
+    #[arg(short = 'd', value_name = "ITEM,...")]
+    pub log_items: Option<String>,
+    /// Write the -d log to FILE instead of stderr.
+    #[arg(short = 'D', value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    /// Accepted for QEMU compatibility: hx86 has no graphical output.
+    #[arg(long)]
+    pub nographic: bool,
+    /// Accepted for QEMU compatibility: only `none` is supported.
+    #[arg(long, value_name = "TYPE")]
+    pub display: Option<String>,
+}
+
+/// Options that take the QEMU single-dash long form.
+const LONG_OPTIONS: &[&str] = &[
+    "kernel",
+    "initrd",
+    "append",
+    "bios",
+    "smp",
+    "accel",
+    "enable-kvm",
+    "serial",
+    "device",
+    "gdb",
+    "no-reboot",
+    "nographic",
+    "display",
+    "version",
+    "help",
+    "memory",
+];
+
+/// Rewrites `-kernel` to `--kernel` (and `-kernel=x` to `--kernel=x`) for the
+/// options above; everything else is left to clap. A single-dash word that
+/// is no option at all (`-frobnicate`) is refused here, by its full name.
+pub fn normalize_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Vec<OsString>, String> {
+    let mut out = Vec::new();
+    let mut after_ddash = false;
+    for (i, a) in args.into_iter().enumerate() {
+        if i == 0 || after_ddash {
+            out.push(a);
+            continue;
+        }
+        if a == "--" {
+            after_ddash = true;
+            out.push(a);
+            continue;
+        }
+        if let Some(s) = a.to_str() {
+            if s.starts_with('-') && !s.starts_with("--") && s.len() > 2 {
+                let name = s[1..].split('=').next().unwrap_or("");
+                if LONG_OPTIONS.contains(&name) {
+                    out.push(OsString::from(format!("-{s}")));
+                    continue;
+                }
+                if !s[1..].starts_with(|c: char| c.is_ascii_digit()) {
+                    return Err(format!("{s}: invalid option (see --help)"));
+                }
+            }
+        }
+        out.push(a);
+    }
+    Ok(out)
+}
+
+/// Parses a RAM size as QEMU's `-m` does: a number with an optional suffix
+/// K, M, G or T (default M).
+pub fn parse_mem_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t.strip_prefix("size=").unwrap_or(t);
+    let bad = || format!("invalid -m value '{s}': expected a size such as 512M or 2G");
+    if t.is_empty() {
+        return Err(bad());
+    }
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'B' => 1,
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(bad()),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1 << 20),
+    };
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    if !n.is_finite() || n <= 0.0 {
+        return Err(format!("invalid -m value '{s}': the size must be positive"));
+    }
+    let bytes = n * mult as f64;
+    if bytes > (1u64 << 40) as f64 {
+        return Err(format!(
+            "-m {s}: more than 1 TiB of guest RAM is not supported"
+        ));
+    }
+    let bytes = bytes as u64;
+    if bytes < (1 << 20) {
+        return Err(format!("-m {s}: guest RAM must be at least 1 MiB"));
+    }
+    // Round up to a page.
+    Ok((bytes + 0xfff) & !0xfff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_dash_long_options_are_rewritten() {
+        let v = normalize_args(
+            [
+                "hx86",
+                "-kernel",
+                "k",
+                "-m",
+                "1G",
+                "-s",
+                "-no-reboot",
+                "-d",
+                "int",
+            ]
+            .iter()
+            .map(OsString::from),
+        )
+        .unwrap();
+        let v: Vec<_> = v.iter().map(|s| s.to_str().unwrap()).collect();
+        assert_eq!(
+            v,
+            [
+                "hx86",
+                "--kernel",
+                "k",
+                "-m",
+                "1G",
+                "-s",
+                "--no-reboot",
+                "-d",
+                "int"
+            ]
+        );
+    }
+
+    #[test]
+    fn mem_sizes() {
+        assert_eq!(parse_mem_size("512").unwrap(), 512 << 20);
+        assert_eq!(parse_mem_size("512M").unwrap(), 512 << 20);
+        assert_eq!(parse_mem_size("2G").unwrap(), 2 << 30);
+        assert_eq!(parse_mem_size("2g").unwrap(), 2 << 30);
+        assert_eq!(parse_mem_size("4096K").unwrap(), 4 << 20);
+        assert_eq!(parse_mem_size("1.5G").unwrap(), 3 << 29);
+        for bad in ["", "abc", "12X", "-5M", "0", "100K", "2T", "M"] {
+            assert!(parse_mem_size(bad).is_err(), "{bad}");
+        }
+    }
+}

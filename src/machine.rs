@@ -1,0 +1,263 @@
+//! The PC machine: guest memory, buses and devices, the boot image, and the
+//! vCPU loop that acts on [`VcpuExit`]s.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use accel::{AccelKind, GuestMemory, IoAction, IoHandler, Vcpu, VcpuExit};
+use anyhow::{anyhow, bail, Context, Result};
+use devices::{Bus, BusDevice, DebugExit, NoIrq, PostCode, PowerOffPort, Serial, VmRequest};
+use vm_memory::GuestMemoryMmap;
+use x86::CpuState;
+
+/// Port of the power-off register (QEMU's PIIX4 ACPI PM1a_CNT location).
+pub const POWER_OFF_PORT: u64 = 0x604;
+/// COM1.
+pub const COM1_PORT: u64 = 0x3f8;
+/// POST code port.
+pub const POST_PORT: u64 = 0x80;
+
+/// Where guest code comes from.
+#[derive(Clone, Debug)]
+pub enum Boot {
+    /// The built-in demo ROM.
+    Demo,
+    /// `-bios FILE`.
+    Bios(PathBuf),
+    /// `-kernel FILE [-append ...]`.
+    Kernel { path: PathBuf, cmdline: String },
+}
+
+/// Where COM1's output goes.
+#[derive(Clone, Debug)]
+pub enum SerialOut {
+    Stdio,
+    File(PathBuf),
+    None,
+}
+
+/// Everything the options decide.
+#[derive(Clone, Debug)]
+pub struct MachineConfig {
+    pub ram_size: u64,
+    pub boot: Boot,
+    pub serial: SerialOut,
+    /// isa-debug-exit `(iobase, iosize)`.
+    pub debug_exit: Option<(u64, u64)>,
+    pub no_reboot: bool,
+    pub accel: AccelKind,
+}
+
+/// The machine's port and MMIO buses, as the accelerator sees them.
+pub struct MachineIo {
+    pub pio: Bus,
+    pub mmio: Bus,
+    rom: Vec<(u64, u64)>,
+}
+
+fn action(r: Option<VmRequest>) -> IoAction {
+    match r {
+        None => IoAction::Continue,
+        Some(VmRequest::Exit(c)) => IoAction::Exit(c),
+        Some(VmRequest::Reset) => IoAction::Reset,
+        Some(VmRequest::PowerOff) => IoAction::PowerOff,
+    }
+}
+
+impl IoHandler for MachineIo {
+    fn pio_read(&self, port: u16, data: &mut [u8]) {
+        self.pio.read(port as u64, data);
+    }
+    fn pio_write(&self, port: u16, data: &[u8]) -> IoAction {
+        action(self.pio.write(port as u64, data))
+    }
+    fn mmio_read(&self, addr: u64, data: &mut [u8]) {
+        self.mmio.read(addr, data);
+    }
+    fn mmio_write(&self, addr: u64, data: &[u8]) -> IoAction {
+        if self.rom.iter().any(|&(s, l)| addr >= s && addr - s < l) {
+            log::debug!(target: "guest_errors", "write to ROM at {addr:#x} ignored");
+            return IoAction::Continue;
+        }
+        action(self.mmio.write(addr, data))
+    }
+}
+
+fn read_file(what: &str, path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("{what} {}: cannot read file", path.display()))
+}
+
+/// The guest image and the state to start it in.
+struct Image {
+    mem: GuestMemoryMmap,
+    rom: Vec<(u64, u64)>,
+    state: CpuState,
+}
+
+fn load_image(cfg: &MachineConfig) -> Result<Image> {
+    match &cfg.boot {
+        Boot::Demo => {
+            let rom = firmware::demo::demo_rom();
+            let (mem, ranges) =
+                firmware::create_guest_memory(cfg.ram_size, Some(&rom)).context("built-in demo")?;
+            Ok(Image {
+                mem,
+                rom: ranges,
+                state: firmware::bios::reset_state(),
+            })
+        }
+        Boot::Bios(path) => {
+            let rom = read_file("-bios", path)?;
+            let (mem, ranges) = firmware::create_guest_memory(cfg.ram_size, Some(&rom))
+                .with_context(|| format!("-bios {}", path.display()))?;
+            Ok(Image {
+                mem,
+                rom: ranges,
+                state: firmware::bios::reset_state(),
+            })
+        }
+        Boot::Kernel { path, cmdline } => {
+            let image = read_file("-kernel", path)?;
+            let (mem, ranges) = firmware::create_guest_memory(cfg.ram_size, None)
+                .with_context(|| format!("-kernel {}", path.display()))?;
+            let state = firmware::load_kernel(&mem, &image, cmdline, cfg.ram_size)
+                .with_context(|| format!("-kernel {}", path.display()))?;
+            Ok(Image {
+                mem,
+                rom: ranges,
+                state,
+            })
+        }
+    }
+}
+
+fn serial_writer(out: &SerialOut) -> Result<Box<dyn std::io::Write + Send>> {
+    Ok(match out {
+        SerialOut::Stdio => Box::new(std::io::stdout()),
+        SerialOut::File(p) => Box::new(
+            std::fs::File::create(p)
+                .with_context(|| format!("-serial file:{}: cannot create", p.display()))?,
+        ),
+        SerialOut::None => Box::new(std::io::sink()),
+    })
+}
+
+fn build_io(cfg: &MachineConfig, rom: Vec<(u64, u64)>) -> Result<MachineIo> {
+    let mut pio = Bus::new();
+    let serial = Serial::new(Arc::new(NoIrq), serial_writer(&cfg.serial)?);
+    let mut add = |dev: Arc<Mutex<dyn BusDevice>>, base: u64, len: u64, name: &str| {
+        pio.insert(dev, base, len)
+            .map_err(|e| anyhow!("{name} at port {base:#x}: {e}"))
+    };
+    add(
+        Arc::new(Mutex::new(serial)),
+        COM1_PORT,
+        devices::SERIAL_PORT_LEN,
+        "serial",
+    )?;
+    add(
+        Arc::new(Mutex::new(PostCode::new())),
+        POST_PORT,
+        1,
+        "POST port",
+    )?;
+    add(
+        Arc::new(Mutex::new(PowerOffPort::new())),
+        POWER_OFF_PORT,
+        2,
+        "power-off port",
+    )?;
+    if let Some((base, size)) = cfg.debug_exit {
+        add(
+            Arc::new(Mutex::new(DebugExit::new(size))),
+            base,
+            size,
+            "isa-debug-exit",
+        )?;
+    }
+    Ok(MachineIo {
+        pio,
+        mmio: Bus::new(),
+        rom,
+    })
+}
+
+/// How a run ended: the process exit status.
+pub fn run(cfg: &MachineConfig) -> Result<i32> {
+    let image = load_image(cfg)?;
+    let (accel, why) = accel::select(cfg.accel).map_err(|e| anyhow!("{e}"))?;
+    eprintln!("{why}");
+    let io = Arc::new(build_io(cfg, image.rom.clone())?);
+    let vm = accel
+        .create_vm(
+            GuestMemory {
+                mem: image.mem.clone(),
+                rom: image.rom.clone(),
+            },
+            io,
+        )
+        .map_err(|e| anyhow!("{}: {e}", accel.name()))?;
+    let mut vcpu = vm
+        .create_vcpu(0)
+        .map_err(|e| anyhow!("{}: {e}", accel.name()))?;
+    vcpu.set_state(&image.state)
+        .map_err(|e| anyhow!("setting the boot state: {e}"))?;
+    log::debug!(target: "cpu_reset", "CPU 0 boot state: {:x?}", image.state);
+    run_loop(cfg, vcpu.as_mut())
+}
+
+fn reset(cfg: &MachineConfig, vcpu: &mut dyn Vcpu) -> Result<()> {
+    // RAM keeps its contents across a reset, as on a PC; a -kernel image is
+    // loaded again so the machine restarts it, like QEMU's ROM reset does.
+    let state = match &cfg.boot {
+        Boot::Kernel { .. } => load_image(cfg)?.state,
+        _ => firmware::bios::reset_state(),
+    };
+    log::debug!(target: "cpu_reset", "CPU 0 reset: {state:x?}");
+    vcpu.set_state(&state)
+        .map_err(|e| anyhow!("resetting the CPU: {e}"))
+}
+
+fn run_loop(cfg: &MachineConfig, vcpu: &mut dyn Vcpu) -> Result<i32> {
+    loop {
+        let exit = vcpu.run().map_err(|e| anyhow!("vCPU 0: {e}"))?;
+        match exit {
+            VcpuExit::GuestExit(code) => return Ok(code),
+            VcpuExit::PowerOff => return Ok(0),
+            VcpuExit::Halt => {
+                let s = vcpu.state().map_err(|e| anyhow!("{e}"))?;
+                eprintln!(
+                    "hx86: the guest halted with nothing to wake it (rip={:#x}); exiting",
+                    s.rip
+                );
+                return Ok(0);
+            }
+            VcpuExit::Shutdown => {
+                let s = vcpu.state().map_err(|e| anyhow!("{e}"))?;
+                if cfg.no_reboot {
+                    eprintln!(
+                        "hx86: guest triple fault at {:#x} (cs={:#x} rip={:#x}, {}); exiting because of -no-reboot",
+                        s.linear_pc(),
+                        s.segs[1].selector,
+                        s.rip,
+                        s.mode().name()
+                    );
+                    return Ok(1);
+                }
+                log::debug!(target: "cpu_reset", "triple fault at rip={:#x}: resetting", s.rip);
+                reset(cfg, vcpu)?;
+            }
+            VcpuExit::Reset => {
+                if cfg.no_reboot {
+                    eprintln!("hx86: the guest requested a reset; exiting because of -no-reboot");
+                    return Ok(0);
+                }
+                reset(cfg, vcpu)?;
+            }
+            VcpuExit::Debug(ev) => {
+                bail!("unexpected debug stop {ev:?} with no debugger attached")
+            }
+            VcpuExit::Interrupted => {}
+        }
+    }
+}

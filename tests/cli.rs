@@ -1,0 +1,125 @@
+//! Bad input of every kind: a clear message, a non-zero status, no panic.
+
+mod common;
+
+use common::*;
+
+fn assert_fails(args: &[&str], needles: &[&str]) {
+    let o = run(args);
+    assert_eq!(o.status, Some(1), "{args:?}\n{}", o.dump());
+    for n in needles {
+        assert!(
+            o.stderr.contains(n),
+            "{args:?}: stderr lacks {n:?}\n{}",
+            o.dump()
+        );
+    }
+    assert!(!o.stderr.contains("panicked"), "{}", o.dump());
+}
+
+#[test]
+fn version_and_help() {
+    let o = run(&["--version"]);
+    assert_eq!(o.status, Some(0), "{}", o.dump());
+    assert!(o.stdout.contains("hx86"));
+    let o = run(&["-version"]);
+    assert_eq!(o.status, Some(0), "{}", o.dump());
+    let o = run(&["--help"]);
+    assert_eq!(o.status, Some(0), "{}", o.dump());
+    for opt in [
+        "--kernel",
+        "--bios",
+        "--accel",
+        "--serial",
+        "-d",
+        "--no-reboot",
+    ] {
+        assert!(o.stdout.contains(opt), "help lacks {opt}");
+    }
+    let o = run(&["-d", "help"]);
+    assert_eq!(o.status, Some(0));
+    for cat in ["exits", "int", "cpu_reset", "unimp"] {
+        assert!(o.stdout.contains(cat), "-d help lacks {cat}");
+    }
+}
+
+#[test]
+fn unknown_options_and_values() {
+    assert_fails(&["-frobnicate"], &["frobnicate"]);
+    assert_fails(&["-m", "lots"], &["invalid -m value 'lots'"]);
+    assert_fails(&["-m", "0"], &["-m"]);
+    assert_fails(&["-m", "512K"], &["at least 1 MiB"]);
+    assert_fails(&["-m", "4T"], &["1 TiB"]);
+    assert_fails(&["-accel", "hvf"], &["unknown accelerator"]);
+    assert_fails(&["-serial", "pty"], &["-serial pty"]);
+    assert_fails(&["-device", "e1000"], &["e1000", "unsupported device"]);
+    assert_fails(&["-device", "isa-debug-exit,iobase=zz"], &["not a number"]);
+    assert_fails(&["-d", "bogus"], &["unknown log item 'bogus'"]);
+    assert_fails(&["-display", "gtk"], &["-display gtk"]);
+}
+
+#[test]
+fn later_features_say_not_supported_yet() {
+    assert_fails(&["-smp", "2"], &["not supported yet"]);
+    assert_fails(&["-s"], &["not supported yet"]);
+    assert_fails(&["-S"], &["not supported yet"]);
+    assert_fails(&["-gdb", "tcp::1234"], &["not supported yet"]);
+}
+
+#[test]
+fn missing_files_are_named() {
+    assert_fails(
+        &["-kernel", "/nonexistent/vmlinux"],
+        &["/nonexistent/vmlinux", "No such file"],
+    );
+    assert_fails(
+        &["-bios", "/nonexistent/bios.bin"],
+        &["/nonexistent/bios.bin", "No such file"],
+    );
+}
+
+#[test]
+fn corrupt_and_unsupported_kernels() {
+    let d = scratch("cli-kernels");
+    // Truncated ELF header.
+    let trunc = write(&d, "trunc.elf", b"\x7fELF\x02\x01\x01\0\0\0");
+    assert_fails(&["-kernel", &trunc], &["trunc.elf"]);
+    // Program header pointing past the end of the file.
+    let mut bad = elf(true, 0x200000, &[0xf4; 16]);
+    bad[32..40].copy_from_slice(&0x10_0000u64.to_le_bytes()); // e_phoff
+    let bad = write(&d, "badph.elf", &bad);
+    assert_fails(&["-kernel", &bad], &["badph.elf"]);
+    // Not a kernel at all.
+    let junk = write(&d, "junk.bin", &[0x55u8; 4096]);
+    assert_fails(&["-kernel", &junk], &["junk.bin", "not an ELF"]);
+    // A bzImage: refused for now, saying what it is.
+    let mut bz = vec![0u8; 0x4000];
+    bz[0x1fe] = 0x55;
+    bz[0x1ff] = 0xaa;
+    bz[0x202..0x206].copy_from_slice(b"HdrS");
+    bz[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+    let bz = write(&d, "bzImage", &bz);
+    assert_fails(&["-kernel", &bz], &["bzImage"]);
+    // A multiboot image.
+    let mut mb = vec![0u8; 0x2000];
+    let magic = 0x1bad_b002u32;
+    let flags = 0u32;
+    let sum = 0u32.wrapping_sub(magic.wrapping_add(flags));
+    mb[0x40..0x44].copy_from_slice(&magic.to_le_bytes());
+    mb[0x44..0x48].copy_from_slice(&flags.to_le_bytes());
+    mb[0x48..0x4c].copy_from_slice(&sum.to_le_bytes());
+    let mb = write(&d, "mb.bin", &mb);
+    assert_fails(&["-kernel", &mb], &["multiboot"]);
+    // A kernel that does not fit in RAM.
+    let big = write(&d, "big.elf", &elf(true, 0x1000_0000, &[0xf4; 16]));
+    assert_fails(&["-m", "64M", "-kernel", &big], &["big.elf"]);
+}
+
+#[test]
+fn bad_bios_images() {
+    let d = scratch("cli-bios");
+    let small = write(&d, "small.rom", &[0xf4; 1000]);
+    assert_fails(&["-bios", &small], &["small.rom", "64 KiB"]);
+    let empty = write(&d, "empty.rom", &[]);
+    assert_fails(&["-bios", &empty], &["empty.rom"]);
+}

@@ -1,0 +1,201 @@
+//! Guests run end to end by the binary under every usable accelerator: the
+//! built-in demo, a `-bios` ROM, ELF32/ELF64 `-kernel` images, the
+//! debug-exit status and a triple fault.
+
+mod common;
+
+use common::*;
+use iced_x86::code_asm::*;
+
+fn asm(bits: u32, f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Vec<u8> {
+    let mut a = CodeAssembler::new(bits).unwrap();
+    f(&mut a).unwrap();
+    a.assemble(0).unwrap()
+}
+
+#[test]
+fn demo_guest_prints_modes_and_primes() {
+    for accel in accels() {
+        let o = run(&["-accel", accel]);
+        assert_eq!(o.status, Some(0), "-accel {accel}\n{}", o.dump());
+        let lines: Vec<&str> = o.stdout.lines().collect();
+        for (i, want) in ["real mode", "protected mode", "long mode", "9592"]
+            .iter()
+            .enumerate()
+        {
+            assert!(
+                lines.get(i).is_some_and(|l| l.contains(want)),
+                "-accel {accel}: line {i} should contain {want:?}\n{}",
+                o.dump()
+            );
+        }
+        assert!(
+            o.stderr.contains(&format!("accelerator: {accel}")),
+            "{}",
+            o.dump()
+        );
+    }
+}
+
+/// A real-mode ROM: prints a message from ROM data and exits via
+/// isa-debug-exit with value 0x21, i.e. status 0x43.
+fn hello_rom() -> Vec<u8> {
+    let code = asm(16, |a| {
+        a.mov(ax, 0xf000u32)?;
+        a.mov(ds, ax)?; // the ROM's low alias ends at 1 MiB: F000:0 is its last 64 KiB
+        a.mov(si, 0x100u32)?;
+        a.mov(dx, 0x3f8u32)?;
+        let mut lp = a.create_label();
+        let mut done = a.create_label();
+        a.set_label(&mut lp)?;
+        a.lodsb()?;
+        a.test(al, al)?;
+        a.jz(done)?;
+        a.out(dx, al)?;
+        a.jmp(lp)?;
+        a.set_label(&mut done)?;
+        a.mov(dx, 0xf4u32)?;
+        a.mov(al, 0x21u32)?;
+        a.out(dx, al)?;
+        a.hlt()
+    });
+    let mut rom = bios_rom(&code, 0x20000);
+    let msg = b"hello from a -bios ROM\n\0";
+    let at = 0x20000 - 0x10000 + 0x100;
+    rom[at..at + msg.len()].copy_from_slice(msg);
+    rom
+}
+
+#[test]
+fn bios_rom_runs_from_reset_vector_and_exits_with_status() {
+    let d = scratch("bios-hello");
+    let rom = write(&d, "hello.rom", &hello_rom());
+    for accel in accels() {
+        let o = run(&["-accel", accel, "-bios", &rom]);
+        assert_eq!(o.status, Some(0x43), "-accel {accel}\n{}", o.dump());
+        assert_eq!(o.stdout, "hello from a -bios ROM\n", "{}", o.dump());
+    }
+}
+
+#[test]
+fn debug_exit_can_move_and_serial_can_go_to_a_file() {
+    let d = scratch("bios-moved");
+    let code = asm(16, |a| {
+        a.mov(dx, 0x3f8u32)?;
+        a.mov(al, b'X' as u32)?;
+        a.out(dx, al)?;
+        a.mov(dx, 0x501u32)?;
+        a.mov(al, 3u32)?;
+        a.out(dx, al)?;
+        a.hlt()
+    });
+    let rom = write(&d, "moved.rom", &bios_rom(&code, 0x10000));
+    let log = d.join("serial.txt");
+    let serial = format!("file:{}", log.display());
+    for accel in accels() {
+        let o = run(&[
+            "-accel",
+            accel,
+            "-bios",
+            &rom,
+            "-serial",
+            &serial,
+            "-device",
+            "isa-debug-exit,iobase=0x501,iosize=1",
+        ]);
+        assert_eq!(o.status, Some(7), "-accel {accel}\n{}", o.dump());
+        assert_eq!(o.stdout, "");
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "X");
+    }
+}
+
+#[test]
+fn triple_fault_with_no_reboot_exits_1() {
+    let d = scratch("triple");
+    for bits in [32u32, 64] {
+        let code = asm(bits, |a| {
+            a.xor(eax, eax)?;
+            if bits == 64 {
+                a.push(rax)?;
+                a.push(rax)?;
+            } else {
+                a.push(eax)?;
+                a.push(eax)?;
+            }
+            if bits == 64 {
+                a.lidt(ptr(rsp))?; // IDT limit 0: every exception faults again
+            } else {
+                a.lidt(ptr(esp))?;
+            }
+            a.ud2()?;
+            a.hlt()
+        });
+        let k = write(&d, "triple.elf", &elf(bits == 64, 0x20_0000, &code));
+        for accel in accels() {
+            let o = run(&["-accel", accel, "-kernel", &k, "-no-reboot"]);
+            assert_eq!(o.status, Some(1), "-accel {accel}\n{}", o.dump());
+            assert!(o.stderr.contains("triple fault"), "{}", o.dump());
+            assert!(!o.stderr.contains("panicked"));
+        }
+    }
+}
+
+/// Prints the command line found through EDI/RDI, then exits with 0x10.
+fn cmdline_printer(bits: u32) -> Vec<u8> {
+    asm(bits, |a| {
+        if bits == 64 {
+            a.mov(rsi, rdi)?;
+        } else {
+            a.mov(esi, edi)?;
+        }
+        a.mov(dx, 0x3f8u32)?;
+        let mut lp = a.create_label();
+        let mut done = a.create_label();
+        a.set_label(&mut lp)?;
+        if bits == 64 {
+            a.mov(al, byte_ptr(rsi))?;
+        } else {
+            a.mov(al, byte_ptr(esi))?;
+        }
+        a.test(al, al)?;
+        a.jz(done)?;
+        a.out(dx, al)?;
+        if bits == 64 {
+            a.inc(rsi)?;
+        } else {
+            a.inc(esi)?;
+        }
+        a.jmp(lp)?;
+        a.set_label(&mut done)?;
+        a.mov(al, b'\n' as u32)?;
+        a.out(dx, al)?;
+        a.mov(dx, 0xf4u32)?;
+        a.mov(eax, 0x10u32)?;
+        a.out(dx, eax)?;
+        a.hlt()
+    })
+}
+
+#[test]
+fn elf_kernels_get_the_command_line() {
+    let d = scratch("elf");
+    for (bits, name) in [(32u32, "k32.elf"), (64, "k64.elf")] {
+        let k = write(
+            &d,
+            name,
+            &elf(bits == 64, 0x20_0000, &cmdline_printer(bits)),
+        );
+        for accel in accels() {
+            let o = run(&[
+                "-accel",
+                accel,
+                "-kernel",
+                &k,
+                "-append",
+                "console=ttyS0 hello",
+            ]);
+            assert_eq!(o.status, Some(0x21), "{name} -accel {accel}\n{}", o.dump());
+            assert_eq!(o.stdout, "console=ttyS0 hello\n", "{}", o.dump());
+        }
+    }
+}
