@@ -1,0 +1,388 @@
+//! The memory path both tiers share: segmentation ([`seg`]), the page walk
+//! ([`walk`]), the software TLB ([`tlb`]) and MMIO dispatch through the
+//! [`CpuBus`]. It also tracks which physical pages hold translated code so
+//! that guest writes to them invalidate the translations (self-modifying
+//! code).
+
+pub mod seg;
+pub mod tlb;
+pub mod walk;
+
+use std::collections::HashMap;
+
+use crate::bus::{BusAction, CpuBus};
+use crate::exception::XResult;
+use crate::CpuState;
+pub use tlb::{tlb_index, Tlb, TlbEntry, TLB_SIZE};
+use tlb::{ATTR_GLOBAL, ATTR_LARGE, ATTR_RAM_READ, ATTR_RAM_WRITE, PAGE_MASK, TAG_INVALID, TAG_SLOW};
+pub use walk::{walk, Access, PagingMode, Walk};
+
+/// Which bytes of a physical page hold decoded instructions.
+#[derive(Clone)]
+struct CodePage {
+    bits: [u64; 64],
+}
+
+impl CodePage {
+    fn set(&mut self, off: usize, len: usize) {
+        for b in off..(off + len).min(4096) {
+            self.bits[b / 64] |= 1 << (b % 64);
+        }
+    }
+    fn overlaps(&self, off: usize, len: usize) -> bool {
+        (off..(off + len).min(4096)).any(|b| self.bits[b / 64] & (1 << (b % 64)) != 0)
+    }
+}
+
+/// Per-vCPU MMU: TLBs, code-page tracking, pending bus actions.
+pub struct Mmu {
+    /// The TLBs, `[supervisor, user]`; see [`tlb`] for the layout.
+    pub tlb: Box<Tlb>,
+    code_pages: HashMap<u64, CodePage>,
+    /// Physical pages whose translated code was overwritten since the
+    /// owner of the code cache last drained this list.
+    pub dirty_code: Vec<u64>,
+    /// A write asked the machine for something (exit, reset, power-off).
+    pub pending_action: Option<BusAction>,
+    has_large: bool,
+}
+
+impl Default for Mmu {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+macro_rules! fast_rw {
+    ($read:ident, $write:ident, $t:ty) => {
+        /// Reads a little-endian value at a linear address.
+        #[inline(always)]
+        pub fn $read(
+            &mut self,
+            st: &CpuState,
+            bus: &mut dyn CpuBus,
+            lin: u64,
+            user: bool,
+        ) -> XResult<$t> {
+            const N: usize = std::mem::size_of::<$t>();
+            let e = &self.tlb[user as usize][tlb_index(lin)];
+            if e.tag_read == lin & PAGE_MASK && (lin & 0xfff) as usize <= 4096 - N {
+                // SAFETY: the tag matched, so `addend + lin` points into a
+                // host mapping of guest RAM/ROM that covers the whole 4 KiB
+                // page (checked when the entry was filled) and the access
+                // does not cross the page end. The bus keeps the mapping
+                // alive. Guest memory may change under us (other vCPUs,
+                // devices), hence an unaligned raw read, never a reference.
+                let v = unsafe { std::ptr::read_unaligned(e.addend.wrapping_add(lin) as *const $t) };
+                return Ok(<$t>::from_le(v));
+            }
+            let mut b = [0u8; N];
+            self.read(st, bus, lin, &mut b, user)?;
+            Ok(<$t>::from_le_bytes(b))
+        }
+
+        /// Writes a little-endian value at a linear address.
+        #[inline(always)]
+        pub fn $write(
+            &mut self,
+            st: &CpuState,
+            bus: &mut dyn CpuBus,
+            lin: u64,
+            v: $t,
+            user: bool,
+        ) -> XResult<()> {
+            const N: usize = std::mem::size_of::<$t>();
+            let e = &self.tlb[user as usize][tlb_index(lin)];
+            if e.tag_write == lin & PAGE_MASK && (lin & 0xfff) as usize <= 4096 - N {
+                // SAFETY: as for reads; a matching write tag is only filled
+                // for writable RAM pages that hold no translated code.
+                unsafe { std::ptr::write_unaligned(e.addend.wrapping_add(lin) as *mut $t, v.to_le()) };
+                return Ok(());
+            }
+            self.write(st, bus, lin, &v.to_le_bytes(), user)
+        }
+    };
+}
+
+impl Mmu {
+    pub fn new() -> Self {
+        Mmu {
+            tlb: Box::new([[TlbEntry::EMPTY; TLB_SIZE]; 2]),
+            code_pages: HashMap::new(),
+            dirty_code: Vec::new(),
+            pending_action: None,
+            has_large: false,
+        }
+    }
+
+    /// Flushes every TLB entry (CR0/CR4/EFER paging changes, CR4.PGE toggles).
+    pub fn flush_all(&mut self) {
+        for t in self.tlb.iter_mut() {
+            t.fill(TlbEntry::EMPTY);
+        }
+        self.has_large = false;
+    }
+
+    /// Flushes non-global entries (MOV to CR3).
+    pub fn flush_nonglobal(&mut self) {
+        for t in self.tlb.iter_mut() {
+            for e in t.iter_mut() {
+                if e.attrs & ATTR_GLOBAL == 0 {
+                    *e = TlbEntry::EMPTY;
+                }
+            }
+        }
+    }
+
+    /// INVLPG: drops the translation of one linear page (all of them when a
+    /// large page may cover it).
+    pub fn invlpg(&mut self, lin: u64) {
+        if self.has_large {
+            self.flush_all();
+            return;
+        }
+        let i = tlb_index(lin);
+        for t in self.tlb.iter_mut() {
+            t[i] = TlbEntry::EMPTY;
+        }
+    }
+
+    /// Looks up or fills the entry translating `lin` for `access`.
+    pub fn translate(
+        &mut self,
+        st: &CpuState,
+        bus: &mut dyn CpuBus,
+        lin: u64,
+        access: Access,
+        user: bool,
+    ) -> XResult<TlbEntry> {
+        let idx = tlb_index(lin);
+        let m = user as usize;
+        let page = lin & PAGE_MASK;
+        let e = &self.tlb[m][idx];
+        let tag = match access {
+            Access::Read => e.tag_read,
+            Access::Write => e.tag_write,
+            Access::Exec => e.tag_exec,
+        };
+        if tag & TAG_INVALID == 0 && tag & PAGE_MASK == page {
+            return Ok(*e);
+        }
+        let w = walk::walk(st, bus, lin, access, user)?;
+        let mut attrs = 0;
+        let mut addend = 0;
+        if let Some(r) = bus.ram_ptr(w.paddr) {
+            if r.len >= 4096 {
+                attrs |= ATTR_RAM_READ;
+                if r.writable {
+                    attrs |= ATTR_RAM_WRITE;
+                }
+                addend = (r.ptr as u64).wrapping_sub(page);
+            }
+        }
+        if w.global {
+            attrs |= ATTR_GLOBAL;
+        }
+        if w.large {
+            attrs |= ATTR_LARGE;
+            self.has_large = true;
+        }
+        let slow = |fast: bool| if fast { page } else { page | TAG_SLOW };
+        let code = self.code_pages.contains_key(&w.paddr);
+        let ne = TlbEntry {
+            tag_read: if w.can_read { slow(attrs & ATTR_RAM_READ != 0) } else { TAG_INVALID },
+            tag_write: if w.can_write {
+                slow(attrs & ATTR_RAM_WRITE != 0 && !code)
+            } else {
+                TAG_INVALID
+            },
+            tag_exec: if w.can_exec { slow(attrs & ATTR_RAM_READ != 0) } else { TAG_INVALID },
+            addend,
+            paddr: w.paddr,
+            attrs,
+        };
+        self.tlb[m][idx] = ne;
+        Ok(ne)
+    }
+
+    /// Translates `lin` to a physical address for `access`.
+    pub fn phys_addr(
+        &mut self,
+        st: &CpuState,
+        bus: &mut dyn CpuBus,
+        lin: u64,
+        access: Access,
+        user: bool,
+    ) -> XResult<u64> {
+        let e = self.translate(st, bus, lin, access, user)?;
+        Ok(e.paddr | (lin & 0xfff))
+    }
+
+    fn read_in_page(&mut self, bus: &mut dyn CpuBus, e: &TlbEntry, lin: u64, buf: &mut [u8]) {
+        if e.attrs & ATTR_RAM_READ != 0 {
+            // SAFETY: `ATTR_RAM_READ` means `addend + page` maps the whole
+            // 4 KiB page on the host, and callers never cross the page end.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    e.addend.wrapping_add(lin) as *const u8,
+                    buf.as_mut_ptr(),
+                    buf.len(),
+                )
+            };
+        } else {
+            bus.read_phys(e.paddr | (lin & 0xfff), buf);
+        }
+    }
+
+    fn write_in_page(&mut self, bus: &mut dyn CpuBus, e: &TlbEntry, lin: u64, data: &[u8]) {
+        let off = (lin & 0xfff) as usize;
+        if let Some(cp) = self.code_pages.get(&e.paddr) {
+            if cp.overlaps(off, data.len()) {
+                self.invalidate_code_page(e.paddr);
+            }
+        }
+        if e.attrs & ATTR_RAM_WRITE != 0 {
+            // SAFETY: `ATTR_RAM_WRITE` means `addend + page` maps the whole
+            // 4 KiB page writably on the host; the access stays in the page.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    data.as_ptr(),
+                    e.addend.wrapping_add(lin) as *mut u8,
+                    data.len(),
+                )
+            };
+        } else {
+            let act = bus.write_phys(e.paddr | off as u64, data);
+            if act != BusAction::Continue {
+                self.pending_action = Some(act);
+            }
+        }
+    }
+
+    /// Reads `buf.len()` (at most 4096) bytes at a linear address (any
+    /// alignment, page crossings, MMIO).
+    pub fn read(
+        &mut self,
+        st: &CpuState,
+        bus: &mut dyn CpuBus,
+        lin: u64,
+        buf: &mut [u8],
+        user: bool,
+    ) -> XResult<()> {
+        let first = (0x1000 - (lin & 0xfff) as usize).min(buf.len());
+        let e1 = self.translate(st, bus, lin, Access::Read, user)?;
+        if first < buf.len() {
+            let lin2 = (lin & PAGE_MASK).wrapping_add(0x1000);
+            let lin2 = if st.efer & crate::consts::efer::LMA == 0 { lin2 & 0xffff_ffff } else { lin2 };
+            let e2 = self.translate(st, bus, lin2, Access::Read, user)?;
+            let (a, b) = buf.split_at_mut(first);
+            self.read_in_page(bus, &e1, lin, a);
+            self.read_in_page(bus, &e2, lin2, b);
+        } else {
+            self.read_in_page(bus, &e1, lin, buf);
+        }
+        Ok(())
+    }
+
+    /// Writes `data` (at most 4096 bytes) at a linear address. Both pages of
+    /// a crossing write are translated before any byte is written.
+    pub fn write(
+        &mut self,
+        st: &CpuState,
+        bus: &mut dyn CpuBus,
+        lin: u64,
+        data: &[u8],
+        user: bool,
+    ) -> XResult<()> {
+        let first = (0x1000 - (lin & 0xfff) as usize).min(data.len());
+        let e1 = self.translate(st, bus, lin, Access::Write, user)?;
+        if first < data.len() {
+            let lin2 = (lin & PAGE_MASK).wrapping_add(0x1000);
+            let lin2 = if st.efer & crate::consts::efer::LMA == 0 { lin2 & 0xffff_ffff } else { lin2 };
+            let e2 = self.translate(st, bus, lin2, Access::Write, user)?;
+            self.write_in_page(bus, &e1, lin, &data[..first]);
+            self.write_in_page(bus, &e2, lin2, &data[first..]);
+        } else {
+            self.write_in_page(bus, &e1, lin, data);
+        }
+        Ok(())
+    }
+
+    /// Checks that a write of `len` bytes at `lin` would not fault (used by
+    /// instructions that must fault before changing anything).
+    pub fn probe_write(
+        &mut self,
+        st: &CpuState,
+        bus: &mut dyn CpuBus,
+        lin: u64,
+        len: usize,
+        user: bool,
+    ) -> XResult<()> {
+        self.translate(st, bus, lin, Access::Write, user)?;
+        let last = lin.wrapping_add(len.max(1) as u64 - 1);
+        if last & PAGE_MASK != lin & PAGE_MASK {
+            self.translate(st, bus, last, Access::Write, user)?;
+        }
+        Ok(())
+    }
+
+    fast_rw!(read_u8, write_u8, u8);
+    fast_rw!(read_u16, write_u16, u16);
+    fast_rw!(read_u32, write_u32, u32);
+    fast_rw!(read_u64, write_u64, u64);
+    fast_rw!(read_u128, write_u128, u128);
+
+    /// Records that bytes `[paddr, paddr+len)` (within one page) hold
+    /// translated code: later guest writes there take the slow path and
+    /// invalidate the page's translations.
+    pub fn mark_code(&mut self, paddr: u64, len: usize) {
+        let page = paddr & PAGE_MASK;
+        let newly = !self.code_pages.contains_key(&page);
+        self.code_pages
+            .entry(page)
+            .or_insert(CodePage { bits: [0; 64] })
+            .set((paddr & 0xfff) as usize, len);
+        if newly {
+            for t in self.tlb.iter_mut() {
+                for e in t.iter_mut() {
+                    if e.paddr == page && e.tag_write & TAG_INVALID == 0 {
+                        e.tag_write |= TAG_SLOW;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Forgets the code of a physical page and queues it in
+    /// [`Mmu::dirty_code`] for the code cache.
+    pub fn invalidate_code_page(&mut self, page: u64) {
+        if self.code_pages.remove(&page).is_some() {
+            self.dirty_code.push(page);
+            for t in self.tlb.iter_mut() {
+                for e in t.iter_mut() {
+                    if e.paddr == page && e.tag_write & TAG_INVALID == 0 && e.attrs & ATTR_RAM_WRITE != 0 {
+                        e.tag_write &= !TAG_SLOW;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Forgets all code pages (when the code cache is flushed).
+    pub fn clear_code_pages(&mut self) {
+        self.code_pages.clear();
+        self.dirty_code.clear();
+        for t in self.tlb.iter_mut() {
+            for e in t.iter_mut() {
+                if e.tag_write & TAG_INVALID == 0 && e.attrs & ATTR_RAM_WRITE != 0 {
+                    e.tag_write &= !TAG_SLOW;
+                }
+            }
+        }
+    }
+
+    /// Whether a physical page holds translated code.
+    pub fn is_code_page(&self, paddr: u64) -> bool {
+        self.code_pages.contains_key(&(paddr & PAGE_MASK))
+    }
+}
