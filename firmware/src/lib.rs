@@ -5,6 +5,7 @@
 //! * [`kernel`]: `-kernel` images: format detection, ELF32/ELF64 loading and
 //!   the documented entry states.
 //! * [`boot`]: boot GDT, identity page tables, command line, flat entry states.
+//! * [`linux`]: the Linux boot protocol: bzImage/vmlinux, initrd, zero page, e820.
 //! * [`bios`]: the state a `-bios` ROM starts in.
 //! * [`demo`]: the built-in demo guest ROM.
 //!
@@ -18,8 +19,10 @@ mod elf;
 mod error;
 pub mod kernel;
 pub mod layout;
+pub mod linux;
 pub mod memory;
 
 pub use error::Error;
 pub use kernel::{detect, load_kernel, KernelFormat};
+pub use linux::{e820_map, load_linux, E820Entry};
 pub use memory::create_guest_memory;
