@@ -287,11 +287,7 @@ impl CpuState {
             base: 0xffff_0000,
             limit: 0xffff,
             selector: 0xf000,
-            attr: seg_attr::CODE
-                | seg_attr::RW
-                | seg_attr::ACCESSED
-                | seg_attr::S
-                | seg_attr::P,
+            attr: seg_attr::CODE | seg_attr::RW | seg_attr::ACCESSED | seg_attr::S | seg_attr::P,
         };
         let mut gpr = [0u64; 16];
         // EDX = CPU signature (family/model/stepping), as after a real reset.
