@@ -7,6 +7,8 @@
 pub mod bus;
 pub mod clock;
 pub mod debug_exit;
+pub mod lapic;
+mod lapic_timer;
 pub mod pic;
 pub mod pit;
 pub mod post;
@@ -19,6 +21,8 @@ mod testutil;
 pub use bus::{Bus, BusDevice, BusError, IrqLine, NoIrq, VmRequest};
 pub use clock::{Clock, HostClock, ManualClock};
 pub use debug_exit::DebugExit;
+pub use lapic::{ApicMessage, LocalApic, LAPIC_BASE, LAPIC_SIZE};
+pub use lapic_timer::TimerMode;
 pub use pic::Pic;
 pub use pit::{Pit, PIT_HZ};
 pub use post::PostCode;
