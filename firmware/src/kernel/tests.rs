@@ -117,3 +117,19 @@ fn elf_placement_errors() {
     let e = load_kernel(&m, &ok, "a\0b", 4 * MIB).unwrap_err();
     assert!(matches!(e, Error::CmdlineNul));
 }
+
+#[test]
+fn mutated_headers_never_panic() {
+    let m = mem(4 * MIB);
+    for is64 in [false, true] {
+        let good = testimg::build(is64, MIB, &[(MIB, &[0x90; 32], 0x1000)]);
+        let hdr_len = if is64 { 64 + 56 } else { 52 + 32 };
+        for i in 0..hdr_len {
+            for v in [0x00, 0x7F, 0x80, 0xFF] {
+                let mut img = good.clone();
+                img[i] = v;
+                let _ = load_kernel(&m, &img, "x", 4 * MIB);
+            }
+        }
+    }
+}
