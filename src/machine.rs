@@ -2,11 +2,11 @@
 //! vCPU loop that acts on [`VcpuExit`]s.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use accel::{AccelKind, GuestMemory, IoAction, IoHandler, Vcpu, VcpuExit};
+use accel::{AccelKind, GuestMemory, IoAction, IoHandler, Vcpu, VcpuExit, Vm};
 use anyhow::{anyhow, bail, Context, Result};
-use devices::{Bus, BusDevice, DebugExit, NoIrq, PostCode, PowerOffPort, Serial, VmRequest};
+use devices::{Bus, BusDevice, DebugExit, IrqLine, PostCode, PowerOffPort, Serial, VmRequest};
 use vm_memory::GuestMemoryMmap;
 use x86::CpuState;
 
@@ -16,6 +16,25 @@ pub const POWER_OFF_PORT: u64 = 0x604;
 pub const COM1_PORT: u64 = 0x3f8;
 /// POST code port.
 pub const POST_PORT: u64 = 0x80;
+/// COM1's interrupt line.
+pub const COM1_IRQ: u32 = 4;
+
+/// An interrupt line of the machine, bound to the VM once it exists (devices
+/// are built before the accelerator creates the VM).
+pub struct VmIrqLine {
+    gsi: u32,
+    vm: Arc<OnceLock<Arc<dyn Vm>>>,
+}
+
+impl IrqLine for VmIrqLine {
+    fn set_level(&self, level: bool) {
+        if let Some(vm) = self.vm.get() {
+            if let Err(e) = vm.set_irq_line(self.gsi, level) {
+                log::debug!(target: "int", "IRQ {} -> {level}: {e}", self.gsi);
+            }
+        }
+    }
+}
 
 /// Where guest code comes from.
 #[derive(Clone, Debug)]
@@ -53,6 +72,10 @@ pub struct MachineIo {
     pub pio: Bus,
     pub mmio: Bus,
     rom: Vec<(u64, u64)>,
+    /// COM1, also fed by the console's stdin reader.
+    pub serial: Arc<Mutex<Serial>>,
+    /// The VM the interrupt lines drive, set once it is created.
+    pub vm: Arc<OnceLock<Arc<dyn Vm>>>,
 }
 
 fn action(r: Option<VmRequest>) -> IoAction {
@@ -144,13 +167,23 @@ fn serial_writer(out: &SerialOut) -> Result<Box<dyn std::io::Write + Send>> {
 
 fn build_io(cfg: &MachineConfig, rom: Vec<(u64, u64)>) -> Result<MachineIo> {
     let mut pio = Bus::new();
-    let serial = Serial::new(Arc::new(NoIrq), serial_writer(&cfg.serial)?);
+    let vm_cell: Arc<OnceLock<Arc<dyn Vm>>> = Arc::new(OnceLock::new());
+    let irq = |gsi| -> Arc<dyn IrqLine> {
+        Arc::new(VmIrqLine {
+            gsi,
+            vm: vm_cell.clone(),
+        })
+    };
+    let serial = Arc::new(Mutex::new(Serial::new(
+        irq(COM1_IRQ),
+        serial_writer(&cfg.serial)?,
+    )));
     let mut add = |dev: Arc<Mutex<dyn BusDevice>>, base: u64, len: u64, name: &str| {
         pio.insert(dev, base, len)
             .map_err(|e| anyhow!("{name} at port {base:#x}: {e}"))
     };
     add(
-        Arc::new(Mutex::new(serial)),
+        serial.clone(),
         COM1_PORT,
         devices::SERIAL_PORT_LEN,
         "serial",
@@ -179,6 +212,8 @@ fn build_io(cfg: &MachineConfig, rom: Vec<(u64, u64)>) -> Result<MachineIo> {
         pio,
         mmio: Bus::new(),
         rom,
+        serial,
+        vm: vm_cell,
     })
 }
 
@@ -188,15 +223,20 @@ pub fn run(cfg: &MachineConfig) -> Result<i32> {
     let (accel, why) = accel::select(cfg.accel).map_err(|e| anyhow!("{e}"))?;
     eprintln!("{why}");
     let io = Arc::new(build_io(cfg, image.rom.clone())?);
-    let vm = accel
+    let vm: Arc<dyn Vm> = accel
         .create_vm(
             GuestMemory {
                 mem: image.mem.clone(),
                 rom: image.rom.clone(),
             },
-            io,
+            io.clone(),
         )
-        .map_err(|e| anyhow!("{}: {e}", accel.name()))?;
+        .map_err(|e| anyhow!("{}: {e}", accel.name()))?
+        .into();
+    let _ = io.vm.set(vm.clone());
+    if matches!(cfg.serial, SerialOut::Stdio) {
+        crate::console::start(io.serial.clone());
+    }
     let mut vcpu = vm
         .create_vcpu(0)
         .map_err(|e| anyhow!("{}: {e}", accel.name()))?;

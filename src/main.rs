@@ -1,6 +1,7 @@
 //! hx86: an x86 PC machine emulator with a KVM and a DBT accelerator.
 
 mod cli;
+mod console;
 mod logging;
 mod machine;
 
@@ -160,6 +161,11 @@ fn real_main() -> Result<i32> {
 }
 
 fn main() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        console::restore_terminal();
+        default_hook(info);
+    }));
     let code = match real_main() {
         Ok(c) => c,
         Err(e) => {
@@ -167,6 +173,7 @@ fn main() {
             1
         }
     };
+    console::restore_terminal();
     use std::io::Write;
     let _ = std::io::stdout().flush();
     std::process::exit(code);

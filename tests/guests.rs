@@ -199,3 +199,40 @@ fn elf_kernels_get_the_command_line() {
         }
     }
 }
+
+#[test]
+fn serial_input_from_a_pipe_reaches_the_guest() {
+    // Polls the UART's LSR for data, echoes each byte upper-cased, stops at 'q'.
+    let code = asm(16, |a| {
+        let mut lp = a.create_label();
+        let mut done = a.create_label();
+        a.set_label(&mut lp)?;
+        a.mov(dx, 0x3fdu32)?;
+        a.in_(al, dx)?;
+        a.test(al, 1u32)?;
+        a.jz(lp)?;
+        a.mov(dx, 0x3f8u32)?;
+        a.in_(al, dx)?;
+        a.cmp(al, b'q' as u32)?;
+        a.je(done)?;
+        a.and(al, 0xdfu32)?;
+        a.out(dx, al)?;
+        a.jmp(lp)?;
+        a.set_label(&mut done)?;
+        a.mov(dx, 0xf4u32)?;
+        a.mov(al, 0u32)?;
+        a.out(dx, al)?;
+        a.hlt()
+    });
+    let d = scratch("serial-in");
+    let rom = write(&d, "echo.rom", &bios_rom(&code, 0x10000));
+    for accel in accels() {
+        let o = run_input(
+            &["-accel", accel, "-bios", &rom],
+            Some(b"hello\nq"),
+            std::time::Duration::from_secs(120),
+        );
+        assert_eq!(o.status, Some(1), "-accel {accel}\n{}", o.dump());
+        assert_eq!(o.stdout, "HELLO\n", "{}", o.dump());
+    }
+}

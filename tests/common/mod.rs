@@ -28,13 +28,29 @@ pub fn hx86() -> Command {
 
 /// Runs `hx86 ARGS` with stdin closed, killing it after `timeout`.
 pub fn run_timeout(args: &[&str], timeout: Duration) -> Output {
+    run_input(args, None, timeout)
+}
+
+/// Runs `hx86 ARGS` with `input` piped to its stdin (closed when `None`).
+pub fn run_input(args: &[&str], input: Option<&[u8]>, timeout: Duration) -> Output {
     let mut child = hx86()
         .args(args)
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn hx86");
+    if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
+        use std::io::Write;
+        let data = data.to_vec();
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&data);
+        });
+    }
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
     let t_out = std::thread::spawn(move || {

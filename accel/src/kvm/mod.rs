@@ -84,6 +84,14 @@ impl Accelerator for KvmAccel {
         // Three pages below the BIOS for the VMX real-mode TSS, as QEMU does.
         vm.set_tss_address(0xfffb_d000)
             .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
+        // The in-kernel PIC pair, IOAPIC and LAPIC, and the in-kernel PIT:
+        // devices raise their lines through `set_irq_line`.
+        vm.create_irq_chip().map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+        let pit = kvm_bindings::kvm_pit_config {
+            flags: kvm_bindings::KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
         let readonly_ok = self.kvm.check_extension(Cap::ReadonlyMem);
         for (slot, region) in mem.mem.iter().enumerate() {
             let start = region.start_addr().raw_value();

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Fetches Debian's stock kernel (linux-image-amd64) and busybox-static with
+# `apt-get download` (no root needed) and builds an initramfs whose /init
+# mounts proc/sys/dev, prints a marker, then either runs a shell on the
+# console or runs the command given on the kernel command line
+# (hx86.cmd=...), and powers off.
+#
+# Usage: scripts/linux-guest.sh [OUTDIR]      (default: guest/)
+# Produces OUTDIR/vmlinuz and OUTDIR/initrd.gz; prints their paths.
+# Boot:    hx86 -kernel guest/vmlinuz -initrd guest/initrd.gz -append "console=ttyS0"
+set -euo pipefail
+
+out="${1:-guest}"
+mkdir -p "$out"
+out="$(cd "$out" && pwd)"
+work="$out/.work"
+
+if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.gz" ] && [ "${REBUILD:-0}" != 1 ]; then
+    echo "$out/vmlinuz"
+    echo "$out/initrd.gz"
+    exit 0
+fi
+
+rm -rf "$work"
+mkdir -p "$work/debs" "$work/root"
+cd "$work/debs"
+
+# The metapackage names the versioned kernel package; download that one.
+kpkg="$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')"
+if [ -z "$kpkg" ]; then
+    echo "linux-guest.sh: cannot resolve linux-image-amd64 (run apt-get update?)" >&2
+    exit 1
+fi
+apt-get download "$kpkg" busybox-static >&2
+dpkg-deb -x "$(ls ${kpkg}_*.deb | head -1)" "$work/kernel"
+dpkg-deb -x "$(ls busybox-static_*.deb | head -1)" "$work/busybox"
+cp "$(ls "$work"/kernel/boot/vmlinuz-* | head -1)" "$out/vmlinuz"
+
+# The initramfs: busybox and an /init script.
+r="$work/root"
+mkdir -p "$r/bin" "$r/sbin" "$r/proc" "$r/sys" "$r/dev" "$r/tmp" "$r/etc" "$r/root"
+cp "$work/busybox/bin/busybox" "$r/bin/busybox"
+for app in sh ash cat echo ls mount umount uname md5sum poweroff reboot halt \
+           mkdir dmesg sleep ps grep head tail wc sync true false date; do
+    ln -s busybox "$r/bin/$app"
+done
+cat > "$r/init" <<'INIT'
+#!/bin/sh
+export PATH=/bin:/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+echo "HX86-GUEST-READY $(uname -r)"
+cmd="$(sed -n 's/.*hx86\.cmd=\([^ ]*\).*/\1/p' /proc/cmdline | tr '+' ' ')"
+if [ -n "$cmd" ]; then
+    sh -c "$cmd"
+else
+    setsid sh -c 'exec sh </dev/ttyS0 >/dev/ttyS0 2>&1' || sh
+fi
+echo "HX86-GUEST-DONE"
+poweroff -f
+INIT
+chmod +x "$r/init"
+# A newc cpio archive, written by Python so no cpio binary is needed;
+# owners root, mtimes 0: the same inputs give the same bytes.
+python3 - "$r" <<'PY' | gzip -9 -n > "$out/initrd.gz"
+import os, stat, sys
+root = sys.argv[1]
+out = sys.stdout.buffer
+ino = [0]
+def entry(name, mode, data=b""):
+    ino[0] += 1
+    nm = name.encode() + b"\0"
+    hdr = "070701" + "".join("%08x" % v for v in (
+        ino[0], mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(nm), 0))
+    out.write(hdr.encode() + nm + b"\0" * ((-(110 + len(nm))) % 4))
+    out.write(data + b"\0" * ((-len(data)) % 4))
+for dirpath, dirs, files in os.walk(root):
+    dirs.sort()
+    rel = os.path.relpath(dirpath, root)
+    if rel != ".":
+        entry(rel, stat.S_IFDIR | 0o755)
+    for f in sorted(files):
+        p = os.path.join(dirpath, f)
+        name = os.path.normpath(os.path.join(rel, f))
+        st = os.lstat(p)
+        if stat.S_ISLNK(st.st_mode):
+            entry(name, stat.S_IFLNK | 0o777, os.readlink(p).encode())
+        else:
+            entry(name, stat.S_IFREG | (st.st_mode & 0o777), open(p, "rb").read())
+entry("TRAILER!!!", 0)
+PY
+rm -rf "$work"
+echo "$out/vmlinuz"
+echo "$out/initrd.gz"
