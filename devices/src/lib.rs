@@ -7,6 +7,7 @@
 pub mod bus;
 pub mod clock;
 pub mod debug_exit;
+pub mod ioapic;
 pub mod lapic;
 mod lapic_timer;
 pub mod pic;
@@ -21,6 +22,7 @@ mod testutil;
 pub use bus::{Bus, BusDevice, BusError, IrqLine, NoIrq, VmRequest};
 pub use clock::{Clock, HostClock, ManualClock};
 pub use debug_exit::DebugExit;
+pub use ioapic::{IoApic, IOAPIC_BASE, IOAPIC_SIZE};
 pub use lapic::{ApicMessage, LocalApic, LAPIC_BASE, LAPIC_SIZE};
 pub use lapic_timer::TimerMode;
 pub use pic::Pic;
