@@ -43,8 +43,12 @@ pub enum Boot {
     Demo,
     /// `-bios FILE`.
     Bios(PathBuf),
-    /// `-kernel FILE [-append ...]`.
-    Kernel { path: PathBuf, cmdline: String },
+    /// `-kernel FILE [-initrd FILE] [-append ...]`.
+    Kernel {
+        path: PathBuf,
+        initrd: Option<PathBuf>,
+        cmdline: String,
+    },
 }
 
 /// Where COM1's output goes.
@@ -139,18 +143,63 @@ fn load_image(cfg: &MachineConfig) -> Result<Image> {
                 state: firmware::bios::reset_state(),
             })
         }
-        Boot::Kernel { path, cmdline } => {
+        Boot::Kernel {
+            path,
+            initrd,
+            cmdline,
+        } => {
             let image = read_file("-kernel", path)?;
             let (mem, ranges) = firmware::create_guest_memory(cfg.ram_size, None)
                 .with_context(|| format!("-kernel {}", path.display()))?;
-            let state = firmware::load_kernel(&mem, &image, cmdline, cfg.ram_size)
-                .with_context(|| format!("-kernel {}", path.display()))?;
+            let state = match firmware::detect(&image) {
+                firmware::KernelFormat::BzImage { .. } => {
+                    let initrd = match initrd {
+                        Some(p) => Some(read_file("-initrd", p)?),
+                        None => None,
+                    };
+                    let e820 = firmware::linux::e820_map(cfg.ram_size);
+                    firmware::linux::load_linux(
+                        &mem,
+                        &image,
+                        initrd.as_deref(),
+                        cmdline,
+                        cfg.ram_size,
+                        &e820,
+                    )
+                    .with_context(|| match initrd {
+                        Some(_) => {
+                            format!("-kernel {} -initrd {}", path.display(), initrd_name(cfg))
+                        }
+                        None => format!("-kernel {}", path.display()),
+                    })?
+                }
+                fmt => {
+                    if initrd.is_some() {
+                        bail!(
+                            "-initrd needs a Linux kernel (bzImage); {} is {}",
+                            path.display(),
+                            fmt.describe()
+                        );
+                    }
+                    firmware::load_kernel(&mem, &image, cmdline, cfg.ram_size)
+                        .with_context(|| format!("-kernel {}", path.display()))?
+                }
+            };
             Ok(Image {
                 mem,
                 rom: ranges,
                 state,
             })
         }
+    }
+}
+
+fn initrd_name(cfg: &MachineConfig) -> String {
+    match &cfg.boot {
+        Boot::Kernel {
+            initrd: Some(p), ..
+        } => p.display().to_string(),
+        _ => String::new(),
     }
 }
 

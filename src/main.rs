@@ -91,8 +91,8 @@ fn config(cli: &Cli) -> Result<MachineConfig> {
     if smp > 1 {
         bail!("-smp {smp}: more than one vCPU is not supported yet");
     }
-    if cli.initrd.is_some() {
-        bail!("-initrd is not supported yet");
+    if cli.initrd.is_some() && cli.kernel.is_none() {
+        bail!("-initrd only makes sense with -kernel");
     }
     if cli.gdb.is_some() || cli.gdb_default || cli.stopped {
         bail!("the gdb stub (-s, -S, -gdb) is not supported yet");
@@ -106,6 +106,7 @@ fn config(cli: &Cli) -> Result<MachineConfig> {
         (Some(_), Some(_)) => bail!("-kernel and -bios cannot be used together yet"),
         (Some(k), None) => Boot::Kernel {
             path: k.clone(),
+            initrd: cli.initrd.clone(),
             cmdline: cli.append.clone().unwrap_or_default(),
         },
         (None, Some(b)) => {
