@@ -8,6 +8,7 @@ pub mod bus;
 pub mod clock;
 pub mod debug_exit;
 pub mod ioapic;
+pub mod irqchip;
 pub mod lapic;
 mod lapic_timer;
 pub mod pic;
@@ -23,6 +24,10 @@ pub use bus::{Bus, BusDevice, BusError, IrqLine, NoIrq, VmRequest};
 pub use clock::{Clock, HostClock, ManualClock};
 pub use debug_exit::DebugExit;
 pub use ioapic::{IoApic, IOAPIC_BASE, IOAPIC_SIZE};
+pub use irqchip::{
+    attach_irqchip, lock_chip, ChipRegion, GsiLine, IrqChip, IrqChipDevice, IrqNotifier,
+    SharedIrqChip,
+};
 pub use lapic::{ApicMessage, LocalApic, LAPIC_BASE, LAPIC_SIZE};
 pub use lapic_timer::TimerMode;
 pub use pic::Pic;
