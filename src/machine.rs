@@ -6,7 +6,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use accel::{AccelKind, GuestMemory, IoAction, IoHandler, Vcpu, VcpuExit, Vm};
 use anyhow::{anyhow, bail, Context, Result};
-use devices::{Bus, BusDevice, DebugExit, IrqLine, PostCode, PowerOffPort, Serial, VmRequest};
+use devices::irqchip::{attach_irqchip, IrqChip, SharedIrqChip};
+use devices::{
+    Bus, BusDevice, DebugExit, HostClock, IrqLine, PostCode, PowerOffPort, Serial, VmRequest,
+};
+
+use crate::irq::ChipController;
 use vm_memory::GuestMemoryMmap;
 use x86::CpuState;
 
@@ -214,8 +219,17 @@ fn serial_writer(out: &SerialOut) -> Result<Box<dyn std::io::Write + Send>> {
     })
 }
 
-fn build_io(cfg: &MachineConfig, rom: Vec<(u64, u64)>) -> Result<MachineIo> {
+fn build_io(
+    cfg: &MachineConfig,
+    rom: Vec<(u64, u64)>,
+    chip: Option<&SharedIrqChip>,
+) -> Result<MachineIo> {
     let mut pio = Bus::new();
+    let mut mmio = Bus::new();
+    if let Some(chip) = chip {
+        attach_irqchip(chip, &mut pio, &mut mmio)
+            .map_err(|e| anyhow!("interrupt controllers: {e}"))?;
+    }
     let vm_cell: Arc<OnceLock<Arc<dyn Vm>>> = Arc::new(OnceLock::new());
     let irq = |gsi| -> Arc<dyn IrqLine> {
         Arc::new(VmIrqLine {
@@ -259,7 +273,7 @@ fn build_io(cfg: &MachineConfig, rom: Vec<(u64, u64)>) -> Result<MachineIo> {
     }
     Ok(MachineIo {
         pio,
-        mmio: Bus::new(),
+        mmio,
         rom,
         serial,
         vm: vm_cell,
@@ -271,7 +285,10 @@ pub fn run(cfg: &MachineConfig) -> Result<i32> {
     let image = load_image(cfg)?;
     let (accel, why) = accel::select(cfg.accel).map_err(|e| anyhow!("{e}"))?;
     eprintln!("{why}");
-    let io = Arc::new(build_io(cfg, image.rom.clone())?);
+    // Without an in-kernel irqchip the machine brings its own (the DBT).
+    let chip = (!accel.in_kernel_irqchip())
+        .then(|| IrqChip::new(Arc::new(HostClock::new())).into_shared());
+    let io = Arc::new(build_io(cfg, image.rom.clone(), chip.as_ref())?);
     let vm: Arc<dyn Vm> = accel
         .create_vm(
             GuestMemory {
@@ -283,6 +300,11 @@ pub fn run(cfg: &MachineConfig) -> Result<i32> {
         .map_err(|e| anyhow!("{}: {e}", accel.name()))?
         .into();
     let _ = io.vm.set(vm.clone());
+    if let Some(chip) = chip {
+        if let Err(e) = vm.set_interrupt_controller(ChipController::new(chip)) {
+            log::warn!(target: "unimp", "{}: no interrupt controller: {e}", accel.name());
+        }
+    }
     if matches!(cfg.serial, SerialOut::Stdio) {
         crate::console::start(io.serial.clone());
     }

@@ -2,6 +2,7 @@
 
 mod cli;
 mod console;
+mod irq;
 mod logging;
 mod machine;
 

@@ -125,9 +125,43 @@ pub struct GuestMemory {
     pub rom: Vec<(u64, u64)>,
 }
 
+/// A userspace interrupt-controller complex (PIC, IOAPIC, local APIC and
+/// the timers behind them), for backends without an in-kernel one: the
+/// machine builds it from `devices` and hands it to the VM with
+/// [`Vm::set_interrupt_controller`]. The DBT asks it at instruction-block
+/// boundaries whether an interrupt is deliverable.
+pub trait InterruptController: Send + Sync {
+    /// Drives global system interrupt `gsi`.
+    fn set_irq_line(&self, gsi: u32, level: bool);
+    /// The vector the vCPU would take now (timers brought up to date),
+    /// ignoring RFLAGS.IF; not yet acknowledged.
+    fn pending_interrupt(&self) -> Option<u8>;
+    /// Takes the pending interrupt (the INTA cycle) and returns its vector.
+    fn acknowledge(&self) -> Option<u8>;
+    /// Takes a pending NMI.
+    fn take_nmi(&self) -> bool;
+    /// The controller's clock, in nanoseconds.
+    fn now_ns(&self) -> u64;
+    /// When a timer next needs attention, on [`InterruptController::now_ns`]'s clock.
+    fn next_deadline_ns(&self) -> Option<u64>;
+    /// IA32_TSC_DEADLINE was written; `tsc_now` is the guest TSC now.
+    fn set_tsc_deadline(&self, value: u64, tsc_now: u64);
+    /// Blocks until an interrupt line changes, the deadline passes, or
+    /// [`InterruptController::wake`] is called, whichever is first.
+    fn wait(&self, deadline_ns: Option<u64>);
+    /// Wakes a vCPU blocked in [`InterruptController::wait`].
+    fn wake(&self);
+}
+
 /// A virtualization or emulation backend.
 pub trait Accelerator {
     fn name(&self) -> &'static str;
+    /// The backend emulates the PIC, IOAPIC, LAPIC and PIT itself (KVM's
+    /// in-kernel irqchip); otherwise the machine supplies an
+    /// [`InterruptController`].
+    fn in_kernel_irqchip(&self) -> bool {
+        false
+    }
     fn create_vm(&self, mem: GuestMemory, io: Arc<dyn IoHandler>) -> Result<Box<dyn Vm>>;
 }
 
@@ -136,6 +170,13 @@ pub trait Vm: Send + Sync {
     fn create_vcpu(&self, id: u32) -> Result<Box<dyn Vcpu>>;
     /// Drives interrupt line `gsi` (IRQ number on the PIC/IOAPIC).
     fn set_irq_line(&self, gsi: u32, level: bool) -> Result<()>;
+    /// Gives a backend without an in-kernel irqchip its interrupt controller.
+    fn set_interrupt_controller(&self, _ic: Arc<dyn InterruptController>) -> Result<()> {
+        Err(Error::Unsupported(
+            "a userspace interrupt controller",
+            "this",
+        ))
+    }
 }
 
 /// One virtual CPU. `run` executes until something the machine must handle.

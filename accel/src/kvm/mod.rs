@@ -79,6 +79,10 @@ impl Accelerator for KvmAccel {
         "kvm"
     }
 
+    fn in_kernel_irqchip(&self) -> bool {
+        true
+    }
+
     fn create_vm(&self, mem: GuestMemory, io: Arc<dyn IoHandler>) -> Result<Box<dyn Vm>> {
         let vm = self.kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
         // Three pages below the BIOS for the VMX real-mode TSS, as QEMU does.
@@ -86,7 +90,8 @@ impl Accelerator for KvmAccel {
             .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
         // The in-kernel PIC pair, IOAPIC and LAPIC, and the in-kernel PIT:
         // devices raise their lines through `set_irq_line`.
-        vm.create_irq_chip().map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+        vm.create_irq_chip()
+            .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
         let pit = kvm_bindings::kvm_pit_config {
             flags: kvm_bindings::KVM_PIT_SPEAKER_DUMMY,
             ..Default::default()

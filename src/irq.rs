@@ -1,0 +1,97 @@
+//! The machine's interrupt plumbing.
+//!
+//! Under KVM the in-kernel irqchip and PIT do the work and devices drive
+//! lines with `Vm::set_irq_line`. Under the DBT the machine builds the
+//! userspace complex from `devices` (i8259 pair, IOAPIC, local APIC, i8254)
+//! and hands it to the VM through [`ChipController`].
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use accel::InterruptController;
+use devices::irqchip::{lock_chip, SharedIrqChip};
+
+/// Wakes a halted vCPU when a line changes.
+#[derive(Default)]
+struct Waker {
+    generation: Mutex<u64>,
+    cond: Condvar,
+}
+
+impl Waker {
+    fn notify(&self) {
+        if let Ok(mut g) = self.generation.lock() {
+            *g = g.wrapping_add(1);
+        }
+        self.cond.notify_all();
+    }
+}
+
+/// [`InterruptController`] over the `devices` interrupt complex.
+pub struct ChipController {
+    chip: SharedIrqChip,
+    waker: Arc<Waker>,
+}
+
+impl ChipController {
+    pub fn new(chip: SharedIrqChip) -> Arc<Self> {
+        let waker = Arc::new(Waker::default());
+        let w = waker.clone();
+        lock_chip(&chip).set_notifier(Some(Arc::new(move || w.notify())));
+        Arc::new(ChipController { chip, waker })
+    }
+}
+
+impl InterruptController for ChipController {
+    fn set_irq_line(&self, gsi: u32, level: bool) {
+        lock_chip(&self.chip).set_irq(gsi, level);
+    }
+    fn pending_interrupt(&self) -> Option<u8> {
+        lock_chip(&self.chip).pending_interrupt()
+    }
+    fn acknowledge(&self) -> Option<u8> {
+        lock_chip(&self.chip).acknowledge()
+    }
+    fn take_nmi(&self) -> bool {
+        lock_chip(&self.chip).take_nmi()
+    }
+    fn now_ns(&self) -> u64 {
+        lock_chip(&self.chip).now_ns()
+    }
+    fn next_deadline_ns(&self) -> Option<u64> {
+        lock_chip(&self.chip).next_deadline_ns()
+    }
+    fn set_tsc_deadline(&self, value: u64, tsc_now: u64) {
+        lock_chip(&self.chip).set_tsc_deadline(value, tsc_now);
+    }
+    fn wait(&self, deadline_ns: Option<u64>) {
+        // Lock order is chip -> generation (the notifier runs under the chip
+        // lock), so read the clock before taking the generation lock.
+        let start = match self.waker.generation.lock() {
+            Ok(g) => *g,
+            Err(_) => return,
+        };
+        // Never sleep unboundedly: a missed wake-up costs at most 100 ms.
+        let max = Duration::from_millis(100);
+        let timeout = match deadline_ns {
+            Some(d) => {
+                let now = self.now_ns();
+                if d <= now {
+                    return;
+                }
+                Duration::from_nanos(d - now).min(max)
+            }
+            None => max,
+        };
+        let Ok(g) = self.waker.generation.lock() else {
+            return;
+        };
+        let _ = self
+            .waker
+            .cond
+            .wait_timeout_while(g, timeout, |g| *g == start);
+    }
+    fn wake(&self) {
+        self.waker.notify();
+    }
+}
