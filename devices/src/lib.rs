@@ -15,6 +15,8 @@ pub mod pic;
 pub mod pit;
 pub mod post;
 pub mod power;
+pub mod rtc;
+mod rtc_time;
 pub mod serial;
 
 #[cfg(test)]
@@ -34,4 +36,5 @@ pub use pic::Pic;
 pub use pit::{Pit, PIT_HZ};
 pub use post::PostCode;
 pub use power::{PowerOffPort, SLP_EN};
+pub use rtc::{Rtc, RTC_PORT};
 pub use serial::{IrqTrigger, Serial, SERIAL_PORT_LEN};
