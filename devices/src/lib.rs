@@ -7,6 +7,7 @@
 pub mod bus;
 pub mod clock;
 pub mod debug_exit;
+pub mod i8042;
 pub mod ioapic;
 pub mod irqchip;
 pub mod lapic;
@@ -25,6 +26,7 @@ mod testutil;
 pub use bus::{Bus, BusDevice, BusError, IrqLine, NoIrq, VmRequest};
 pub use clock::{Clock, HostClock, ManualClock};
 pub use debug_exit::DebugExit;
+pub use i8042::I8042;
 pub use ioapic::{IoApic, IOAPIC_BASE, IOAPIC_SIZE};
 pub use irqchip::{
     attach_irqchip, lock_chip, ChipRegion, GsiLine, IrqChip, IrqChipDevice, IrqNotifier,
