@@ -12,6 +12,7 @@ pub mod ioapic;
 pub mod irqchip;
 pub mod lapic;
 mod lapic_timer;
+pub mod pci;
 pub mod pic;
 pub mod pit;
 pub mod post;
@@ -34,6 +35,9 @@ pub use irqchip::{
 };
 pub use lapic::{ApicMessage, LocalApic, LAPIC_BASE, LAPIC_SIZE};
 pub use lapic_timer::TimerMode;
+pub use pci::{
+    PciConfigIo, PciConfigSpace, PciError, PciFunction, PCI_CONFIG_LEN, PCI_CONFIG_PORT,
+};
 pub use pic::Pic;
 pub use pit::{Pit, PIT_HZ};
 pub use post::PostCode;
