@@ -9,9 +9,9 @@
 //! are answered with 0xFE and the time-out bit.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use crate::bus::{BusDevice, IrqLine, VmRequest};
+use crate::bus::{Bus, BusDevice, BusError, IrqLine, VmRequest};
 
 /// Data port.
 pub const I8042_DATA_PORT: u16 = 0x60;
@@ -120,7 +120,8 @@ impl I8042 {
         self.irq_levels = (kbd, aux);
     }
 
-    fn read_data(&mut self) -> u8 {
+    /// Read the data port (0x60): the next output byte, 0 if none.
+    pub fn read_data(&mut self) -> u8 {
         let byte = self.out.pop_front().map_or(0, |(b, _)| b);
         self.timeout = false;
         // Drop the lines so the next byte makes a new edge.
@@ -135,7 +136,9 @@ impl I8042 {
         byte
     }
 
-    fn write_command(&mut self, cmd: u8) -> Option<VmRequest> {
+    /// Write the command port (0x64).
+    pub fn write_command(&mut self, cmd: u8) -> Option<VmRequest> {
+        self.last_was_command = true;
         self.pending = None;
         match cmd {
             0x20 => self.push(self.command_byte, false),
@@ -164,7 +167,9 @@ impl I8042 {
         None
     }
 
-    fn write_data(&mut self, v: u8) -> Option<VmRequest> {
+    /// Write the data port (0x60).
+    pub fn write_data(&mut self, v: u8) -> Option<VmRequest> {
+        self.last_was_command = false;
         match self.pending.take() {
             Some(0x60) => {
                 self.command_byte = v;
@@ -223,36 +228,62 @@ impl I8042 {
     }
 }
 
-impl BusDevice for I8042 {
-    /// Offsets are relative to 0x60: 0 is data, 4 is status.
+/// Which of the controller's two ports an [`I8042Port`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum I8042PortKind {
+    /// 0x60: data.
+    Data,
+    /// 0x64: status (read) / command (write).
+    Command,
+}
+
+/// One port of a shared [`I8042`] as a one-byte [`BusDevice`]. The two ports
+/// are not contiguous (0x61 is port B), so each is inserted on its own; see
+/// [`attach_i8042`].
+pub struct I8042Port {
+    kbc: Arc<Mutex<I8042>>,
+    kind: I8042PortKind,
+}
+
+impl I8042Port {
+    /// The `kind` port of `kbc`.
+    pub fn new(kbc: Arc<Mutex<I8042>>, kind: I8042PortKind) -> Self {
+        Self { kbc, kind }
+    }
+}
+
+impl BusDevice for I8042Port {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
+        let mut kbc = self.kbc.lock().unwrap_or_else(|e| e.into_inner());
         for (i, d) in data.iter_mut().enumerate() {
-            *d = match offset.checked_add(i as u64) {
-                Some(0) => self.read_data(),
-                Some(4) => self.status(),
+            *d = match (offset.checked_add(i as u64), self.kind) {
+                (Some(0), I8042PortKind::Data) => kbc.read_data(),
+                (Some(0), I8042PortKind::Command) => kbc.status(),
                 _ => 0xff,
             };
         }
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) -> Option<VmRequest> {
-        let mut req = None;
-        for (i, &v) in data.iter().enumerate() {
-            let r = match offset.checked_add(i as u64) {
-                Some(0) => {
-                    self.last_was_command = false;
-                    self.write_data(v)
-                }
-                Some(4) => {
-                    self.last_was_command = true;
-                    self.write_command(v)
-                }
-                _ => None,
-            };
-            req = req.or(r);
+        let mut kbc = self.kbc.lock().unwrap_or_else(|e| e.into_inner());
+        match (offset, data.first(), self.kind) {
+            (0, Some(&v), I8042PortKind::Data) => kbc.write_data(v),
+            (0, Some(&v), I8042PortKind::Command) => kbc.write_command(v),
+            _ => None,
         }
-        req
     }
+}
+
+/// Put `kbc`'s data and command ports at 0x60 and 0x64 on `pio`.
+pub fn attach_i8042(kbc: &Arc<Mutex<I8042>>, pio: &mut Bus) -> Result<(), BusError> {
+    for (port, kind) in [
+        (I8042_DATA_PORT, I8042PortKind::Data),
+        (I8042_CMD_PORT, I8042PortKind::Command),
+    ] {
+        let dev = Arc::new(Mutex::new(I8042Port::new(kbc.clone(), kind)));
+        pio.insert(dev, u64::from(port), 1)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -8,19 +8,15 @@ fn kbc() -> (I8042, Arc<RecordingIrq>, Arc<RecordingIrq>) {
 }
 
 fn status(c: &mut I8042) -> u8 {
-    let mut d = [0u8];
-    c.read(4, &mut d);
-    d[0]
+    c.status()
 }
 
 fn data(c: &mut I8042) -> u8 {
-    let mut d = [0u8];
-    c.read(0, &mut d);
-    d[0]
+    c.read_data()
 }
 
 fn cmd(c: &mut I8042, v: u8) -> Option<VmRequest> {
-    c.write(4, &[v])
+    c.write_command(v)
 }
 
 #[test]
@@ -34,7 +30,7 @@ fn status_and_command_byte() {
     assert!(!kbd.level());
     assert_eq!(status(&mut c) & 0x01, 0);
     cmd(&mut c, 0x60);
-    c.write(0, &[0x20]);
+    c.write_data(0x20);
     assert_eq!(c.command_byte(), 0x20);
     assert_eq!(status(&mut c), 0x10); // SYS follows the command byte
     cmd(&mut c, 0x20);
@@ -67,29 +63,29 @@ fn reset_requests() {
     assert_eq!(cmd(&mut c, 0xff), None);
     assert_eq!(cmd(&mut c, 0xf0), Some(VmRequest::Reset));
     cmd(&mut c, 0xd1);
-    assert_eq!(c.write(0, &[0x03]), None);
+    assert_eq!(c.write_data(0x03), None);
     cmd(&mut c, 0xd0);
     assert_eq!(data(&mut c), 0x03);
     cmd(&mut c, 0xd1);
-    assert_eq!(c.write(0, &[0x02]), Some(VmRequest::Reset));
+    assert_eq!(c.write_data(0x02), Some(VmRequest::Reset));
 }
 
 #[test]
 fn output_buffer_writes_and_aux() {
     let (mut c, kbd, aux) = kbc();
     cmd(&mut c, 0xd2);
-    c.write(0, &[0x1c]);
+    c.write_data(0x1c);
     assert_eq!(status(&mut c) & 0x21, 0x01);
     assert_eq!(data(&mut c), 0x1c);
     cmd(&mut c, 0xd3);
-    c.write(0, &[0x5a]);
+    c.write_data(0x5a);
     assert_eq!(status(&mut c) & 0x21, 0x21);
     assert!(aux.level() && !kbd.level());
     assert_eq!(data(&mut c), 0x5a);
     assert!(!aux.level());
     // No mouse: 0xFE with the time-out bit.
     cmd(&mut c, 0xd4);
-    c.write(0, &[0xf2]);
+    c.write_data(0xf2);
     assert_eq!(status(&mut c) & 0x61, 0x61);
     assert_eq!(data(&mut c), 0xfe);
     assert_eq!(status(&mut c) & 0x40, 0);
@@ -98,26 +94,26 @@ fn output_buffer_writes_and_aux() {
 #[test]
 fn keyboard_acknowledges_and_identifies() {
     let (mut c, kbd, _aux) = kbc();
-    c.write(0, &[0xf2]);
+    c.write_data(0xf2);
     assert_eq!(data(&mut c), 0xfa);
     // Each byte makes its own IRQ1 edge.
     assert_eq!(kbd.levels(), vec![true, false, true]);
     assert_eq!(data(&mut c), 0xab);
     assert_eq!(data(&mut c), 0x83);
-    c.write(0, &[0xed]);
-    c.write(0, &[0x07]);
+    c.write_data(0xed);
+    c.write_data(0x07);
     assert_eq!((data(&mut c), data(&mut c)), (0xfa, 0xfa));
-    c.write(0, &[0xf0]);
-    c.write(0, &[0x00]);
+    c.write_data(0xf0);
+    c.write_data(0x00);
     assert_eq!(
         (data(&mut c), data(&mut c), data(&mut c)),
         (0xfa, 0xfa, 0x02)
     );
-    c.write(0, &[0xff]);
+    c.write_data(0xff);
     assert_eq!((data(&mut c), data(&mut c)), (0xfa, 0xaa));
-    c.write(0, &[0xee]);
+    c.write_data(0xee);
     assert_eq!(data(&mut c), 0xee);
-    c.write(0, &[0x12]);
+    c.write_data(0x12);
     assert_eq!(data(&mut c), 0xfe);
 }
 
@@ -125,11 +121,11 @@ fn keyboard_acknowledges_and_identifies() {
 fn interrupts_follow_the_command_byte() {
     let (mut c, kbd, _aux) = kbc();
     cmd(&mut c, 0x60);
-    c.write(0, &[0x44]); // kbd interrupt off
+    c.write_data(0x44); // kbd interrupt off
     cmd(&mut c, 0xaa);
     assert!(!kbd.level());
     cmd(&mut c, 0x60);
-    c.write(0, &[0x45]);
+    c.write_data(0x45);
     assert!(kbd.level());
 }
 
@@ -144,14 +140,40 @@ fn hostile_input() {
             continue;
         }
         cmd(&mut c, v);
-        c.write(0, &[v]);
+        c.write_data(v);
     }
     for _ in 0..100 {
-        c.write(0, &[0xf2]);
+        c.write_data(0xf2);
     }
-    let mut d = [0u8; 8];
-    c.read(0, &mut d);
-    c.read(u64::MAX, &mut d);
-    assert_eq!(c.write(u64::MAX, &[0xfe; 3]), None);
-    assert_eq!(c.write(2, &[0xfe; 3]), Some(VmRequest::Reset));
+}
+
+#[test]
+fn ports_on_a_bus() {
+    let (c, kbd, _aux) = kbc();
+    let kbc = Arc::new(Mutex::new(c));
+    let mut pio = Bus::new();
+    attach_i8042(&kbc, &mut pio).unwrap();
+    // Port 0x61 stays free for the PIT's port B.
+    pio.insert(Arc::new(Mutex::new(crate::PostCode::new())), 0x61, 1)
+        .unwrap();
+    let mut d = [0u8; 1];
+    pio.read(0x64, &mut d);
+    assert_eq!(d, [0x14]);
+    assert_eq!(pio.write(0x64, &[0xaa]), None);
+    pio.read(0x64, &mut d);
+    assert_eq!(d[0] & 0x09, 0x09);
+    assert!(kbd.level());
+    pio.read(0x60, &mut d);
+    assert_eq!(d, [0x55]);
+    assert_eq!(pio.write(0x64, &[0xfe]), Some(VmRequest::Reset));
+    // Odd sizes and offsets.
+    let mut port = I8042Port::new(kbc.clone(), I8042PortKind::Data);
+    let mut big = [0u8; 4];
+    port.read(0, &mut big);
+    assert_eq!(&big[1..], &[0xff; 3]);
+    port.read(u64::MAX, &mut big);
+    assert_eq!(port.write(1, &[0xff]), None);
+    assert_eq!(port.write(0, &[]), None);
+    let mut cmd_port = I8042Port::new(kbc, I8042PortKind::Command);
+    assert_eq!(cmd_port.write(0, &[0xfe, 0x00]), Some(VmRequest::Reset));
 }

@@ -27,7 +27,7 @@ mod testutil;
 pub use bus::{Bus, BusDevice, BusError, IrqLine, NoIrq, VmRequest};
 pub use clock::{Clock, HostClock, ManualClock};
 pub use debug_exit::DebugExit;
-pub use i8042::I8042;
+pub use i8042::{attach_i8042, I8042Port, I8042PortKind, I8042};
 pub use ioapic::{IoApic, IOAPIC_BASE, IOAPIC_SIZE};
 pub use irqchip::{
     attach_irqchip, lock_chip, ChipRegion, GsiLine, IrqChip, IrqChipDevice, IrqNotifier,
