@@ -142,7 +142,11 @@ impl ApicTimer {
             _ if self.initial == 0 => None,
             TimerMode::OneShot if self.expirations > 0 => None,
             _ => Some(
-                self.time_of_count((self.expirations + 1).saturating_mul(u64::from(self.initial))),
+                self.time_of_count(
+                    self.expirations
+                        .saturating_add(1)
+                        .saturating_mul(u64::from(self.initial)),
+                ),
             ),
         }
     }

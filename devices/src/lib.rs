@@ -3,6 +3,16 @@
 //! Log targets (the CLI's `-d` categories): "ioport" (unhandled and POST port
 //! accesses), "guest_errors" (guest misuse of a device), "int" (interrupt
 //! delivery) and "unimp" (features not modelled).
+//!
+//! Wiring for a backend without an in-kernel irqchip (the DBT): build an
+//! [`IrqChip`] (i8259 pair, IOAPIC, local APIC, i8254) into a
+//! [`SharedIrqChip`], put it on the buses with [`attach_irqchip`], and give
+//! devices [`GsiLine`]s. The vCPU asks [`IrqChip::pending_interrupt`] /
+//! [`IrqChip::acknowledge`] at instruction boundaries and sleeps until
+//! [`IrqChip::next_deadline_ns`]. The [`Rtc`] raises IRQ8 through its own
+//! line: poll it ([`Rtc::poll`], [`Rtc::next_deadline_ns`]) without holding
+//! the chip's lock, since its line takes that lock. The i8042's two ports are
+//! not contiguous: use [`attach_i8042`].
 
 pub mod bus;
 pub mod clock;

@@ -181,7 +181,7 @@ impl Channel {
             return None;
         }
         match self.mode() {
-            2 | 3 => Some((self.edges + 1).saturating_mul(self.reload)),
+            2 | 3 => Some(self.edges.saturating_add(1).saturating_mul(self.reload)),
             m if self.edges == 0 => Some(if m >= 4 { self.reload + 1 } else { self.reload }),
             _ => None,
         }

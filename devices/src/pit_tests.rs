@@ -225,3 +225,13 @@ fn hostile_accesses() {
     assert!(!p.out(9, 0));
     assert_eq!(p.read_port(0x43, 0), 0xff);
 }
+
+#[test]
+fn extreme_times_do_not_overflow() {
+    let mut p = Pit::new();
+    program(&mut p, 0, 0x34, 1, 0);
+    assert!(p.poll(u64::MAX));
+    let _ = p.next_deadline_ns();
+    assert!(!p.poll(u64::MAX));
+    let _ = read16(&mut p, 0, u64::MAX);
+}
