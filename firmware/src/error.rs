@@ -83,6 +83,13 @@ pub enum Error {
     },
     #[error("too many e820 entries: {count} (at most {max})")]
     TooManyE820Entries { count: usize, max: usize },
+
+    #[error("invalid ACPI configuration: {0}")]
+    Acpi(String),
+    #[error(
+        "the ACPI tables need {need:#x} bytes but only {start:#x}..{end:#x} is reserved for them"
+    )]
+    AcpiTablesTooBig { start: u64, end: u64, need: u64 },
 }
 
 impl Error {

@@ -7,8 +7,12 @@
 //!     0x0000_1000 .. 0x7000    boot stack for -kernel boots (top 0x7000)
 //!     0x0000_7000 .. 0x8000    Linux zero page (boot_params)
 //!     0x0000_9000 .. 0xF000    identity page tables: PML4, PDPT, 4 PDs
+//!     0x0000_0400 .. 0x500     BIOS data area (EBDA segment at 0x40E,
+//!                              base memory KiB at 0x413, for ACPI boots)
 //!     0x0002_0000 .. 0x30000   kernel command line (NUL-terminated)
-//!     0x0009_FC00 .. 0xA0000   EBDA-style reserved area (e820 reserved)
+//!     0x0009_E000 .. 0x9FC00   ACPI tables (e820 ACPI data)
+//!     0x0009_FC00 .. 0xA0000   EBDA (e820 reserved); the ACPI RSDP at
+//!                              0x9FC10, in its first KiB
 //! 0x000A_0000 .. 0x0010_0000   legacy hole (VGA, option ROMs, BIOS alias)
 //!     0x000E_0000 .. 0x10_0000 low alias of the last 128 KiB of the BIOS
 //!                              (the last min(rom, 128 KiB) bytes, as QEMU)
@@ -32,6 +36,16 @@ pub const GIB: u64 = 1 << 30;
 pub const LOW_RAM_END: u64 = 0xA_0000;
 /// Start of the reserved area at the top of low RAM (EBDA), for e820.
 pub const EBDA_START: u64 = 0x9_FC00;
+/// ACPI tables: [ACPI_START, ACPI_END), e820 type 3 (ACPI data).
+pub const ACPI_START: u64 = 0x9_E000;
+pub const ACPI_END: u64 = EBDA_START;
+/// The ACPI RSDP: 16-byte aligned in the first KiB of the EBDA, after the
+/// EBDA's size word.
+pub const ACPI_RSDP_START: u64 = EBDA_START + 0x10;
+/// BIOS data area: the EBDA segment (u16) and the base memory size in KiB
+/// (u16), read by Linux and by the ACPI RSDP scan.
+pub const BDA_EBDA_SEGMENT: u64 = 0x40E;
+pub const BDA_BASE_MEMORY_KIB: u64 = 0x413;
 /// The legacy hole [LEGACY_HOLE_START, HIGH_RAM_START).
 pub const LEGACY_HOLE_START: u64 = 0xA_0000;
 /// Start of the low BIOS alias window (the alias is at most 128 KiB).
@@ -85,6 +99,9 @@ pub const KERNEL_DEFAULT_START: u64 = HIGH_RAM_START;
 
 const _: () = assert!(BOOT_GDT_START + BOOT_GDT_ENTRIES * 8 <= BOOT_IDT_START);
 const _: () = assert!(PAGE_TABLES_END == PD_START + 4 * 0x1000);
+const _: () = assert!(BDA_BASE_MEMORY_KIB + 2 <= BOOT_GDT_START);
+const _: () = assert!(CMDLINE_START + CMDLINE_MAX_SIZE <= ACPI_START);
+const _: () = assert!(ACPI_START < ACPI_END && ACPI_START.is_multiple_of(0x1000));
 
 /// The boot structures as (start, end, name), for overlap checks.
 pub const BOOT_STRUCTURES: [(u64, u64, &str); 5] = [
@@ -193,6 +210,7 @@ mod tests {
         assert_eq!(bios_alias(64 * KIB), (0xF_0000, 64 * KIB));
         assert_eq!(bios_alias(MIB), (BIOS_ALIAS_START, 128 * KIB));
         assert_eq!(overlapping_boot_structure(MIB, 2 * MIB), None);
+        assert_eq!(overlapping_boot_structure(ACPI_START, LOW_RAM_END), None);
         assert_eq!(
             overlapping_boot_structure(0x8000, 0x9001),
             Some("the boot page tables")

@@ -6,12 +6,14 @@
 //!   the documented entry states.
 //! * [`boot`]: boot GDT, identity page tables, command line, flat entry states.
 //! * [`linux`]: the Linux boot protocol: bzImage/vmlinux, initrd, zero page, e820.
+//! * [`acpi`]: ACPI tables (RSDP, RSDT/XSDT, FADT, FACS, MADT, DSDT).
 //! * [`bios`]: the state a `-bios` ROM starts in.
 //! * [`demo`]: the built-in demo guest ROM.
 //!
 //! Every loader validates its input and fails with a typed [`Error`] whose
 //! message is meant for the user; no input file makes it panic.
 
+pub mod acpi;
 pub mod bios;
 pub mod boot;
 pub mod demo;
@@ -22,7 +24,8 @@ pub mod layout;
 pub mod linux;
 pub mod memory;
 
+pub use acpi::{write_acpi_tables, AcpiConfig};
 pub use error::Error;
 pub use kernel::{detect, load_kernel, KernelFormat};
-pub use linux::{e820_map, load_linux, E820Entry};
+pub use linux::{e820_map, load_linux, load_linux_with, E820Entry, LinuxBootOptions};
 pub use memory::create_guest_memory;

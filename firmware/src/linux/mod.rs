@@ -19,7 +19,9 @@
 //! The file's setup header (0x1F1 up to 0x202 + byte at 0x201) is copied,
 //! then: type_of_loader = 0xFF, cmd_line_ptr/ext_cmd_line_ptr,
 //! ramdisk_image/ramdisk_size and their ext_ halves, code32_start = load
-//! address, setup_data = 0, and the e820 table given by the caller. For a
+//! address, setup_data = 0, the e820 table given by the caller, and
+//! acpi_rsdp_addr (0x070; read by Linux before it scans for the RSDP) when
+//! given. For a
 //! vmlinux a minimal header is synthesised (boot_flag 0xAA55, "HdrS",
 //! protocol 2.15, LOADED_HIGH).
 //!
@@ -40,7 +42,7 @@ mod setup;
 #[cfg(test)]
 mod tests;
 
-pub use e820::{e820_map, E820Entry, E820_MAX_ENTRIES, E820_RAM, E820_RESERVED};
+pub use e820::{e820_map, E820Entry, E820_ACPI, E820_MAX_ENTRIES, E820_RAM, E820_RESERVED};
 pub use setup::SetupHeader;
 
 use vm_memory::GuestMemoryMmap;
@@ -52,6 +54,7 @@ use crate::{boot, elf, Error};
 use setup::*;
 
 /// Zero-page offsets outside the setup header.
+const ACPI_RSDP_ADDR: usize = 0x070;
 const EXT_RAMDISK_IMAGE: usize = 0x0C0;
 const EXT_RAMDISK_SIZE: usize = 0x0C4;
 const EXT_CMD_LINE_PTR: usize = 0x0C8;
@@ -73,8 +76,23 @@ impl ZeroPage {
     }
 }
 
+/// What [`load_linux_with`] needs besides the kernel image.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LinuxBootOptions<'a> {
+    pub initrd: Option<&'a [u8]>,
+    pub cmdline: &'a str,
+    pub ram_size: u64,
+    /// The e820 map; `None` means [`e820_map`]`(ram_size)`.
+    pub e820: Option<&'a [E820Entry]>,
+    /// The ACPI RSDP address for `boot_params.acpi_rsdp_addr` (zero page
+    /// offset 0x070), as returned by [`crate::acpi::write_acpi_tables`];
+    /// `None` leaves it 0 (the kernel then scans the EBDA and 0xE0000).
+    pub acpi_rsdp_addr: Option<u64>,
+}
+
 /// Loads a Linux kernel (bzImage, or a raw ELF64 vmlinux) with an optional
 /// initrd and returns the entry state described in the module docs.
+/// Same as [`load_linux_with`] without an ACPI RSDP address.
 pub fn load_linux(
     mem: &GuestMemoryMmap,
     kernel: &[u8],
@@ -83,6 +101,32 @@ pub fn load_linux(
     ram_size: u64,
     e820: &[E820Entry],
 ) -> Result<CpuState, Error> {
+    let opts = LinuxBootOptions {
+        initrd,
+        cmdline,
+        ram_size,
+        e820: Some(e820),
+        acpi_rsdp_addr: None,
+    };
+    load_linux_with(mem, kernel, &opts)
+}
+
+/// Loads a Linux kernel (bzImage, or a raw ELF64 vmlinux) as `opts` say
+/// and returns the entry state described in the module docs.
+pub fn load_linux_with(
+    mem: &GuestMemoryMmap,
+    kernel: &[u8],
+    opts: &LinuxBootOptions,
+) -> Result<CpuState, Error> {
+    let default_e820;
+    let e820 = match opts.e820 {
+        Some(e) => e,
+        None => {
+            default_e820 = e820_map(opts.ram_size);
+            &default_e820
+        }
+    };
+    let (initrd, cmdline, ram_size) = (opts.initrd, opts.cmdline, opts.ram_size);
     if e820.len() > E820_MAX_ENTRIES {
         return Err(Error::TooManyE820Entries {
             count: e820.len(),
@@ -185,6 +229,9 @@ pub fn load_linux(
         zp.put_u32(EXT_RAMDISK_SIZE, (size >> 32) as u32);
     }
 
+    if let Some(rsdp) = opts.acpi_rsdp_addr {
+        zp.put(ACPI_RSDP_ADDR, &rsdp.to_le_bytes());
+    }
     zp.put(E820_ENTRIES, &[e820.len() as u8]);
     for (i, e) in e820.iter().enumerate() {
         zp.put(E820_TABLE + i * 20, &e.to_bytes());

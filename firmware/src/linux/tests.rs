@@ -67,9 +67,13 @@ fn boots_64bit_bzimage_with_initrd() {
         m.read_obj::<u8>(GuestAddress(rd_addr + 0x1233)).unwrap(),
         0x5A
     );
-    assert_eq!(m.read_obj::<u8>(GuestAddress(0x71E8)).unwrap(), 3);
+    assert_eq!(m.read_obj::<u8>(GuestAddress(0x71E8)).unwrap(), 4);
     let e1_addr: u64 = m.read_obj(GuestAddress(0x7000 + 0x2D0 + 20)).unwrap();
-    assert_eq!(e1_addr, 0x9FC00);
+    assert_eq!(e1_addr, 0x9E000);
+    let e1_kind: u32 = m.read_obj(GuestAddress(0x7000 + 0x2D0 + 20 + 16)).unwrap();
+    assert_eq!(e1_kind, E820_ACPI);
+    // No RSDP address unless given.
+    assert_eq!(m.read_obj::<u64>(GuestAddress(0x7070)).unwrap(), 0);
     let mut cl = [0u8; 14];
     m.read_slice(&mut cl, GuestAddress(0x20000)).unwrap();
     assert_eq!(&cl, b"console=ttyS0\0");
@@ -167,4 +171,26 @@ fn truncated_bzimages_never_panic() {
     // Only the full file (and those with some payload) load.
     assert!(load_linux(&m, &k[..0x400], None, "", ram, &e820_map(ram)).is_err());
     assert!(load_linux(&m, &k, None, "", ram, &e820_map(ram)).is_ok());
+}
+
+#[test]
+fn load_linux_with_passes_the_acpi_rsdp() {
+    let ram = 64 * MIB;
+    let m = mem(ram);
+    let rsdp = crate::acpi::write_acpi_tables(&m, &crate::AcpiConfig::default()).unwrap();
+    let k = bzimage(0x1000, setup::XLF_KERNEL_64, 0x1000000, 0x400000);
+    let opts = LinuxBootOptions {
+        cmdline: "console=ttyS0",
+        ram_size: ram,
+        acpi_rsdp_addr: Some(rsdp),
+        ..LinuxBootOptions::default()
+    };
+    let s = load_linux_with(&m, &k, &opts).unwrap();
+    assert_eq!(s.rip, 0x1000200);
+    assert_eq!(m.read_obj::<u64>(GuestAddress(0x7070)).unwrap(), 0x9FC10);
+    // The default e820 map was used.
+    assert_eq!(m.read_obj::<u8>(GuestAddress(0x71E8)).unwrap(), 4);
+    // The boot structures written after the tables left them intact.
+    let sig: [u8; 8] = m.read_obj(GuestAddress(rsdp)).unwrap();
+    assert_eq!(&sig, b"RSD PTR ");
 }

@@ -1,0 +1,94 @@
+//! The DSDT: hand-encoded AML for
+//!
+//! ```text
+//! DefinitionBlock ("", "DSDT", 2, "HX86  ", "HX86DSDT", 1)
+//! {
+//!     Scope (\_SB)
+//!     {
+//!         Device (PCI0)                       // if pci_host_bridge
+//!         {
+//!             Name (_HID, EisaId ("PNP0A03"))
+//!             Name (_UID, Zero)
+//!             Name (_CRS, ResourceTemplate ()
+//!             {
+//!                 WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode,
+//!                     0x0000, 0x0000, 0x00FF, 0x0000, 0x0100)
+//!                 IO (Decode16, 0x0CF8, 0x0CF8, 0x01, 0x08)
+//!                 WordIO (ResourceProducer, MinFixed, MaxFixed, PosDecode, EntireRange,
+//!                     0x0000, 0x0000, 0x0CF7, 0x0000, 0x0CF8)
+//!                 WordIO (ResourceProducer, MinFixed, MaxFixed, PosDecode, EntireRange,
+//!                     0x0000, 0x0D00, 0xFFFF, 0x0000, 0xF300)
+//!                 DWordMemory (ResourceProducer, PosDecode, MinFixed, MaxFixed,
+//!                     NonCacheable, ReadWrite,
+//!                     0x00000000, 0xC0000000, 0xFEBFFFFF, 0x00000000, 0x3EC00000)
+//!             })
+//!         }
+//!     }
+//!     Name (\_S5, Package (0x04) { typ, typ, Zero, Zero })   // typ: s5_slp_typ
+//! }
+//! ```
+//!
+//! Without a PNP0A03 root bridge in the namespace, Linux (which uses ACPI
+//! for PCI when ACPI is on) would not scan PCI bus 0 at all. The bridge
+//! decodes all I/O ports but the config ports (the legacy devices sit
+//! behind it, as on a PIIX PC) and the 32-bit MMIO hole up to the IOAPIC.
+//! There is no `_PRT`: no PCI device needs an interrupt yet.
+
+use super::aml::{self, res};
+use super::tables::{sdt, DSDT_REVISION};
+use super::AcpiConfig;
+use crate::layout::{IOAPIC_BASE, MMIO_HOLE_START};
+use crate::Error;
+
+/// PCI configuration mechanism #1 ports.
+pub const PCI_CONFIG_PORT: u16 = 0xCF8;
+pub const PCI_CONFIG_PORTS: u8 = 8;
+
+/// The PCI host bridge's 32-bit memory window: the MMIO hole up to the
+/// IOAPIC.
+pub const PCI_MMIO_START: u32 = MMIO_HOLE_START as u32;
+pub const PCI_MMIO_END: u32 = IOAPIC_BASE as u32 - 1;
+
+const _: () = assert!(MMIO_HOLE_START < IOAPIC_BASE && IOAPIC_BASE <= u32::MAX as u64);
+
+/// `\_SB.PCI0` (see the module docs).
+fn pci0() -> Result<Vec<u8>, Error> {
+    let crs = res::template(&[
+        res::word_bus_number(0, 0xFF),
+        res::io(PCI_CONFIG_PORT, PCI_CONFIG_PORT, 1, PCI_CONFIG_PORTS),
+        res::word_io(0, PCI_CONFIG_PORT - 1),
+        res::word_io(PCI_CONFIG_PORT + u16::from(PCI_CONFIG_PORTS), 0xFFFF),
+        res::dword_memory(PCI_MMIO_START, PCI_MMIO_END),
+    ]);
+    let body = [
+        aml::name("_HID", &aml::integer(aml::eisa_id("PNP0A03")?.into()))?,
+        aml::name("_UID", &aml::integer(0))?,
+        aml::name("_CRS", &aml::buffer(&crs)?)?,
+    ]
+    .concat();
+    aml::device("PCI0", &body)
+}
+
+/// The AML of `Name(\_S5, Package() {typ, typ, 0, 0})`.
+pub fn s5(slp_typ: u8) -> Result<Vec<u8>, Error> {
+    let t = aml::integer(slp_typ.into());
+    aml::name(
+        "\\_S5",
+        &aml::package(&[t.clone(), t, aml::integer(0), aml::integer(0)])?,
+    )
+}
+
+/// The DSDT's AML body (after the table header).
+pub fn aml_body(cfg: &AcpiConfig) -> Result<Vec<u8>, Error> {
+    let mut v = Vec::new();
+    if cfg.pci_host_bridge {
+        v.extend(aml::scope("\\_SB", &pci0()?)?);
+    }
+    v.extend(s5(cfg.s5_slp_typ)?);
+    Ok(v)
+}
+
+/// The complete DSDT.
+pub fn dsdt(cfg: &AcpiConfig) -> Result<Vec<u8>, Error> {
+    Ok(sdt(b"DSDT", DSDT_REVISION, &aml_body(cfg)?))
+}
