@@ -8,7 +8,8 @@ use accel::{AccelKind, GuestMemory, IoAction, IoHandler, Vcpu, VcpuExit, Vm};
 use anyhow::{anyhow, bail, Context, Result};
 use devices::irqchip::{attach_irqchip, IrqChip, SharedIrqChip};
 use devices::{
-    Bus, BusDevice, DebugExit, HostClock, IrqLine, PostCode, PowerOffPort, Serial, VmRequest,
+    attach_i8042, Bus, BusDevice, DebugExit, HostClock, IrqLine, PciConfigIo, PostCode,
+    PowerOffPort, Rtc, Serial, VmRequest, I8042, PCI_CONFIG_LEN, PCI_CONFIG_PORT, RTC_PORT,
 };
 
 use crate::irq::ChipController;
@@ -23,6 +24,11 @@ pub const COM1_PORT: u64 = 0x3f8;
 pub const POST_PORT: u64 = 0x80;
 /// COM1's interrupt line.
 pub const COM1_IRQ: u32 = 4;
+/// The RTC's interrupt line.
+pub const RTC_IRQ: u32 = 8;
+/// The i8042's keyboard and aux (mouse) interrupt lines.
+pub const KBD_IRQ: u32 = 1;
+pub const AUX_IRQ: u32 = 12;
 
 /// An interrupt line of the machine, bound to the VM once it exists (devices
 /// are built before the accelerator creates the VM).
@@ -241,35 +247,52 @@ fn build_io(
         irq(COM1_IRQ),
         serial_writer(&cfg.serial)?,
     )));
-    let mut add = |dev: Arc<Mutex<dyn BusDevice>>, base: u64, len: u64, name: &str| {
-        pio.insert(dev, base, len)
-            .map_err(|e| anyhow!("{name} at port {base:#x}: {e}"))
-    };
-    add(
-        serial.clone(),
-        COM1_PORT,
-        devices::SERIAL_PORT_LEN,
-        "serial",
-    )?;
-    add(
-        Arc::new(Mutex::new(PostCode::new())),
-        POST_PORT,
-        1,
-        "POST port",
-    )?;
-    add(
-        Arc::new(Mutex::new(PowerOffPort::new())),
-        POWER_OFF_PORT,
-        2,
-        "power-off port",
-    )?;
+    // CMOS RTC (IRQ 8), with the RAM size bytes firmware reads.
+    let mut rtc = Rtc::new(Arc::new(HostClock::new()), irq(RTC_IRQ));
+    let below_4g = cfg.ram_size.min(firmware::layout::MMIO_HOLE_START);
+    rtc.set_memory_size(below_4g, cfg.ram_size - below_4g);
+    // The i8042 keyboard controller (IRQ 1 and 12): probe and reset line.
+    let kbc = Arc::new(Mutex::new(I8042::new(irq(KBD_IRQ), irq(AUX_IRQ))));
+    attach_i8042(&kbc, &mut pio).map_err(|e| anyhow!("i8042: {e}"))?;
+
+    let mut ports: Vec<(Arc<Mutex<dyn BusDevice>>, u64, u64, &str)> = vec![
+        (
+            serial.clone(),
+            COM1_PORT,
+            devices::SERIAL_PORT_LEN,
+            "serial",
+        ),
+        (
+            Arc::new(Mutex::new(PostCode::new())),
+            POST_PORT,
+            1,
+            "POST port",
+        ),
+        (
+            Arc::new(Mutex::new(PowerOffPort::new())),
+            POWER_OFF_PORT,
+            2,
+            "power-off port",
+        ),
+        (Arc::new(Mutex::new(rtc)), RTC_PORT.into(), 2, "CMOS RTC"),
+        (
+            Arc::new(Mutex::new(PciConfigIo::new())),
+            PCI_CONFIG_PORT.into(),
+            PCI_CONFIG_LEN,
+            "PCI configuration",
+        ),
+    ];
     if let Some((base, size)) = cfg.debug_exit {
-        add(
+        ports.push((
             Arc::new(Mutex::new(DebugExit::new(size))),
             base,
             size,
             "isa-debug-exit",
-        )?;
+        ));
+    }
+    for (dev, base, len, name) in ports {
+        pio.insert(dev, base, len)
+            .map_err(|e| anyhow!("{name} at port {base:#x}: {e}"))?;
     }
     Ok(MachineIo {
         pio,

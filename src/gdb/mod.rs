@@ -1,0 +1,354 @@
+//! The gdb remote stub (`-gdb DEV`, `-s`, `-S`).
+//!
+//! The vCPU thread runs the machine and, while a debugger is attached, the
+//! gdbstub state machine: a reader thread queues the bytes the debugger
+//! sends and kicks the vCPU out of `run` when they arrive while the guest
+//! runs (that is how Ctrl-C stops it). A second thread accepts
+//! connections, hands the first to the vCPU thread and refuses the others
+//! while one is attached. See `docs/gdb.md` for the user's view.
+//!
+//! Files: [`conn`] (listening, the socket, packet framing), [`arch`] (the
+//! register file for gdbstub), [`target`] (the gdbstub target: registers,
+//! memory, breakpoints, execution), [`mem`] (physical memory, page walks),
+//! [`monitor`] (`monitor` commands).
+
+mod arch;
+mod conn;
+mod mem;
+mod monitor;
+mod target;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use accel::{Vcpu, VcpuExit};
+use anyhow::{anyhow, Result};
+use gdbstub::common::Signal;
+use gdbstub::stub::state_machine::GdbStubStateMachine;
+use gdbstub::stub::{DisconnectReason, GdbStub, SingleThreadStopReason};
+use vm_memory::GuestMemoryMmap;
+
+use crate::machine::{self, MachineConfig};
+use conn::{Conn, Inbox, Input, PacketFilter, Stream};
+use target::{HxTarget, Request, Resume};
+
+pub use conn::{parse_listen, ListenAddr};
+
+/// The debugger options.
+#[derive(Clone, Debug)]
+pub struct GdbOptions {
+    pub listen: ListenAddr,
+    /// `-S`: do not run the guest before a debugger says so.
+    pub start_stopped: bool,
+}
+
+/// How a debugging session ended.
+enum End {
+    /// The debugger detached or went away: the guest runs on.
+    Detach,
+    /// hx86 exits with this status.
+    Exit(i32),
+}
+
+/// Runs the machine with the gdb server listening.
+pub fn run(
+    cfg: &MachineConfig,
+    opts: &GdbOptions,
+    vcpu: &mut dyn Vcpu,
+    mem: &GuestMemoryMmap,
+) -> Result<i32> {
+    let listener = conn::Listener::bind(&opts.listen)?;
+    let where_ = listener.describe();
+    eprintln!(
+        "hx86: gdb: listening on {} ({})",
+        match &opts.listen {
+            ListenAddr::Tcp { .. } => format!("tcp:{where_}"),
+            ListenAddr::Unix(_) => format!("unix:{where_}"),
+        },
+        if opts.start_stopped {
+            "the CPU waits for the debugger"
+        } else {
+            "the CPU is running"
+        }
+    );
+    let busy = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel::<Stream>();
+    conn::spawn_acceptor(listener, tx, busy.clone(), vcpu.kicker());
+
+    let mut next: Option<Stream> = None;
+    if opts.start_stopped {
+        next = Some(rx.recv().map_err(|_| anyhow!("gdb: the listener stopped"))?);
+    }
+    loop {
+        if let Some(stream) = next.take() {
+            let end = session(cfg, vcpu, mem, stream);
+            busy.store(false, Ordering::SeqCst);
+            match end? {
+                End::Exit(code) => return Ok(code),
+                End::Detach => eprintln!("hx86: gdb: debugger detached; the guest runs on"),
+            }
+            continue;
+        }
+        let exit = vcpu.run().map_err(|e| anyhow!("vCPU 0: {e}"))?;
+        match exit {
+            VcpuExit::Interrupted => {
+                if let Ok(s) = rx.try_recv() {
+                    next = Some(s);
+                }
+            }
+            VcpuExit::Halt => {
+                let s = vcpu.state().map_err(|e| anyhow!("{e}"))?;
+                eprintln!(
+                    "hx86: the guest halted with nothing to wake it (rip={:#x}); waiting for a debugger",
+                    s.rip
+                );
+                next = Some(rx.recv().map_err(|_| anyhow!("gdb: the listener stopped"))?);
+            }
+            // With no debugger attached nothing asked for debug stops; one
+            // left over from a session that just ended is ignored.
+            VcpuExit::Debug(ev) => log::debug!(target: "gdb", "debug stop {ev:?} ignored"),
+            other => {
+                if let Some(code) = machine::handle_exit(cfg, vcpu, other)? {
+                    return Ok(code);
+                }
+            }
+        }
+    }
+}
+
+/// One debugger connection, from attach to detach.
+fn session(
+    cfg: &MachineConfig,
+    vcpu: &mut dyn Vcpu,
+    mem: &GuestMemoryMmap,
+    stream: Stream,
+) -> Result<End> {
+    let stream = Arc::new(stream);
+    let (inbox, reader) = conn::spawn_reader(stream.clone(), vcpu.kicker());
+    let conn = Conn::new(stream);
+    let mut target = HxTarget::new(vcpu, mem.clone(), cfg);
+    let end = drive(&mut target, &conn, &inbox);
+    target.detach();
+    conn.shutdown();
+    let _ = reader.join();
+    end
+}
+
+type Sm<'a> = GdbStubStateMachine<'a, HxTarget<'a>, Conn>;
+
+fn new_stub<'a>(target: &mut HxTarget<'a>, conn: &Conn) -> Result<Sm<'a>> {
+    let stub = GdbStub::<HxTarget<'a>, Conn>::builder(conn.clone())
+        .packet_buffer_size(conn::MAX_PACKET + 64)
+        .build()
+        .map_err(|e| anyhow!("gdb: {e:?}"))?;
+    stub.run_state_machine(target)
+        .map_err(|e| anyhow!("gdb: starting the session: {e}"))
+}
+
+/// Waits for the next unit of input while the target is stopped; `None`
+/// when the client went away.
+fn next_input(inbox: &Inbox, filter: &mut PacketFilter) -> Option<Input> {
+    let mut st = inbox.lock();
+    loop {
+        while let Some(b) = st.bytes.pop_front() {
+            if let Some(i) = filter.push(b) {
+                return Some(i);
+            }
+        }
+        if st.closed {
+            return None;
+        }
+        st = inbox.cond.wait(st).unwrap_or_else(|e| e.into_inner());
+    }
+}
+
+/// What happened while the guest ran.
+enum RunEvent {
+    Stop(SingleThreadStopReason<u64>),
+    CtrlC,
+    Exited(i32),
+    Closed,
+}
+
+/// Runs the vCPU for a `continue` or `stepi` until something gdb must
+/// hear about.
+fn run_guest(t: &mut HxTarget<'_>, inbox: &Inbox) -> Result<RunEvent> {
+    let want_step = t.resume == Some(Resume::Step);
+    t.resume = None;
+    let mut halted_note = false;
+    let mut pre_step = t.prepare_run(want_step).map_err(|e| anyhow!(e.0))?;
+    loop {
+        {
+            let mut st = inbox.lock();
+            // Only the interrupt byte means something while the guest runs.
+            let ctrl_c = st.bytes.contains(&0x03);
+            st.bytes.clear();
+            if ctrl_c {
+                return Ok(RunEvent::CtrlC);
+            }
+            if st.closed {
+                return Ok(RunEvent::Closed);
+            }
+            st.running = true;
+        }
+        let exit = t.vcpu.run();
+        inbox.lock().running = false;
+        t.invalidate();
+        let exit = exit.map_err(|e| anyhow!("vCPU 0: {e}"))?;
+        match exit {
+            VcpuExit::Interrupted => continue,
+            VcpuExit::Debug(ev) => {
+                if pre_step {
+                    // The guest's own INT3 was handed to it.
+                    pre_step = false;
+                    if want_step {
+                        return Ok(RunEvent::Stop(SingleThreadStopReason::DoneStep));
+                    }
+                    t.prepare_run(false).map_err(|e| anyhow!(e.0))?;
+                    continue;
+                }
+                return Ok(RunEvent::Stop(t.stop_reason(ev, want_step)));
+            }
+            VcpuExit::Halt => {
+                if !halted_note {
+                    eprintln!("hx86: gdb: the guest halted with nothing to wake it; interrupt it from gdb (Ctrl-C)");
+                    halted_note = true;
+                }
+                let mut st = inbox.lock();
+                while st.bytes.is_empty() && !st.closed {
+                    st = inbox.cond.wait(st).unwrap_or_else(|e| e.into_inner());
+                }
+            }
+            other => {
+                if let Some(code) = machine::handle_exit(t.cfg, &mut *t.vcpu, other)? {
+                    return Ok(RunEvent::Exited(code));
+                }
+                t.invalidate();
+            }
+        }
+    }
+}
+
+/// Feeds a complete unit of input to the stub.
+fn feed<'a>(
+    sm: Sm<'a>,
+    t: &mut HxTarget<'a>,
+    bytes: &[u8],
+) -> std::result::Result<Sm<'a>, String> {
+    let mut sm = sm;
+    for &b in bytes {
+        sm = match sm {
+            GdbStubStateMachine::Idle(i) => i.incoming_data(t, b).map_err(|e| e.to_string())?,
+            GdbStubStateMachine::Running(i) => {
+                i.incoming_data(t, b).map_err(|e| e.to_string())?
+            }
+            other => return Ok(other),
+        };
+    }
+    Ok(sm)
+}
+
+/// The session loop: gdbstub's state machine, driven by the debugger's
+/// bytes and the vCPU's exits.
+fn drive<'a>(t: &mut HxTarget<'a>, conn: &Conn, inbox: &Inbox) -> Result<End> {
+    let mut filter = PacketFilter::new();
+    // The client's qSupported, replayed into a restarted stub.
+    let mut features: Option<Vec<u8>> = None;
+    let mut sm = new_stub(t, conn)?;
+    loop {
+        if let Some(Request::Quit(code)) = t.request {
+            return Ok(End::Exit(code));
+        }
+        sm = match sm {
+            GdbStubStateMachine::Idle(inner) => {
+                let Some(input) = next_input(inbox, &mut filter) else {
+                    eprintln!("hx86: gdb: the debugger went away");
+                    return Ok(End::Detach);
+                };
+                let bytes = match input {
+                    Input::Forward(b) => b,
+                    Input::Nak => {
+                        let _ = conn.send_raw(b"-");
+                        sm = GdbStubStateMachine::Idle(inner);
+                        continue;
+                    }
+                    Input::Retransmit => {
+                        let _ = conn.retransmit();
+                        sm = GdbStubStateMachine::Idle(inner);
+                        continue;
+                    }
+                    Input::TooLong => {
+                        let _ = conn.send_raw(b"+");
+                        let _ = conn.send_packet(b"E01");
+                        sm = GdbStubStateMachine::Idle(inner);
+                        continue;
+                    }
+                };
+                if bytes.starts_with(b"$qSupported") {
+                    features = Some(bytes.clone());
+                }
+                match feed(GdbStubStateMachine::Idle(inner), t, &bytes) {
+                    Ok(next) => next,
+                    Err(e) => {
+                        // gdbstub gave up on this packet (a malformed
+                        // command): answer with an error and carry on with
+                        // a fresh stub in the same (stopped) state.
+                        log::warn!(target: "gdb", "packet {:?} refused: {e}", String::from_utf8_lossy(&bytes));
+                        if conn.send_raw(b"+").is_err() || conn.send_packet(b"E01").is_err() {
+                            return Ok(End::Detach);
+                        }
+                        let mut fresh = new_stub(t, conn)?;
+                        if let Some(f) = &features {
+                            conn.set_mute(true);
+                            let r = feed(fresh, t, f);
+                            conn.set_mute(false);
+                            fresh = match r {
+                                Ok(s) => s,
+                                Err(_) => new_stub(t, conn)?,
+                            };
+                        }
+                        fresh
+                    }
+                }
+            }
+            GdbStubStateMachine::Running(inner) => match run_guest(t, inbox)? {
+                RunEvent::Stop(reason) => match inner.report_stop(t, reason) {
+                    Ok(s) => s,
+                    Err(_) => return Ok(End::Detach),
+                },
+                RunEvent::CtrlC => match inner.incoming_data(t, 0x03) {
+                    Ok(s) => s,
+                    Err(_) => return Ok(End::Detach),
+                },
+                RunEvent::Exited(code) => {
+                    let _ = inner.report_stop(t, SingleThreadStopReason::Exited(code as u8));
+                    return Ok(End::Exit(code));
+                }
+                RunEvent::Closed => {
+                    eprintln!("hx86: gdb: the debugger went away");
+                    return Ok(End::Detach);
+                }
+            },
+            GdbStubStateMachine::CtrlCInterrupt(inner) => {
+                t.invalidate();
+                match inner.interrupt_handled(t, Some(SingleThreadStopReason::Signal(Signal::SIGINT)))
+                {
+                    Ok(s) => s,
+                    Err(_) => return Ok(End::Detach),
+                }
+            }
+            GdbStubStateMachine::Disconnected(inner) => {
+                return Ok(match inner.get_reason() {
+                    DisconnectReason::Disconnect => End::Detach,
+                    DisconnectReason::Kill => {
+                        eprintln!("hx86: gdb: killed by the debugger");
+                        End::Exit(0)
+                    }
+                    DisconnectReason::TargetExited(c) => End::Exit(c as i32),
+                    DisconnectReason::TargetTerminated(_) => End::Exit(1),
+                });
+            }
+        };
+    }
+}

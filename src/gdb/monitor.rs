@@ -1,0 +1,436 @@
+//! `monitor` commands, spelled as in QEMU's human monitor: `info
+//! registers`, `info mem`, `info tlb`, `xp`, `system_reset`, `quit`.
+
+use std::fmt::Write as _;
+
+use gdbstub::outputln;
+use gdbstub::target::ext::monitor_cmd::ConsoleOutput;
+use x86::consts::{cr0, efer, rflags, seg_attr};
+use x86::{CpuState, SegReg, Segment};
+
+use super::mem;
+use super::target::{HxTarget, Request};
+
+const HELP: &str = "\
+hx86 monitor commands (QEMU spelling):
+  info registers      all registers, including the system ones
+  info mem            the active virtual memory mappings, merged
+  info tlb            every page mapping (virtual: physical flags)
+  xp /FMT ADDR        physical memory (FMT: count then x/d/u/c, size b/h/w/g)
+  system_reset        reset the machine (the CPU restarts at the reset vector)
+  quit                stop hx86
+  help                this text";
+
+/// Runs one monitor command, writing its output to gdb's console.
+pub fn run(t: &mut HxTarget<'_>, cmd: &[u8], mut out: ConsoleOutput<'_>) {
+    let text = match std::str::from_utf8(cmd) {
+        Ok(s) => s.trim(),
+        Err(_) => {
+            outputln!(out, "error: the command is not UTF-8");
+            return;
+        }
+    };
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let reply = match words.as_slice() {
+        [] | ["help"] | ["?"] => HELP.to_string(),
+        ["info", "registers"] | ["info", "reg"] | ["info", "r"] => match t.state() {
+            Ok(s) => info_registers(&s),
+            Err(e) => format!("error: {}", e.0),
+        },
+        ["info", "mem"] => match t.state() {
+            Ok(s) => info_mem(&s, &t.mem),
+            Err(e) => format!("error: {}", e.0),
+        },
+        ["info", "tlb"] => match t.state() {
+            Ok(s) => info_tlb(&s, &t.mem),
+            Err(e) => format!("error: {}", e.0),
+        },
+        ["info", ..] => "info: unknown item (registers, mem, tlb)".to_string(),
+        ["xp", rest @ ..] => xp(t, rest),
+        ["system_reset"] => match crate::machine::reset(t.cfg, &mut *t.vcpu) {
+            Ok(()) => {
+                t.invalidate();
+                "the machine was reset; gdb's register cache is stale: run \
+                 `maintenance flush register-cache` (or `stepi`)"
+                    .to_string()
+            }
+            Err(e) => format!("error: {e:#}"),
+        },
+        ["quit"] | ["q"] => {
+            t.request = Some(Request::Quit(0));
+            "hx86 is quitting".to_string()
+        }
+        _ => format!("unknown command: '{text}' (try `monitor help`)"),
+    };
+    for line in reply.lines() {
+        outputln!(out, "{}", line);
+    }
+}
+
+fn flags_str(f: u64) -> String {
+    let bits = [
+        (rflags::OF, 'O'),
+        (rflags::DF, 'D'),
+        (rflags::IF, 'I'),
+        (rflags::TF, 'T'),
+        (rflags::SF, 'S'),
+        (rflags::ZF, 'Z'),
+        (rflags::AF, 'A'),
+        (rflags::PF, 'P'),
+        (rflags::CF, 'C'),
+    ];
+    bits.iter()
+        .map(|&(b, c)| if f & b != 0 { c } else { '-' })
+        .collect()
+}
+
+fn seg_line(out: &mut String, name: &str, s: &Segment, long: bool) {
+    let _ = write!(
+        out,
+        "{name:<3}={:04x} {:016x} {:08x} {:08x}",
+        s.selector,
+        s.base,
+        s.limit,
+        (s.attr as u32 & 0xf0ff) << 8
+    );
+    if s.attr & seg_attr::P == 0 {
+        out.push('\n');
+        return;
+    }
+    let dpl = s.dpl();
+    if s.attr & seg_attr::S != 0 {
+        if s.attr & seg_attr::CODE != 0 {
+            let size = if long && s.long() {
+                "CS64"
+            } else if s.big() {
+                "CS32"
+            } else {
+                "CS16"
+            };
+            let _ = write!(
+                out,
+                " DPL={dpl} {size} [{}{}{}]",
+                if s.attr & seg_attr::DC != 0 { 'C' } else { '-' },
+                if s.attr & seg_attr::RW != 0 { 'R' } else { '-' },
+                if s.attr & seg_attr::ACCESSED != 0 { 'A' } else { '-' }
+            );
+        } else {
+            let size = if s.big() { "DS" } else { "DS16" };
+            let _ = write!(
+                out,
+                " DPL={dpl} {size} [{}{}{}]",
+                if s.attr & seg_attr::DC != 0 { 'E' } else { '-' },
+                if s.attr & seg_attr::RW != 0 { 'W' } else { '-' },
+                if s.attr & seg_attr::ACCESSED != 0 { 'A' } else { '-' }
+            );
+        }
+    } else {
+        let ty = match s.attr & seg_attr::TYPE_MASK {
+            seg_attr::SYS_LDT => "LDT",
+            seg_attr::SYS_TSS16_AVAIL => "TSS16-avl",
+            seg_attr::SYS_TSS16_BUSY => "TSS16-busy",
+            seg_attr::SYS_TSS_AVAIL => {
+                if long {
+                    "TSS64-avl"
+                } else {
+                    "TSS32-avl"
+                }
+            }
+            seg_attr::SYS_TSS_BUSY => {
+                if long {
+                    "TSS64-busy"
+                } else {
+                    "TSS32-busy"
+                }
+            }
+            _ => "Reserved",
+        };
+        let _ = write!(out, " DPL={dpl} {ty}");
+    }
+    out.push('\n');
+}
+
+/// QEMU's `info registers` layout (64-bit form, always: the register file
+/// gdb sees is 64-bit too).
+pub fn info_registers(s: &CpuState) -> String {
+    let mut o = String::new();
+    let g = &s.gpr;
+    use x86::gpr::*;
+    let _ = writeln!(
+        o,
+        "RAX={:016x} RBX={:016x} RCX={:016x} RDX={:016x}",
+        g[RAX], g[RBX], g[RCX], g[RDX]
+    );
+    let _ = writeln!(
+        o,
+        "RSI={:016x} RDI={:016x} RBP={:016x} RSP={:016x}",
+        g[RSI], g[RDI], g[RBP], g[RSP]
+    );
+    let _ = writeln!(
+        o,
+        "R8 ={:016x} R9 ={:016x} R10={:016x} R11={:016x}",
+        g[R8], g[R9], g[R10], g[R11]
+    );
+    let _ = writeln!(
+        o,
+        "R12={:016x} R13={:016x} R14={:016x} R15={:016x}",
+        g[R12], g[R13], g[R14], g[R15]
+    );
+    let _ = writeln!(
+        o,
+        "RIP={:016x} RFL={:08x} [{}] CPL={} II={} A20=1 SMM=0 HLT={}",
+        s.rip,
+        s.rflags,
+        flags_str(s.rflags),
+        s.cpl(),
+        s.interrupt_shadow as u8,
+        s.halted as u8
+    );
+    let long = s.efer & efer::LMA != 0;
+    for seg in SegReg::ALL {
+        seg_line(&mut o, &seg.name().to_uppercase(), s.seg(seg), long);
+    }
+    seg_line(&mut o, "LDT", &s.ldtr, long);
+    seg_line(&mut o, "TR", &s.tr, long);
+    let _ = writeln!(
+        o,
+        "GDT=     {:016x} {:08x}",
+        s.gdtr.base, s.gdtr.limit
+    );
+    let _ = writeln!(
+        o,
+        "IDT=     {:016x} {:08x}",
+        s.idtr.base, s.idtr.limit
+    );
+    let _ = writeln!(
+        o,
+        "CR0={:08x} CR2={:016x} CR3={:016x} CR4={:08x}",
+        s.cr0, s.cr2, s.cr3, s.cr4
+    );
+    let _ = writeln!(
+        o,
+        "DR0={:016x} DR1={:016x} DR2={:016x} DR3={:016x}",
+        s.dr[0], s.dr[1], s.dr[2], s.dr[3]
+    );
+    let _ = writeln!(o, "DR6={:016x} DR7={:016x}", s.dr[6], s.dr[7]);
+    let _ = writeln!(
+        o,
+        "CR8={:016x} EFER={:016x} XCR0={:016x}",
+        s.cr8, s.efer, s.xcr0
+    );
+    let _ = writeln!(
+        o,
+        "FS_BASE={:016x} GS_BASE={:016x} KERNEL_GS_BASE={:016x}",
+        s.seg(SegReg::Fs).base,
+        s.seg(SegReg::Gs).base,
+        s.msr.kernel_gs_base
+    );
+    let _ = writeln!(
+        o,
+        "STAR={:016x} LSTAR={:016x} CSTAR={:016x} FMASK={:016x}",
+        s.msr.star, s.msr.lstar, s.msr.cstar, s.msr.fmask
+    );
+    let _ = writeln!(
+        o,
+        "SYSENTER_CS={:04x} SYSENTER_ESP={:016x} SYSENTER_EIP={:016x}",
+        s.msr.sysenter_cs, s.msr.sysenter_esp, s.msr.sysenter_eip
+    );
+    let _ = writeln!(
+        o,
+        "APIC_BASE={:016x} PAT={:016x} TSC={:016x}",
+        s.msr.apic_base, s.msr.pat, s.tsc
+    );
+    let _ = writeln!(
+        o,
+        "FCW={:04x} FSW={:04x} [ST={}] FTW={:02x} MXCSR={:08x}",
+        s.fpu.fcw,
+        s.fpu.fsw,
+        (s.fpu.fsw >> 11) & 7,
+        s.fpu.ftw,
+        s.fpu.mxcsr
+    );
+    let _ = writeln!(
+        o,
+        "Mode: {}{}",
+        s.mode().name(),
+        match mem::paging(s) {
+            mem::Paging::None => ", paging off",
+            mem::Paging::Bits32 => ", 32-bit paging",
+            mem::Paging::Pae => ", PAE paging",
+            mem::Paging::Level4 => ", 4-level paging",
+        }
+    );
+    if s.cr0 & cr0::PE == 0 {
+        let _ = writeln!(
+            o,
+            "(real mode: gdb's $pc is the linear address CS.base+IP = {:#x})",
+            x86::gdb::pc(s)
+        );
+    }
+    o
+}
+
+/// QEMU's `info mem`: ranges of identical protection, merged.
+pub fn info_mem(s: &CpuState, m: &vm_memory::GuestMemoryMmap) -> String {
+    let Some(maps) = mem::mappings(s, m) else {
+        return "PG disabled".to_string();
+    };
+    let mut o = String::new();
+    let mut cur: Option<(u64, u64, String)> = None;
+    let prot = |mp: &mem::Mapping| {
+        format!(
+            "{}r{}{}",
+            if mp.user() { 'u' } else { '-' },
+            if mp.writable() { 'w' } else { '-' },
+            if s.efer & efer::NXE != 0 && mp.nx() {
+                "-"
+            } else if s.efer & efer::NXE != 0 {
+                "x"
+            } else {
+                ""
+            }
+        )
+    };
+    for mp in &maps {
+        let p = prot(mp);
+        match &mut cur {
+            Some((start, end, cp)) if *end == mp.lin && *cp == p => {
+                *end = mp.lin + mp.size;
+                let _ = start;
+            }
+            _ => {
+                if let Some((a, b, cp)) = cur.take() {
+                    let _ = writeln!(o, "{a:016x}-{b:016x} {:016x} {cp}", b - a);
+                }
+                cur = Some((mp.lin, mp.lin + mp.size, p));
+            }
+        }
+    }
+    if let Some((a, b, cp)) = cur {
+        let _ = writeln!(o, "{a:016x}-{b:016x} {:016x} {cp}", b - a);
+    }
+    if o.is_empty() {
+        o.push_str("no mappings\n");
+    }
+    if maps.len() >= mem::MAX_MAPPINGS {
+        o.push_str("(listing truncated)\n");
+    }
+    o
+}
+
+/// QEMU's `info tlb`: one line per page mapping.
+pub fn info_tlb(s: &CpuState, m: &vm_memory::GuestMemoryMmap) -> String {
+    let Some(maps) = mem::mappings(s, m) else {
+        return "PG disabled".to_string();
+    };
+    let mut o = String::new();
+    for mp in &maps {
+        let _ = writeln!(o, "{:016x}: {:016x} {}", mp.lin, mp.phys, mp.letters());
+    }
+    if o.is_empty() {
+        o.push_str("no mappings\n");
+    }
+    o
+}
+
+fn parse_num(s: &str) -> Option<u64> {
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+/// `xp /FMT ADDR`: physical memory.
+fn xp(t: &mut HxTarget<'_>, args: &[&str]) -> String {
+    let (fmt, addr) = match args {
+        [a] => ("", *a),
+        [f, a] if f.starts_with('/') => (&f[1..], *a),
+        _ => return "usage: xp /FMT ADDR   (e.g. xp /4xw 0x1000)".to_string(),
+    };
+    let Some(addr) = parse_num(addr) else {
+        return format!("xp: '{addr}' is not an address");
+    };
+    let digits: String = fmt.chars().take_while(|c| c.is_ascii_digit()).collect();
+    let count: u64 = if digits.is_empty() {
+        1
+    } else {
+        match digits.parse() {
+            Ok(n) if n > 0 && n <= 4096 => n,
+            _ => return "xp: count must be 1..4096".to_string(),
+        }
+    };
+    let mut format = 'x';
+    let mut size = 4usize;
+    for c in fmt[digits.len()..].chars() {
+        match c {
+            'x' | 'd' | 'u' | 'c' | 'o' => format = c,
+            'b' => size = 1,
+            'h' => size = 2,
+            'w' => size = 4,
+            'g' => size = 8,
+            _ => return format!("xp: unknown format letter '{c}'"),
+        }
+    }
+    if format == 'c' {
+        size = 1;
+    }
+    let mut o = String::new();
+    let per_line = (16 / size).max(1);
+    for i in 0..count {
+        let a = addr.wrapping_add(i * size as u64);
+        if i as usize % per_line == 0 {
+            if i != 0 {
+                o.push('\n');
+            }
+            let _ = write!(o, "{a:016x}:");
+        }
+        let mut b = [0u8; 8];
+        if !mem::read_phys(&t.mem, a, &mut b[..size]) {
+            let _ = write!(o, "\nxp: cannot access physical memory at {a:#x}");
+            return o;
+        }
+        let v = u64::from_le_bytes(b);
+        let _ = match format {
+            'x' => write!(o, " 0x{v:0w$x}", w = size * 2),
+            'd' => {
+                let sv = (v << (64 - 8 * size)) as i64 >> (64 - 8 * size);
+                write!(o, " {sv}")
+            }
+            'u' => write!(o, " {v}"),
+            'o' => write!(o, " 0{v:o}"),
+            _ => {
+                let c = v as u8;
+                if c.is_ascii_graphic() || c == b' ' {
+                    write!(o, " '{}'", c as char)
+                } else {
+                    write!(o, " '\\x{c:02x}'")
+                }
+            }
+        };
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_registers_names_everything() {
+        let s = CpuState::reset();
+        let t = info_registers(&s);
+        for want in [
+            "RIP=000000000000fff0",
+            "CS =f000 00000000ffff0000 0000ffff",
+            "CR0=60000010",
+            "EFER=",
+            "GDT=",
+            "IDT=",
+            "DR7=",
+            "real mode",
+            "0xfffffff0",
+        ] {
+            assert!(t.contains(want), "missing {want:?} in\n{t}");
+        }
+    }
+}

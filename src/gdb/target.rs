@@ -1,0 +1,590 @@
+//! The gdbstub `Target`: one vCPU, guest memory at linear addresses, and
+//! the breakpoints and watchpoints gdb asked for.
+
+use std::collections::BTreeMap;
+
+use accel::{DebugEvent, GuestDebug, HwBreak, Vcpu, WatchKind};
+use gdbstub::common::Signal;
+use gdbstub::stub::SingleThreadStopReason;
+use gdbstub::target::ext::base::single_register_access::{
+    SingleRegisterAccess, SingleRegisterAccessOps,
+};
+use gdbstub::target::ext::base::singlethread::{
+    SingleThreadBase, SingleThreadResume, SingleThreadResumeOps, SingleThreadSingleStep,
+    SingleThreadSingleStepOps,
+};
+use gdbstub::target::ext::base::BaseOps;
+use gdbstub::target::ext::breakpoints::{
+    Breakpoints, BreakpointsOps, HwBreakpoint, HwBreakpointOps, HwWatchpoint, HwWatchpointOps,
+    SwBreakpoint, SwBreakpointOps,
+};
+use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd, MonitorCmdOps};
+use gdbstub::target::{Target, TargetError, TargetResult};
+use vm_memory::GuestMemoryMmap;
+use x86::CpuState;
+
+use super::arch::{Reg, Regs, X86Hx};
+use super::mem;
+use crate::machine::MachineConfig;
+
+/// EFAULT: gdb shows "Cannot access memory at address ...".
+const EFAULT: u8 = 14;
+/// EINVAL.
+const EINVAL: u8 = 22;
+
+/// What the debugger asked the vCPU to do next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resume {
+    Continue,
+    Step,
+}
+
+/// A software breakpoint: an INT3 byte planted at a physical address.
+#[derive(Clone, Copy, Debug)]
+struct SwBp {
+    paddr: u64,
+    orig: u8,
+}
+
+/// What owns a hardware debug slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SlotOwner {
+    Break(u64),
+    /// A gdb watchpoint (start address, length, kind); one may use several
+    /// slots when it is not naturally aligned.
+    Watch(u64, u64, WatchKind),
+}
+
+/// Errors of the target layer (fatal for the session).
+#[derive(Debug)]
+pub struct TargetFail(pub String);
+
+/// Requests from monitor commands, acted on by the session loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// `monitor quit`: hx86 exits with this status.
+    Quit(i32),
+}
+
+pub struct HxTarget<'a> {
+    pub vcpu: &'a mut dyn Vcpu,
+    pub mem: GuestMemoryMmap,
+    pub cfg: &'a MachineConfig,
+    /// The vCPU's state while it is stopped (read once per stop).
+    cache: Option<CpuState>,
+    /// Software breakpoints by linear address.
+    sw: BTreeMap<u64, SwBp>,
+    /// The four debug-register slots.
+    slots: [Option<(HwBreak, SlotOwner)>; 4],
+    /// What the next run does.
+    pub resume: Option<Resume>,
+    /// The last stop was a guest INT3 that is not one of ours, at this pc.
+    foreign_int3: Option<u64>,
+    /// The debug setup last given to the vCPU.
+    applied: Option<GuestDebug>,
+    pub request: Option<Request>,
+}
+
+impl<'a> HxTarget<'a> {
+    pub fn new(vcpu: &'a mut dyn Vcpu, mem: GuestMemoryMmap, cfg: &'a MachineConfig) -> Self {
+        HxTarget {
+            vcpu,
+            mem,
+            cfg,
+            cache: None,
+            sw: BTreeMap::new(),
+            slots: [None; 4],
+            resume: None,
+            foreign_int3: None,
+            applied: None,
+            request: None,
+        }
+    }
+
+    /// The vCPU state (cached while stopped).
+    pub fn state(&mut self) -> Result<CpuState, TargetFail> {
+        if let Some(s) = self.cache {
+            return Ok(s);
+        }
+        let s = self
+            .vcpu
+            .state()
+            .map_err(|e| TargetFail(format!("reading the vCPU state: {e}")))?;
+        self.cache = Some(s);
+        Ok(s)
+    }
+
+    pub fn set_state(&mut self, s: &CpuState) -> Result<(), TargetFail> {
+        self.cache = None;
+        self.vcpu
+            .set_state(s)
+            .map_err(|e| TargetFail(format!("writing the vCPU state: {e}")))?;
+        self.cache = Some(*s);
+        Ok(())
+    }
+
+    /// Forgets the cached state (the vCPU ran, or was reset).
+    pub fn invalidate(&mut self) {
+        self.cache = None;
+    }
+
+    /// The debug setup for the next run.
+    fn guest_debug(&self, single_step: bool, sw: bool) -> GuestDebug {
+        let mut hw = [None; 4];
+        for (i, s) in self.slots.iter().enumerate() {
+            hw[i] = s.map(|(b, _)| b);
+        }
+        GuestDebug {
+            enabled: true,
+            single_step,
+            sw_breakpoints: sw && !self.sw.is_empty(),
+            hw,
+        }
+    }
+
+    pub fn apply_debug(&mut self, dbg: GuestDebug) -> Result<(), TargetFail> {
+        if self.applied == Some(dbg) {
+            return Ok(());
+        }
+        self.vcpu
+            .set_guest_debug(&dbg)
+            .map_err(|e| TargetFail(format!("setting up guest debugging: {e}")))?;
+        self.applied = Some(dbg);
+        Ok(())
+    }
+
+    /// Prepares the vCPU for the next run: single-step or not, and, when
+    /// the vCPU sits on a guest INT3 that is not a gdb breakpoint, lets
+    /// the guest execute it (one step with breakpoints off).
+    /// Returns true when that first step is the whole of a `stepi`.
+    pub fn prepare_run(&mut self, step: bool) -> Result<bool, TargetFail> {
+        let pc = self.state().map(|s| x86::gdb::pc(&s)).ok();
+        if let (Some(at), Some(pc)) = (self.foreign_int3.take(), pc) {
+            if at == pc {
+                let d = self.guest_debug(true, false);
+                self.apply_debug(d)?;
+                return Ok(true);
+            }
+        }
+        let d = self.guest_debug(step, true);
+        self.apply_debug(d)?;
+        Ok(false)
+    }
+
+    /// Turns a debug exit into what gdb is told.
+    pub fn stop_reason(&mut self, ev: DebugEvent, stepping: bool) -> SingleThreadStopReason<u64> {
+        self.invalidate();
+        match ev {
+            DebugEvent::SingleStep if stepping => SingleThreadStopReason::DoneStep,
+            DebugEvent::SingleStep => SingleThreadStopReason::Signal(Signal::SIGTRAP),
+            DebugEvent::SwBreakpoint => {
+                let pc = self.state().map(|s| x86::gdb::pc(&s)).unwrap_or(0);
+                if self.sw.contains_key(&pc) {
+                    SingleThreadStopReason::SwBreak(())
+                } else {
+                    // The guest's own INT3: gdb sees SIGTRAP, and the next
+                    // resume hands the INT3 to the guest.
+                    self.foreign_int3 = Some(pc);
+                    SingleThreadStopReason::Signal(Signal::SIGTRAP)
+                }
+            }
+            DebugEvent::HwBreakpoint(_) => SingleThreadStopReason::HwBreak(()),
+            DebugEvent::Watchpoint { slot, addr } => {
+                match self.slots.get(slot).copied().flatten() {
+                    Some((_, SlotOwner::Watch(start, _, kind))) => SingleThreadStopReason::Watch {
+                        tid: (),
+                        kind,
+                        addr: start,
+                    },
+                    _ => SingleThreadStopReason::Watch {
+                        tid: (),
+                        kind: WatchKind::Write,
+                        addr,
+                    },
+                }
+            }
+        }
+    }
+
+    /// Removes every breakpoint and watchpoint and gives the debug
+    /// registers and INT3 back to the guest.
+    pub fn detach(&mut self) {
+        let bps: Vec<u64> = self.sw.keys().copied().collect();
+        for a in bps {
+            self.remove_sw(a);
+        }
+        self.slots = [None; 4];
+        let _ = self.vcpu.set_guest_debug(&GuestDebug::default());
+        self.applied = None;
+    }
+
+    /// Linear -> physical for the current state.
+    pub fn translate(&mut self, lin: u64) -> Option<u64> {
+        let st = self.state().ok()?;
+        mem::translate(&st, &self.mem, lin)
+    }
+
+    /// Reads guest memory at a linear address, with gdb's breakpoint bytes
+    /// hidden. Returns how many bytes could be read.
+    pub fn read_linear(&mut self, lin: u64, data: &mut [u8]) -> usize {
+        let mut done = 0;
+        while done < data.len() {
+            let a = lin.wrapping_add(done as u64);
+            let n = (0x1000 - (a & 0xfff) as usize).min(data.len() - done);
+            let Some(p) = self.translate(a) else { break };
+            if !mem::read_phys(&self.mem, p, &mut data[done..done + n]) {
+                break;
+            }
+            for bp in self.sw.values() {
+                if bp.paddr >= p && bp.paddr < p + n as u64 {
+                    data[done + (bp.paddr - p) as usize] = bp.orig;
+                }
+            }
+            done += n;
+        }
+        done
+    }
+
+    /// Writes guest memory at a linear address (all or nothing). Bytes
+    /// under a software breakpoint update the saved original.
+    pub fn write_linear(&mut self, lin: u64, data: &[u8]) -> bool {
+        let mut pages = Vec::new();
+        let mut done = 0;
+        while done < data.len() {
+            let a = lin.wrapping_add(done as u64);
+            let n = (0x1000 - (a & 0xfff) as usize).min(data.len() - done);
+            let Some(p) = self.translate(a) else {
+                return false;
+            };
+            pages.push((p, done, n));
+            done += n;
+        }
+        for (p, off, n) in pages {
+            let mut chunk = data[off..off + n].to_vec();
+            for bp in self.sw.values_mut() {
+                if bp.paddr >= p && bp.paddr < p + n as u64 {
+                    let i = (bp.paddr - p) as usize;
+                    bp.orig = chunk[i];
+                    chunk[i] = 0xcc;
+                }
+            }
+            if !mem::write_phys(&self.mem, p, &chunk) {
+                return false;
+            }
+        }
+        self.code_changed();
+        true
+    }
+
+    /// Guest code may have changed behind the accelerator's back: a DBT
+    /// must drop its translations. Reloading the state does that.
+    fn code_changed(&mut self) {
+        if let Ok(s) = self.state() {
+            let _ = self.set_state(&s);
+        }
+    }
+
+    fn remove_sw(&mut self, lin: u64) -> bool {
+        let Some(bp) = self.sw.remove(&lin) else {
+            return false;
+        };
+        // Only restore when the byte is still ours (the guest may have
+        // rewritten it).
+        let mut b = [0u8];
+        if mem::read_phys(&self.mem, bp.paddr, &mut b) && b[0] == 0xcc {
+            let shared = self.sw.values().any(|o| o.paddr == bp.paddr);
+            if !shared {
+                mem::write_phys(&self.mem, bp.paddr, &[bp.orig]);
+            }
+        }
+        self.code_changed();
+        true
+    }
+
+    fn free_slots(&self) -> Vec<usize> {
+        (0..4).filter(|&i| self.slots[i].is_none()).collect()
+    }
+}
+
+/// Splits `[addr, addr+len)` into naturally aligned pieces of 1, 2, 4 or 8
+/// bytes, as debug registers need.
+pub fn split_watch(addr: u64, len: u64) -> Vec<(u64, u8)> {
+    let mut out = Vec::new();
+    let mut a = addr;
+    let end = addr.saturating_add(len);
+    while a < end {
+        let mut size = 8u64;
+        while size > 1 && (a % size != 0 || a + size > end) {
+            size /= 2;
+        }
+        out.push((a, size as u8));
+        a += size;
+    }
+    out
+}
+
+impl Target for HxTarget<'_> {
+    type Arch = X86Hx;
+    type Error = TargetFail;
+
+    fn base_ops(&mut self) -> BaseOps<'_, X86Hx, TargetFail> {
+        BaseOps::SingleThread(self)
+    }
+
+    fn support_breakpoints(&mut self) -> Option<BreakpointsOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_monitor_cmd(&mut self) -> Option<MonitorCmdOps<'_, Self>> {
+        Some(self)
+    }
+
+    // Acks cost nothing over a socket, and with them a restarted stub (see
+    // the session loop) needs no negotiated state.
+    fn use_no_ack_mode(&self) -> bool {
+        false
+    }
+
+    fn guard_rail_implicit_sw_breakpoints(&self) -> bool {
+        true
+    }
+}
+
+impl SingleThreadBase for HxTarget<'_> {
+    fn read_registers(&mut self, regs: &mut Regs) -> TargetResult<(), Self> {
+        let st = self.state().map_err(TargetError::Fatal)?;
+        regs.bytes = x86::gdb::read_all(&st);
+        Ok(())
+    }
+
+    fn write_registers(&mut self, regs: &Regs) -> TargetResult<(), Self> {
+        let mut st = self.state().map_err(TargetError::Fatal)?;
+        let mem = self.mem.clone();
+        let snapshot = st;
+        let mut reader = |a: u64, b: &mut [u8]| match mem::translate(&snapshot, &mem, a) {
+            Some(p) => mem::read_phys(&mem, p, b),
+            None => false,
+        };
+        if let Err(e) = x86::gdb::write_all(&mut st, &regs.bytes, &mut reader) {
+            log::warn!(target: "gdb", "register write refused: {e}");
+            return Err(TargetError::Errno(EINVAL));
+        }
+        self.set_state(&st).map_err(|e| {
+            log::warn!(target: "gdb", "{}", e.0);
+            TargetError::Errno(EINVAL)
+        })
+    }
+
+    fn support_single_register_access(&mut self) -> Option<SingleRegisterAccessOps<'_, (), Self>> {
+        Some(self)
+    }
+
+    fn read_addrs(&mut self, start: u64, data: &mut [u8]) -> TargetResult<usize, Self> {
+        match self.read_linear(start, data) {
+            0 if !data.is_empty() => Err(TargetError::Errno(EFAULT)),
+            n => Ok(n),
+        }
+    }
+
+    fn write_addrs(&mut self, start: u64, data: &[u8]) -> TargetResult<(), Self> {
+        if self.write_linear(start, data) {
+            Ok(())
+        } else {
+            Err(TargetError::Errno(EFAULT))
+        }
+    }
+
+    fn support_resume(&mut self) -> Option<SingleThreadResumeOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl SingleRegisterAccess<()> for HxTarget<'_> {
+    fn read_register(&mut self, _tid: (), reg: Reg, buf: &mut [u8]) -> TargetResult<usize, Self> {
+        let st = self.state().map_err(TargetError::Fatal)?;
+        let mut v = Vec::with_capacity(16);
+        x86::gdb::read_reg(&st, reg.0, &mut v).map_err(|_| TargetError::Errno(EINVAL))?;
+        let n = v.len().min(buf.len());
+        buf[..n].copy_from_slice(&v[..n]);
+        Ok(n)
+    }
+
+    fn write_register(&mut self, _tid: (), reg: Reg, val: &[u8]) -> TargetResult<(), Self> {
+        let mut st = self.state().map_err(TargetError::Fatal)?;
+        let mem = self.mem.clone();
+        let snapshot = st;
+        let mut reader = |a: u64, b: &mut [u8]| match mem::translate(&snapshot, &mem, a) {
+            Some(p) => mem::read_phys(&mem, p, b),
+            None => false,
+        };
+        if let Err(e) = x86::gdb::write_reg(&mut st, reg.0, val, &mut reader) {
+            log::warn!(target: "gdb", "register write refused: {e}");
+            return Err(TargetError::Errno(EINVAL));
+        }
+        self.set_state(&st).map_err(|e| {
+            log::warn!(target: "gdb", "{}", e.0);
+            TargetError::Errno(EINVAL)
+        })
+    }
+}
+
+impl SingleThreadResume for HxTarget<'_> {
+    fn resume(&mut self, _signal: Option<Signal>) -> Result<(), TargetFail> {
+        // A guest has no signals to deliver: a signal gdb passes is dropped.
+        self.resume = Some(Resume::Continue);
+        Ok(())
+    }
+
+    fn support_single_step(&mut self) -> Option<SingleThreadSingleStepOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl SingleThreadSingleStep for HxTarget<'_> {
+    fn step(&mut self, _signal: Option<Signal>) -> Result<(), TargetFail> {
+        self.resume = Some(Resume::Step);
+        Ok(())
+    }
+}
+
+impl Breakpoints for HxTarget<'_> {
+    fn support_sw_breakpoint(&mut self) -> Option<SwBreakpointOps<'_, Self>> {
+        Some(self)
+    }
+    fn support_hw_breakpoint(&mut self) -> Option<HwBreakpointOps<'_, Self>> {
+        Some(self)
+    }
+    fn support_hw_watchpoint(&mut self) -> Option<HwWatchpointOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl SwBreakpoint for HxTarget<'_> {
+    fn add_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        if self.sw.contains_key(&addr) {
+            return Ok(true);
+        }
+        let Some(paddr) = self.translate(addr) else {
+            return Err(TargetError::Errno(EFAULT));
+        };
+        let mut b = [0u8];
+        if !mem::read_phys(&self.mem, paddr, &mut b) {
+            return Err(TargetError::Errno(EFAULT));
+        }
+        // Another breakpoint on the same physical byte already saved it.
+        let orig = self
+            .sw
+            .values()
+            .find(|o| o.paddr == paddr)
+            .map_or(b[0], |o| o.orig);
+        if !mem::write_phys(&self.mem, paddr, &[0xcc]) {
+            return Err(TargetError::Errno(EFAULT));
+        }
+        self.sw.insert(addr, SwBp { paddr, orig });
+        self.code_changed();
+        Ok(true)
+    }
+
+    fn remove_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        Ok(self.remove_sw(addr))
+    }
+}
+
+impl HwBreakpoint for HxTarget<'_> {
+    fn add_hw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        match self.free_slots().first() {
+            Some(&i) => {
+                self.slots[i] = Some((HwBreak::Exec { addr }, SlotOwner::Break(addr)));
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn remove_hw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        for s in self.slots.iter_mut() {
+            if matches!(s, Some((_, SlotOwner::Break(a))) if *a == addr) {
+                *s = None;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+fn watch_kind(k: gdbstub::target::ext::breakpoints::WatchKind) -> WatchKind {
+    use gdbstub::target::ext::breakpoints::WatchKind as G;
+    match k {
+        G::Write => WatchKind::Write,
+        G::Read => WatchKind::Read,
+        G::ReadWrite => WatchKind::Access,
+    }
+}
+
+impl HwWatchpoint for HxTarget<'_> {
+    fn add_hw_watchpoint(
+        &mut self,
+        addr: u64,
+        len: u64,
+        kind: gdbstub::target::ext::breakpoints::WatchKind,
+    ) -> TargetResult<bool, Self> {
+        if len == 0 || len > 32 {
+            return Ok(false);
+        }
+        let kind = watch_kind(kind);
+        let pieces = split_watch(addr, len);
+        let free = self.free_slots();
+        if pieces.len() > free.len() {
+            return Ok(false);
+        }
+        for ((a, l), i) in pieces.into_iter().zip(free) {
+            self.slots[i] = Some((
+                HwBreak::Watch {
+                    addr: a,
+                    len: l,
+                    kind,
+                },
+                SlotOwner::Watch(addr, len, kind),
+            ));
+        }
+        Ok(true)
+    }
+
+    fn remove_hw_watchpoint(
+        &mut self,
+        addr: u64,
+        len: u64,
+        kind: gdbstub::target::ext::breakpoints::WatchKind,
+    ) -> TargetResult<bool, Self> {
+        let owner = SlotOwner::Watch(addr, len, watch_kind(kind));
+        let mut found = false;
+        for s in self.slots.iter_mut() {
+            if matches!(s, Some((_, o)) if *o == owner) {
+                *s = None;
+                found = true;
+            }
+        }
+        Ok(found)
+    }
+}
+
+impl MonitorCmd for HxTarget<'_> {
+    fn handle_monitor_cmd(&mut self, cmd: &[u8], out: ConsoleOutput<'_>) -> Result<(), TargetFail> {
+        super::monitor::run(self, cmd, out);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_ranges_split_into_aligned_pieces() {
+        assert_eq!(split_watch(0x1000, 4), vec![(0x1000, 4)]);
+        assert_eq!(split_watch(0x1000, 8), vec![(0x1000, 8)]);
+        assert_eq!(split_watch(0x1001, 4), vec![(0x1001, 1), (0x1002, 2), (0x1004, 1)]);
+        assert_eq!(split_watch(0x1000, 16), vec![(0x1000, 8), (0x1008, 8)]);
+        assert_eq!(split_watch(0x1006, 3), vec![(0x1006, 2), (0x1008, 1)]);
+    }
+}
