@@ -255,7 +255,8 @@ fn build_io(
     let kbc = Arc::new(Mutex::new(I8042::new(irq(KBD_IRQ), irq(AUX_IRQ))));
     attach_i8042(&kbc, &mut pio).map_err(|e| anyhow!("i8042: {e}"))?;
 
-    let mut ports: Vec<(Arc<Mutex<dyn BusDevice>>, u64, u64, &str)> = vec![
+    type PortDevice = (Arc<Mutex<dyn BusDevice>>, u64, u64, &'static str);
+    let mut ports: Vec<PortDevice> = vec![
         (
             serial.clone(),
             COM1_PORT,
