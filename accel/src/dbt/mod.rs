@@ -1,9 +1,36 @@
 //! The `dbt` accelerator: runs [`x86::CpuState`] through hx86's own
-//! interpreter (and, later, the JIT). Placeholder until the interpreter lands.
+//! interpreter ([`x86::Cpu`], tier 1; the JIT comes later).
+//!
+//! ```text
+//! DbtAccel::create_vm(GuestMemory { mem, rom }, io) -> DbtVm
+//! DbtVm::create_vcpu(id)                              -> DbtVcpu (a Vcpu)
+//! DbtVcpu::run()  interprets until: HLT that nothing can wake (Halt),
+//!                 triple fault (Shutdown), an I/O write asking for
+//!                 Reset / PowerOff / Exit(code), a debug stop, or a kick.
+//! ```
+//!
+//! Port and MMIO accesses complete inside `run()` through the
+//! [`IoHandler`]. With a userspace [`InterruptController`] (given by
+//! [`Vm::set_interrupt_controller`]) interrupts are taken at block
+//! boundaries, and a HLT with IF=1 sleeps in the controller's `wait` until
+//! an interrupt, a timer deadline or a kick; without one it returns
+//! [`VcpuExit::Halt`].
 
-use std::sync::Arc;
+mod bus;
+#[cfg(test)]
+mod tests;
 
-use crate::{Accelerator, Error, GuestMemory, IoHandler, Result, Vm};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use x86::interp::DebugStop;
+use x86::{Cpu, CpuState, ExitReason};
+
+use crate::{
+    Accelerator, DebugEvent, Error, GuestDebug, GuestMemory, InterruptController, IoHandler,
+    Kicker, Result, Vcpu, VcpuExit, Vm,
+};
+use bus::DbtBus;
 
 /// The binary-translation accelerator.
 pub struct DbtAccel;
@@ -24,9 +51,168 @@ impl Accelerator for DbtAccel {
     fn name(&self) -> &'static str {
         "dbt"
     }
-    fn create_vm(&self, _mem: GuestMemory, _io: Arc<dyn IoHandler>) -> Result<Box<dyn Vm>> {
-        Err(Error::Unavailable(
-            "the dbt accelerator cannot run guests yet".into(),
-        ))
+    fn create_vm(&self, mem: GuestMemory, io: Arc<dyn IoHandler>) -> Result<Box<dyn Vm>> {
+        Ok(Box::new(DbtVm {
+            mem,
+            io,
+            ic: Arc::new(Mutex::new(None)),
+        }))
+    }
+}
+
+type IcSlot = Arc<Mutex<Option<Arc<dyn InterruptController>>>>;
+
+/// A DBT virtual machine.
+pub struct DbtVm {
+    mem: GuestMemory,
+    io: Arc<dyn IoHandler>,
+    ic: IcSlot,
+}
+
+fn current_ic(slot: &IcSlot) -> Option<Arc<dyn InterruptController>> {
+    slot.lock().ok().and_then(|g| g.clone())
+}
+
+impl Vm for DbtVm {
+    fn create_vcpu(&self, id: u32) -> Result<Box<dyn Vcpu>> {
+        let mut cpu = Cpu::new(CpuState::reset());
+        cpu.config.apic_id = id;
+        Ok(Box::new(DbtVcpu {
+            kick: cpu.kick_flag(),
+            cpu,
+            bus: DbtBus {
+                mem: self.mem.clone(),
+                io: self.io.clone(),
+                ic: None,
+            },
+            ic: self.ic.clone(),
+        }))
+    }
+
+    fn set_irq_line(&self, gsi: u32, level: bool) -> Result<()> {
+        match current_ic(&self.ic) {
+            Some(ic) => {
+                ic.set_irq_line(gsi, level);
+                Ok(())
+            }
+            None => Err(Error::Unsupported(
+                "interrupt lines without an interrupt controller",
+                "dbt",
+            )),
+        }
+    }
+
+    fn set_interrupt_controller(&self, ic: Arc<dyn InterruptController>) -> Result<()> {
+        let mut g = self
+            .ic
+            .lock()
+            .map_err(|_| Error::InvalidState("interrupt controller lock poisoned".into()))?;
+        *g = Some(ic);
+        Ok(())
+    }
+}
+
+/// One interpreted vCPU.
+pub struct DbtVcpu {
+    cpu: Cpu,
+    bus: DbtBus,
+    kick: Arc<AtomicBool>,
+    ic: IcSlot,
+}
+
+struct DbtKicker {
+    flag: Arc<AtomicBool>,
+    ic: IcSlot,
+}
+
+impl Kicker for DbtKicker {
+    fn kick(&self) {
+        self.flag.store(true, Ordering::Release);
+        if let Some(ic) = current_ic(&self.ic) {
+            ic.wake();
+        }
+    }
+}
+
+impl DbtVcpu {
+    fn sync_ic(&mut self) {
+        if self.bus.ic.is_none() {
+            self.bus.ic = current_ic(&self.ic);
+            self.cpu.config.apic = self.bus.ic.is_some();
+        }
+    }
+
+    /// HLT with IF=1 and an interrupt controller: sleep until something is
+    /// pending (true) or a kick (false).
+    fn wait_halted(&mut self) -> bool {
+        let Some(ic) = self.bus.ic.clone() else {
+            return false;
+        };
+        loop {
+            if self.kick.load(Ordering::Acquire) {
+                return false;
+            }
+            if ic.pending_interrupt().is_some() {
+                return true;
+            }
+            ic.wait(ic.next_deadline_ns());
+        }
+    }
+}
+
+impl Vcpu for DbtVcpu {
+    fn state(&mut self) -> Result<CpuState> {
+        Ok(self.cpu.get_state())
+    }
+
+    fn set_state(&mut self, state: &CpuState) -> Result<()> {
+        self.cpu.set_state(state);
+        Ok(())
+    }
+
+    fn run(&mut self) -> Result<VcpuExit> {
+        self.sync_ic();
+        loop {
+            let r = self.cpu.run(&mut self.bus, u64::MAX);
+            return Ok(match r {
+                ExitReason::Budget => continue,
+                ExitReason::Halt => {
+                    let if_set = self.cpu.state.rflags & x86::consts::rflags::IF != 0;
+                    if if_set && self.wait_halted() {
+                        continue;
+                    }
+                    if self.kick.swap(false, Ordering::AcqRel) {
+                        VcpuExit::Interrupted
+                    } else {
+                        VcpuExit::Halt
+                    }
+                }
+                ExitReason::Shutdown => VcpuExit::Shutdown,
+                ExitReason::Reset => VcpuExit::Reset,
+                ExitReason::PowerOff => VcpuExit::PowerOff,
+                ExitReason::GuestExit(c) => VcpuExit::GuestExit(c),
+                ExitReason::Debug(DebugStop::SingleStep) => VcpuExit::Debug(DebugEvent::SingleStep),
+                ExitReason::Debug(DebugStop::Breakpoint) => {
+                    VcpuExit::Debug(DebugEvent::SwBreakpoint)
+                }
+                ExitReason::Interrupted => VcpuExit::Interrupted,
+            });
+        }
+    }
+
+    fn set_guest_debug(&mut self, dbg: &GuestDebug) -> Result<()> {
+        if dbg.enabled && dbg.hw.iter().any(|h| h.is_some()) {
+            return Err(Error::Unsupported("hardware breakpoints", "dbt"));
+        }
+        self.cpu.debug_int3 = dbg.enabled && dbg.sw_breakpoints;
+        self.cpu.debug_single_step = dbg.enabled && dbg.single_step;
+        Ok(())
+    }
+
+    fn kicker(&self) -> Arc<dyn Kicker> {
+        Arc::new(DbtKicker {
+            flag: self.kick.clone(),
+            ic: self.ic.clone(),
+        })
     }
 }

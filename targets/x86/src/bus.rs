@@ -56,6 +56,10 @@ pub trait CpuBus {
     fn acknowledge_interrupt(&mut self) -> Option<u8> {
         None
     }
+    /// Takes a pending NMI.
+    fn take_nmi(&mut self) -> bool {
+        false
+    }
 }
 
 /// A flat test bus: RAM from 0 of the given size, unmapped reads return
@@ -68,6 +72,9 @@ pub struct TestBus {
     pub in_value: u32,
     /// Port whose write returns `BusAction::Exit(value)`.
     pub exit_port: Option<u16>,
+    /// Read-only memory at `rom_base` (writes ignored).
+    pub rom: Vec<u8>,
+    pub rom_base: u64,
 }
 
 impl TestBus {
@@ -77,7 +84,21 @@ impl TestBus {
             out_log: Vec::new(),
             in_value: 0xffff_ffff,
             exit_port: None,
+            rom: Vec::new(),
+            rom_base: 0,
         }
+    }
+
+    /// Maps `rom` read-only so that it ends at 4 GiB.
+    pub fn with_rom(mut self, rom: Vec<u8>) -> Self {
+        self.rom_base = (1u64 << 32) - rom.len() as u64;
+        self.rom = rom;
+        self
+    }
+
+    fn rom_index(&self, a: u64) -> Option<usize> {
+        let off = a.checked_sub(self.rom_base)?;
+        usize::try_from(off).ok().filter(|o| *o < self.rom.len())
     }
     /// Copies `bytes` to physical address `addr` (panics if out of range: test helper).
     pub fn load(&mut self, addr: u64, bytes: &[u8]) {
@@ -98,6 +119,10 @@ impl CpuBus for TestBus {
     fn read_phys(&mut self, paddr: u64, data: &mut [u8]) {
         for (i, b) in data.iter_mut().enumerate() {
             let a = paddr.wrapping_add(i as u64);
+            if let Some(r) = self.rom_index(a) {
+                *b = self.rom[r];
+                continue;
+            }
             *b = usize::try_from(a)
                 .ok()
                 .and_then(|a| self.ram.get(a).copied())
@@ -107,6 +132,9 @@ impl CpuBus for TestBus {
     fn write_phys(&mut self, paddr: u64, data: &[u8]) -> BusAction {
         for (i, b) in data.iter().enumerate() {
             let a = paddr.wrapping_add(i as u64);
+            if self.rom_index(a).is_some() {
+                continue;
+            }
             if let Some(slot) = usize::try_from(a).ok().and_then(|a| self.ram.get_mut(a)) {
                 *slot = *b;
             }
@@ -114,6 +142,16 @@ impl CpuBus for TestBus {
         BusAction::Continue
     }
     fn ram_ptr(&mut self, paddr: u64) -> Option<RamPtr> {
+        if let Some(r) = self.rom_index(paddr) {
+            let len = self.rom.len() - r;
+            // SAFETY: `r < rom.len()`, so the offset stays inside the allocation.
+            let ptr = unsafe { self.rom.as_mut_ptr().add(r) };
+            return Some(RamPtr {
+                ptr,
+                len,
+                writable: false,
+            });
+        }
         let a = usize::try_from(paddr).ok()?;
         if a >= self.ram.len() {
             return None;
@@ -136,6 +174,9 @@ impl CpuBus for TestBus {
     }
     fn io_out(&mut self, port: u16, size: u8, value: u32) -> BusAction {
         self.out_log.push((port, size, value));
+        if port == 0x604 && value & 0x2000 != 0 {
+            return BusAction::PowerOff;
+        }
         if self.exit_port == Some(port) {
             return BusAction::Exit(value as i32);
         }

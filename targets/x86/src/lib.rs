@@ -3,8 +3,21 @@
 //! * [`state`]: [`CpuState`], the one architectural register file that every
 //!   backend, the boot code, gdb and the tests share.
 //! * [`consts`]: architectural bit names (CR0, CR4, EFER, RFLAGS, MSR numbers).
+//! * [`bus`]: [`CpuBus`], what the interpreter needs from the machine.
+//! * [`mmu`]: the memory path (segmentation, page walk, TLB, MMIO dispatch)
+//!   shared by the interpreter and the JIT.
+//! * [`exception`]: [`Exception`], what instruction semantics raise.
+//! * [`interp`]: the interpreter ([`Cpu`]).
 
+pub mod bus;
 pub mod consts;
+pub mod exception;
+pub mod interp;
+pub mod mmu;
 pub mod state;
+pub mod testprog;
 
+pub use bus::{BusAction, CpuBus, RamPtr, TestBus};
+pub use exception::{Exception, XResult};
+pub use interp::{Cpu, CpuConfig, ExitReason, StepResult};
 pub use state::{gpr, CpuMode, CpuState, DescriptorTable, FpuState, Msrs, SegReg, Segment};

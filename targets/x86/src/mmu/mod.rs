@@ -14,7 +14,9 @@ use crate::bus::{BusAction, CpuBus};
 use crate::exception::XResult;
 use crate::CpuState;
 pub use tlb::{tlb_index, Tlb, TlbEntry, TLB_SIZE};
-use tlb::{ATTR_GLOBAL, ATTR_LARGE, ATTR_RAM_READ, ATTR_RAM_WRITE, PAGE_MASK, TAG_INVALID, TAG_SLOW};
+use tlb::{
+    ATTR_GLOBAL, ATTR_LARGE, ATTR_RAM_READ, ATTR_RAM_WRITE, PAGE_MASK, TAG_INVALID, TAG_SLOW,
+};
 pub use walk::{walk, Access, PagingMode, Walk};
 
 /// Which bytes of a physical page hold decoded instructions.
@@ -73,7 +75,8 @@ macro_rules! fast_rw {
                 // does not cross the page end. The bus keeps the mapping
                 // alive. Guest memory may change under us (other vCPUs,
                 // devices), hence an unaligned raw read, never a reference.
-                let v = unsafe { std::ptr::read_unaligned(e.addend.wrapping_add(lin) as *const $t) };
+                let v =
+                    unsafe { std::ptr::read_unaligned(e.addend.wrapping_add(lin) as *const $t) };
                 return Ok(<$t>::from_le(v));
             }
             let mut b = [0u8; N];
@@ -96,7 +99,9 @@ macro_rules! fast_rw {
             if e.tag_write == lin & PAGE_MASK && (lin & 0xfff) as usize <= 4096 - N {
                 // SAFETY: as for reads; a matching write tag is only filled
                 // for writable RAM pages that hold no translated code.
-                unsafe { std::ptr::write_unaligned(e.addend.wrapping_add(lin) as *mut $t, v.to_le()) };
+                unsafe {
+                    std::ptr::write_unaligned(e.addend.wrapping_add(lin) as *mut $t, v.to_le())
+                };
                 return Ok(());
             }
             self.write(st, bus, lin, &v.to_le_bytes(), user)
@@ -190,13 +195,21 @@ impl Mmu {
         let slow = |fast: bool| if fast { page } else { page | TAG_SLOW };
         let code = self.code_pages.contains_key(&w.paddr);
         let ne = TlbEntry {
-            tag_read: if w.can_read { slow(attrs & ATTR_RAM_READ != 0) } else { TAG_INVALID },
+            tag_read: if w.can_read {
+                slow(attrs & ATTR_RAM_READ != 0)
+            } else {
+                TAG_INVALID
+            },
             tag_write: if w.can_write {
                 slow(attrs & ATTR_RAM_WRITE != 0 && !code)
             } else {
                 TAG_INVALID
             },
-            tag_exec: if w.can_exec { slow(attrs & ATTR_RAM_READ != 0) } else { TAG_INVALID },
+            tag_exec: if w.can_exec {
+                slow(attrs & ATTR_RAM_READ != 0)
+            } else {
+                TAG_INVALID
+            },
             addend,
             paddr: w.paddr,
             attrs,
@@ -273,7 +286,11 @@ impl Mmu {
         let e1 = self.translate(st, bus, lin, Access::Read, user)?;
         if first < buf.len() {
             let lin2 = (lin & PAGE_MASK).wrapping_add(0x1000);
-            let lin2 = if st.efer & crate::consts::efer::LMA == 0 { lin2 & 0xffff_ffff } else { lin2 };
+            let lin2 = if st.efer & crate::consts::efer::LMA == 0 {
+                lin2 & 0xffff_ffff
+            } else {
+                lin2
+            };
             let e2 = self.translate(st, bus, lin2, Access::Read, user)?;
             let (a, b) = buf.split_at_mut(first);
             self.read_in_page(bus, &e1, lin, a);
@@ -298,7 +315,11 @@ impl Mmu {
         let e1 = self.translate(st, bus, lin, Access::Write, user)?;
         if first < data.len() {
             let lin2 = (lin & PAGE_MASK).wrapping_add(0x1000);
-            let lin2 = if st.efer & crate::consts::efer::LMA == 0 { lin2 & 0xffff_ffff } else { lin2 };
+            let lin2 = if st.efer & crate::consts::efer::LMA == 0 {
+                lin2 & 0xffff_ffff
+            } else {
+                lin2
+            };
             let e2 = self.translate(st, bus, lin2, Access::Write, user)?;
             self.write_in_page(bus, &e1, lin, &data[..first]);
             self.write_in_page(bus, &e2, lin2, &data[first..]);
@@ -360,7 +381,10 @@ impl Mmu {
             self.dirty_code.push(page);
             for t in self.tlb.iter_mut() {
                 for e in t.iter_mut() {
-                    if e.paddr == page && e.tag_write & TAG_INVALID == 0 && e.attrs & ATTR_RAM_WRITE != 0 {
+                    if e.paddr == page
+                        && e.tag_write & TAG_INVALID == 0
+                        && e.attrs & ATTR_RAM_WRITE != 0
+                    {
                         e.tag_write &= !TAG_SLOW;
                     }
                 }

@@ -69,7 +69,11 @@ pub fn linear(
     let last = off.wrapping_add(size.saturating_sub(1));
     let expand_down = a & (seg_attr::CODE | seg_attr::DC) == seg_attr::DC && !real;
     if expand_down {
-        let upper: u64 = if a & seg_attr::DB != 0 { 0xffff_ffff } else { 0xffff };
+        let upper: u64 = if a & seg_attr::DB != 0 {
+            0xffff_ffff
+        } else {
+            0xffff
+        };
         if off <= s.limit as u64 || last > upper || last < off {
             return Err(seg_fault(seg));
         }

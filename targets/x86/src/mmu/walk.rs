@@ -136,7 +136,7 @@ pub fn walk(
     };
     match mode {
         PagingMode::Bits32 => {
-            let pde_addr = (st.cr3 & 0xffff_f000) | ((lin >> 22) & 0x3ff) * 4;
+            let pde_addr = (st.cr3 & 0xffff_f000) | (((lin >> 22) & 0x3ff) * 4);
             let pde = read_pte(bus, pde_addr, false);
             if pde & P == 0 {
                 return Err(not_present(code));
@@ -154,7 +154,7 @@ pub fn walk(
                 page_size = 4 << 20;
                 leaf_paddr = (pde & 0xffc0_0000) | (((pde >> 13) & 0xff) << 32);
             } else {
-                let pte_addr = (pde & 0xffff_f000) | ((lin >> 12) & 0x3ff) * 4;
+                let pte_addr = (pde & 0xffff_f000) | (((lin >> 12) & 0x3ff) * 4);
                 let pte = read_pte(bus, pte_addr, false);
                 if pte & P == 0 {
                     return Err(not_present(code));
@@ -227,7 +227,11 @@ pub fn walk(
 
     // Permission checks.
     let can_read = !user || us_all;
-    let can_write_perm = if user { us_all && rw_all } else { rw_all || !wp };
+    let can_write_perm = if user {
+        us_all && rw_all
+    } else {
+        rw_all || !wp
+    };
     let can_exec = (!user || us_all) && !nx_any;
     let ok = match access {
         Access::Read => can_read,

@@ -1,0 +1,124 @@
+//! [`DbtBus`]: the [`x86::CpuBus`] of a DBT vCPU, over guest RAM
+//! (vm-memory, every access bounds-checked), the ROM ranges, the machine's
+//! [`IoHandler`] and the optional userspace [`InterruptController`].
+
+use std::sync::Arc;
+
+use vm_memory::{Bytes, GuestAddress, GuestMemory as _, GuestMemoryRegion, MemoryRegionAddress};
+use x86::{BusAction, CpuBus, RamPtr};
+
+use crate::{GuestMemory, InterruptController, IoAction, IoHandler};
+
+pub(crate) struct DbtBus {
+    pub mem: GuestMemory,
+    pub io: Arc<dyn IoHandler>,
+    pub ic: Option<Arc<dyn InterruptController>>,
+}
+
+fn action(a: IoAction) -> BusAction {
+    match a {
+        IoAction::Continue => BusAction::Continue,
+        IoAction::Exit(c) => BusAction::Exit(c),
+        IoAction::Reset => BusAction::Reset,
+        IoAction::PowerOff => BusAction::PowerOff,
+    }
+}
+
+impl DbtBus {
+    fn in_rom(&self, a: u64) -> bool {
+        self.mem.rom.iter().any(|&(s, l)| a >= s && a - s < l)
+    }
+    fn is_ram(&self, a: u64) -> bool {
+        self.mem.mem.find_region(GuestAddress(a)).is_some()
+    }
+}
+
+impl CpuBus for DbtBus {
+    fn read_phys(&mut self, paddr: u64, data: &mut [u8]) {
+        if self.is_ram(paddr) {
+            if self.mem.mem.read_slice(data, GuestAddress(paddr)).is_ok() {
+                return;
+            }
+            // Straddles the end of a region: byte by byte.
+            for (i, b) in data.iter_mut().enumerate() {
+                let a = paddr.wrapping_add(i as u64);
+                let mut one = [0u8; 1];
+                if self.mem.mem.read_slice(&mut one, GuestAddress(a)).is_ok() {
+                    *b = one[0];
+                } else {
+                    self.io.mmio_read(a, &mut one);
+                    *b = one[0];
+                }
+            }
+            return;
+        }
+        self.io.mmio_read(paddr, data);
+    }
+
+    fn write_phys(&mut self, paddr: u64, data: &[u8]) -> BusAction {
+        if self.is_ram(paddr) {
+            if self.in_rom(paddr) {
+                log::debug!(target: "guest_errors", "write of {} bytes to ROM at {paddr:#x} ignored", data.len());
+                return BusAction::Continue;
+            }
+            if self.mem.mem.write_slice(data, GuestAddress(paddr)).is_ok() {
+                return BusAction::Continue;
+            }
+            let mut act = BusAction::Continue;
+            for (i, b) in data.iter().enumerate() {
+                let a = paddr.wrapping_add(i as u64);
+                if self.in_rom(a) {
+                    continue;
+                }
+                if self.mem.mem.write_slice(&[*b], GuestAddress(a)).is_err() {
+                    let r = action(self.io.mmio_write(a, &[*b]));
+                    if r != BusAction::Continue {
+                        act = r;
+                    }
+                }
+            }
+            return act;
+        }
+        action(self.io.mmio_write(paddr, data))
+    }
+
+    fn ram_ptr(&mut self, paddr: u64) -> Option<RamPtr> {
+        let region = self.mem.mem.find_region(GuestAddress(paddr))?;
+        let off = paddr.checked_sub(region.start_addr().0)?;
+        let len = region.len().checked_sub(off)?;
+        let ptr = region.get_host_address(MemoryRegionAddress(off)).ok()?;
+        // A page must not mix ROM and RAM for the TLB: ROM ranges are
+        // 64 KiB-aligned in every machine we build.
+        Some(RamPtr {
+            ptr,
+            len: usize::try_from(len).unwrap_or(usize::MAX),
+            writable: !self.in_rom(paddr),
+        })
+    }
+
+    fn io_in(&mut self, port: u16, size: u8) -> u32 {
+        let mut b = [0u8; 4];
+        let n = (size as usize).clamp(1, 4);
+        self.io.pio_read(port, &mut b[..n]);
+        u32::from_le_bytes(b)
+    }
+
+    fn io_out(&mut self, port: u16, size: u8, value: u32) -> BusAction {
+        let n = (size as usize).clamp(1, 4);
+        action(self.io.pio_write(port, &value.to_le_bytes()[..n]))
+    }
+
+    fn pending_interrupt(&mut self) -> bool {
+        self.ic
+            .as_ref()
+            .is_some_and(|ic| ic.pending_interrupt().is_some())
+    }
+
+    fn acknowledge_interrupt(&mut self) -> Option<u8> {
+        self.ic.as_ref().and_then(|ic| ic.acknowledge())
+    }
+
+    fn take_nmi(&mut self) -> bool {
+        self.ic.as_ref().is_some_and(|ic| ic.take_nmi())
+    }
+}

@@ -1,0 +1,81 @@
+//! The DBT accelerator end to end through the `Accelerator`/`Vm`/`Vcpu`
+//! traits: the x86 test boot ROM (real → protected → long mode → sieve).
+
+use std::sync::{Arc, Mutex};
+
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use super::DbtAccel;
+use crate::{Accelerator, GuestMemory, IoAction, IoHandler, VcpuExit};
+
+#[derive(Default)]
+struct Io {
+    com1: Mutex<Vec<u8>>,
+}
+
+impl IoHandler for Io {
+    fn pio_read(&self, port: u16, data: &mut [u8]) {
+        data.fill(if port == 0x3fd { 0x60 } else { 0xff });
+    }
+    fn pio_write(&self, port: u16, data: &[u8]) -> IoAction {
+        match port {
+            0x3f8 => {
+                self.com1.lock().unwrap().push(data[0]);
+                IoAction::Continue
+            }
+            0x604 => IoAction::PowerOff,
+            0xf4 => IoAction::Exit(data[0] as i32),
+            _ => IoAction::Continue,
+        }
+    }
+    fn mmio_read(&self, _addr: u64, data: &mut [u8]) {
+        data.fill(0xff);
+    }
+    fn mmio_write(&self, _addr: u64, _data: &[u8]) -> IoAction {
+        IoAction::Continue
+    }
+}
+
+fn machine(rom: &[u8]) -> GuestMemory {
+    let base = x86::testprog::ROM_BASE;
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[
+        (GuestAddress(0), 4 << 20),
+        (GuestAddress(base), rom.len()),
+    ])
+    .unwrap();
+    mem.write_slice(rom, GuestAddress(base)).unwrap();
+    GuestMemory {
+        mem,
+        rom: vec![(base, rom.len() as u64)],
+    }
+}
+
+#[test]
+fn boots_through_all_modes_and_powers_off() {
+    let rom = x86::testprog::boot_rom(10_000, 1).unwrap();
+    let io = Arc::new(Io::default());
+    let vm = DbtAccel::new()
+        .create_vm(machine(&rom), io.clone())
+        .unwrap();
+    let mut vcpu = vm.create_vcpu(0).unwrap();
+    assert_eq!(vcpu.run().unwrap(), VcpuExit::PowerOff);
+    assert_eq!(
+        String::from_utf8(io.com1.lock().unwrap().clone()).unwrap(),
+        "1229\n"
+    );
+    let st = vcpu.state().unwrap();
+    assert_eq!(st.mode(), x86::CpuMode::Long64);
+}
+
+#[test]
+fn rom_writes_are_ignored_and_kick_interrupts() {
+    let rom = x86::testprog::boot_rom(10_000, 1).unwrap();
+    let io = Arc::new(Io::default());
+    let vm = DbtAccel::new()
+        .create_vm(machine(&rom), io.clone())
+        .unwrap();
+    let mut vcpu = vm.create_vcpu(0).unwrap();
+    vcpu.kicker().kick();
+    assert_eq!(vcpu.run().unwrap(), VcpuExit::Interrupted);
+    assert_eq!(vcpu.run().unwrap(), VcpuExit::PowerOff);
+}

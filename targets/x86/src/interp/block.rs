@@ -1,0 +1,257 @@
+//! Decoded-block cache, keyed by physical address and decode mode.
+//!
+//! A block is a run of decoded instructions inside one 4 KiB page, ending at
+//! a control transfer, the page end or [`MAX_BLOCK_INSNS`]. Its bytes are
+//! registered with the [`crate::mmu::Mmu`]; a guest write to them queues the
+//! page in `Mmu::dirty_code` and [`Cpu::process_dirty_code`] drops the
+//! page's blocks before the next lookup. An instruction that straddles a
+//! page end is decoded on every execution and never cached.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use iced_x86::{Decoder, DecoderError, DecoderOptions, FlowControl, Instruction, Mnemonic};
+
+use super::Cpu;
+use crate::bus::CpuBus;
+use crate::exception::{Exception, XResult};
+use crate::mmu::tlb::{ATTR_RAM_READ, PAGE_MASK};
+use crate::mmu::Access;
+use crate::SegReg;
+
+pub const MAX_BLOCK_INSNS: usize = 64;
+const JMP_CACHE_SIZE: usize = 4096;
+/// The cache is flushed whole when it holds more blocks than this.
+const MAX_BLOCKS: usize = 1 << 16;
+
+/// What a decoded block depends on besides its bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BlockKey {
+    /// Physical address of the first byte.
+    pub phys: u64,
+    /// RIP of the first instruction (branch targets are RIP-relative).
+    pub rip: u64,
+    pub cs_base: u64,
+    /// Decoder bitness: 16, 32 or 64.
+    pub bitness: u32,
+}
+
+/// A decoded block.
+pub struct Block {
+    pub key: BlockKey,
+    pub insns: Vec<Instruction>,
+}
+
+pub(crate) struct BlockCache {
+    map: HashMap<BlockKey, Arc<Block>>,
+    by_page: HashMap<u64, Vec<BlockKey>>,
+    jmp: Vec<Option<Arc<Block>>>,
+}
+
+impl BlockCache {
+    pub fn new() -> Self {
+        BlockCache {
+            map: HashMap::new(),
+            by_page: HashMap::new(),
+            jmp: vec![None; JMP_CACHE_SIZE],
+        }
+    }
+    fn flush(&mut self) {
+        self.map.clear();
+        self.by_page.clear();
+        self.jmp.iter_mut().for_each(|e| *e = None);
+    }
+    /// Number of cached blocks.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+#[inline]
+fn jmp_index(lin: u64) -> usize {
+    ((lin ^ (lin >> 12)) as usize) & (JMP_CACHE_SIZE - 1)
+}
+
+fn ends_block(i: &Instruction) -> bool {
+    i.flow_control() != FlowControl::Next
+        || matches!(
+            i.mnemonic(),
+            Mnemonic::Hlt
+                | Mnemonic::Sti
+                | Mnemonic::Popf
+                | Mnemonic::Iret
+                | Mnemonic::Iretd
+                | Mnemonic::Iretq
+        )
+}
+
+impl Cpu {
+    /// Drops the blocks of pages whose code the guest overwrote.
+    pub(crate) fn process_dirty_code(&mut self) {
+        if self.mmu.dirty_code.is_empty() {
+            return;
+        }
+        let pages = std::mem::take(&mut self.mmu.dirty_code);
+        for p in pages {
+            if let Some(keys) = self.cache.by_page.remove(&p) {
+                for k in keys {
+                    self.cache.map.remove(&k);
+                }
+            }
+        }
+        for e in self.cache.jmp.iter_mut() {
+            if let Some(b) = e {
+                if !self.cache.map.contains_key(&b.key) {
+                    *e = None;
+                }
+            }
+        }
+    }
+
+    /// Drops every cached block (and the code-page tracking).
+    pub fn flush_code_cache(&mut self) {
+        self.cache.flush();
+        self.mmu.clear_code_pages();
+    }
+
+    /// Number of blocks in the cache.
+    pub fn cached_blocks(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Finds or decodes the block at CS:RIP.
+    pub(crate) fn fetch_block(&mut self, bus: &mut dyn CpuBus) -> XResult<Arc<Block>> {
+        let rip = self.state.rip;
+        let cs = *self.state.seg(SegReg::Cs);
+        let (lin, cs_base, max_len) = if self.long64 {
+            if !crate::mmu::seg::is_canonical(rip) {
+                return Err(Exception::gp0());
+            }
+            (rip, 0, u64::MAX)
+        } else {
+            if rip > cs.limit as u64 {
+                return Err(Exception::gp0());
+            }
+            (
+                (cs.base.wrapping_add(rip)) & 0xffff_ffff,
+                cs.base,
+                cs.limit as u64 - rip + 1,
+            )
+        };
+        let e = self
+            .mmu
+            .translate(&self.state, bus, lin, Access::Exec, self.user)?;
+        let phys = e.paddr | (lin & 0xfff);
+        let key = BlockKey {
+            phys,
+            rip,
+            cs_base,
+            bitness: self.bitness(),
+        };
+        let ji = jmp_index(lin);
+        if let Some(b) = &self.cache.jmp[ji] {
+            if b.key == key {
+                return Ok(b.clone());
+            }
+        }
+        if let Some(b) = self.cache.map.get(&key) {
+            let b = b.clone();
+            self.cache.jmp[ji] = Some(b.clone());
+            return Ok(b);
+        }
+        // Decode a new block from the bytes up to the page end / CS limit.
+        let off = (lin & 0xfff) as usize;
+        let avail = ((4096 - off) as u64).min(max_len) as usize;
+        let mut buf = vec![0u8; avail];
+        if e.attrs & ATTR_RAM_READ != 0 {
+            // SAFETY: the entry maps the whole 4 KiB page on the host and
+            // `off + avail <= 4096`.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    e.addend.wrapping_add(lin) as *const u8,
+                    buf.as_mut_ptr(),
+                    avail,
+                )
+            };
+        } else {
+            bus.read_phys(phys, &mut buf);
+        }
+        let mut dec = Decoder::with_ip(key.bitness, &buf, rip, DecoderOptions::NONE);
+        let mut insns = Vec::new();
+        let mut insn = Instruction::default();
+        let mut used = 0usize;
+        while dec.can_decode() && insns.len() < MAX_BLOCK_INSNS {
+            dec.decode_out(&mut insn);
+            if insn.is_invalid() && dec.last_error() == DecoderError::NoMoreBytes {
+                break;
+            }
+            used += insn.len();
+            let stop = insn.is_invalid() || ends_block(&insn);
+            insns.push(insn);
+            if stop {
+                break;
+            }
+        }
+        if insns.is_empty() {
+            // The first instruction straddles the page end or the CS limit.
+            let i = self.decode_crossing(bus, lin, rip, key.bitness, &buf, max_len)?;
+            return Ok(Arc::new(Block {
+                key,
+                insns: vec![i],
+            }));
+        }
+        if self.cache.map.len() >= MAX_BLOCKS {
+            self.flush_code_cache();
+        }
+        self.mmu.mark_code(phys, used.max(1));
+        let b = Arc::new(Block { key, insns });
+        self.cache.map.insert(key, b.clone());
+        self.cache
+            .by_page
+            .entry(phys & PAGE_MASK)
+            .or_default()
+            .push(key);
+        self.cache.jmp[ji] = Some(b.clone());
+        Ok(b)
+    }
+
+    fn decode_crossing(
+        &mut self,
+        bus: &mut dyn CpuBus,
+        lin: u64,
+        rip: u64,
+        bitness: u32,
+        first: &[u8],
+        max_len: u64,
+    ) -> XResult<Instruction> {
+        let mut bytes = [0u8; 15];
+        let n1 = first.len().min(15);
+        bytes[..n1].copy_from_slice(&first[..n1]);
+        let total = (max_len.min(15)) as usize;
+        if total > n1 {
+            let lin2 = (lin & PAGE_MASK).wrapping_add(0x1000);
+            let lin2 = if self.long64 {
+                lin2
+            } else {
+                lin2 & 0xffff_ffff
+            };
+            // Only fault on the second page if the instruction needs it.
+            let mut dec = Decoder::with_ip(bitness, &bytes[..n1], rip, DecoderOptions::NONE);
+            let i = dec.decode();
+            if !i.is_invalid() {
+                return Ok(i);
+            }
+            let p2 = self
+                .mmu
+                .phys_addr(&self.state, bus, lin2, Access::Exec, self.user)?;
+            bus.read_phys(p2, &mut bytes[n1..total]);
+        }
+        let mut dec = Decoder::with_ip(bitness, &bytes[..total], rip, DecoderOptions::NONE);
+        let i = dec.decode();
+        if i.is_invalid() && dec.last_error() == DecoderError::NoMoreBytes {
+            // Runs past the CS limit (or 15 bytes): #GP(0).
+            return Err(Exception::gp0());
+        }
+        Ok(i)
+    }
+}

@@ -1,0 +1,392 @@
+//! Tier 1 of the DBT: a full-system x86-64 interpreter.
+//!
+//! [`Cpu`] owns the architectural [`CpuState`], the [`Mmu`] (TLB, page
+//! walk, MMIO dispatch: shared with the JIT) and a cache of decoded blocks
+//! keyed by physical address and decode mode. Each instruction's semantics
+//! is a plain function `fn(&mut Cpu, &mut dyn CpuBus, &Instruction) ->
+//! XResult<()>`, grouped by family (arith, logic, shift, ...), so the JIT can
+//! call any of them as a helper. During an instruction `state.rip` is the
+//! address of the instruction itself (a fault leaves it there) and
+//! [`Cpu::next_rip`] the fall-through address, which control transfers
+//! overwrite.
+
+mod arith;
+mod bcd;
+mod bitops;
+mod block;
+mod control;
+mod cpuid;
+mod data;
+mod exec;
+mod far;
+mod flags;
+mod interrupt;
+mod io;
+mod logic;
+mod mem;
+mod msr;
+mod muldiv;
+mod operand;
+mod segment;
+mod shift;
+mod stack;
+mod string;
+mod system;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use iced_x86::Code;
+
+use crate::bus::{BusAction, CpuBus};
+use crate::consts::rflags;
+use crate::exception::Exception;
+use crate::mmu::Mmu;
+use crate::state::{CpuMode, CpuState, SegReg};
+pub use block::{Block, BlockKey};
+pub use cpuid::cpuid;
+pub use flags::cond;
+
+/// Why [`Cpu::run`] returned (maps onto `accel::VcpuExit`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitReason {
+    /// HLT and nothing can wake the vCPU (IF=0, or no interrupt pending).
+    Halt,
+    /// Triple fault.
+    Shutdown,
+    Reset,
+    PowerOff,
+    /// Guest-requested exit with a status.
+    GuestExit(i32),
+    /// INT3 or single step while debugging is enabled.
+    Debug(DebugStop),
+    /// The kick flag was set.
+    Interrupted,
+    /// The instruction budget given to [`Cpu::run`] was used up.
+    Budget,
+}
+
+/// Why a debug stop happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DebugStop {
+    /// One instruction completed with single-stepping on.
+    SingleStep,
+    /// INT3 executed with software breakpoints on (RIP at the INT3).
+    Breakpoint,
+}
+
+/// Result of [`Cpu::step`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepResult {
+    /// One instruction retired (or an event was delivered).
+    Ok,
+    Exit(ExitReason),
+}
+
+/// Static configuration of the vCPU model.
+#[derive(Clone, Debug)]
+pub struct CpuConfig {
+    /// Advertise a local APIC in CPUID (only when the machine has one).
+    pub apic: bool,
+    /// APIC id of this vCPU (CPUID leaf 1 EBX[31:24]).
+    pub apic_id: u32,
+    /// Nominal TSC frequency in Hz (RDTSC counts host time at this rate).
+    pub tsc_hz: u64,
+}
+
+impl Default for CpuConfig {
+    fn default() -> Self {
+        CpuConfig {
+            apic: false,
+            apic_id: 0,
+            tsc_hz: 1_000_000_000,
+        }
+    }
+}
+
+/// One interpreted vCPU.
+pub struct Cpu {
+    pub state: CpuState,
+    pub mmu: Mmu,
+    pub config: CpuConfig,
+    cache: block::BlockCache,
+    /// Cached from `state` by [`Cpu::update_mode`]: 64-bit mode.
+    pub(crate) long64: bool,
+    /// Real or virtual-8086 mode.
+    pub(crate) real: bool,
+    pub(crate) cpl: u8,
+    /// CPL == 3: data accesses use the user TLB.
+    pub(crate) user: bool,
+    /// Mask of RIP for the current code size.
+    pub(crate) ip_mask: u64,
+    /// Fall-through RIP of the current instruction; branches overwrite it.
+    pub next_rip: u64,
+    /// Stop the current block after this instruction.
+    pub(crate) end_block: bool,
+    pub(crate) exit: Option<ExitReason>,
+    kick: Arc<AtomicBool>,
+    unimp_seen: HashSet<Code>,
+    unknown_msrs: HashSet<u32>,
+    /// Instructions retired (including faulted ones).
+    pub insn_count: u64,
+    tsc_base: Instant,
+    tsc_at_base: u64,
+    /// Vector being delivered (double-fault detection).
+    delivering: Option<u8>,
+    /// INT3 returns [`ExitReason::Debug`] instead of delivering #BP.
+    pub debug_int3: bool,
+    /// Stop with [`ExitReason::Debug`] after each instruction.
+    pub debug_single_step: bool,
+}
+
+impl Cpu {
+    pub fn new(state: CpuState) -> Self {
+        let mut c = Cpu {
+            state,
+            mmu: Mmu::new(),
+            config: CpuConfig::default(),
+            cache: block::BlockCache::new(),
+            long64: false,
+            real: true,
+            cpl: 0,
+            user: false,
+            ip_mask: 0xffff,
+            next_rip: 0,
+            end_block: false,
+            exit: None,
+            kick: Arc::new(AtomicBool::new(false)),
+            unimp_seen: HashSet::new(),
+            unknown_msrs: HashSet::new(),
+            insn_count: 0,
+            tsc_base: Instant::now(),
+            tsc_at_base: state.tsc,
+            delivering: None,
+            debug_int3: false,
+            debug_single_step: false,
+        };
+        c.update_mode();
+        c
+    }
+
+    /// The flag another thread sets to stop [`Cpu::run`] at the next block
+    /// boundary ([`ExitReason::Interrupted`]).
+    pub fn kick_flag(&self) -> Arc<AtomicBool> {
+        self.kick.clone()
+    }
+
+    /// The architectural state, with the TSC brought up to date.
+    pub fn get_state(&mut self) -> CpuState {
+        self.state.tsc = self.read_tsc();
+        self.state
+    }
+
+    /// Replaces the architectural state (flushes the TLB).
+    pub fn set_state(&mut self, st: &CpuState) {
+        self.state = *st;
+        self.tsc_base = Instant::now();
+        self.tsc_at_base = st.tsc;
+        self.mmu.flush_all();
+        self.update_mode();
+    }
+
+    /// Resets the vCPU to the power-on state.
+    pub fn reset(&mut self) {
+        log::info!(target: "cpu_reset", "vCPU reset");
+        let st = CpuState::reset();
+        self.set_state(&st);
+    }
+
+    pub(crate) fn read_tsc(&self) -> u64 {
+        let ns = self.tsc_base.elapsed().as_nanos() as u64;
+        let ticks = (ns as u128 * self.config.tsc_hz as u128 / 1_000_000_000) as u64;
+        self.tsc_at_base.wrapping_add(ticks)
+    }
+
+    pub(crate) fn write_tsc(&mut self, v: u64) {
+        self.tsc_base = Instant::now();
+        self.tsc_at_base = v;
+    }
+
+    /// Recomputes the cached mode fields after CR0/EFER/CS/SS/RFLAGS.VM
+    /// changes. Instructions that call it also end the block.
+    pub fn update_mode(&mut self) {
+        let mode = self.state.mode();
+        self.long64 = mode == CpuMode::Long64;
+        self.real = matches!(mode, CpuMode::Real | CpuMode::Virtual8086);
+        self.cpl = self.state.cpl();
+        self.user = self.cpl == 3;
+        let cs = self.state.seg(SegReg::Cs);
+        self.ip_mask = if self.long64 {
+            u64::MAX
+        } else if cs.big() && mode != CpuMode::Real && mode != CpuMode::Virtual8086 {
+            0xffff_ffff
+        } else if cs.big() {
+            // Real mode with a 32-bit CS left over ("unreal" code): honour D.
+            0xffff_ffff
+        } else {
+            0xffff
+        };
+        self.end_block = true;
+    }
+
+    /// Code size in bits for the decoder.
+    pub(crate) fn bitness(&self) -> u32 {
+        if self.long64 {
+            64
+        } else if self.state.seg(SegReg::Cs).big() {
+            32
+        } else {
+            16
+        }
+    }
+
+    /// Logs an unimplemented instruction once per `Code` and returns #UD.
+    pub(crate) fn unimplemented(&mut self, i: &iced_x86::Instruction) -> Exception {
+        if self.unimp_seen.insert(i.code()) {
+            log::warn!(target: "unimp", "unimplemented instruction {:?} ({:?}) at {:#x}", i.code(), i.mnemonic(), self.state.rip);
+        }
+        Exception::ud()
+    }
+
+    fn take_bus_action(&mut self) {
+        if let Some(a) = self.mmu.pending_action.take() {
+            self.exit = match a {
+                BusAction::Continue => None,
+                BusAction::Exit(c) => Some(ExitReason::GuestExit(c)),
+                BusAction::Reset => Some(ExitReason::Reset),
+                BusAction::PowerOff => Some(ExitReason::PowerOff),
+            };
+        }
+    }
+
+    /// Runs until an exit or until about `budget` instructions retired
+    /// (checked at block boundaries).
+    pub fn run(&mut self, bus: &mut dyn CpuBus, budget: u64) -> ExitReason {
+        let start = self.insn_count;
+        loop {
+            if let Some(e) = self.exit.take() {
+                return e;
+            }
+            if self.kick.swap(false, Ordering::AcqRel) {
+                return ExitReason::Interrupted;
+            }
+            if self.insn_count.wrapping_sub(start) >= budget {
+                return ExitReason::Budget;
+            }
+            if let Some(e) = self.run_block(bus) {
+                return e;
+            }
+        }
+    }
+
+    /// Executes exactly one instruction (or delivers one pending event).
+    pub fn step(&mut self, bus: &mut dyn CpuBus) -> StepResult {
+        if let Some(e) = self.exit.take() {
+            return StepResult::Exit(e);
+        }
+        if let Some(e) = self.check_events(bus) {
+            return StepResult::Exit(e);
+        }
+        self.end_block = false;
+        self.process_dirty_code();
+        match self.fetch_block(bus) {
+            Ok(b) => {
+                if let Some(i) = b.insns.first() {
+                    self.exec_one(bus, i);
+                }
+            }
+            Err(e) => self.deliver_exception(bus, e),
+        }
+        self.take_bus_action();
+        match self.exit.take() {
+            Some(e) => StepResult::Exit(e),
+            None => StepResult::Ok,
+        }
+    }
+
+    /// Interrupt check and halt handling at a block boundary.
+    fn check_events(&mut self, bus: &mut dyn CpuBus) -> Option<ExitReason> {
+        if !self.state.nmi_blocked && bus.take_nmi() {
+            self.state.halted = false;
+            self.state.nmi_blocked = true;
+            self.deliver_nmi(bus);
+            return self.exit.take();
+        }
+        if self.state.rflags & rflags::IF != 0
+            && !self.state.interrupt_shadow
+            && bus.pending_interrupt()
+        {
+            if let Some(v) = bus.acknowledge_interrupt() {
+                self.state.halted = false;
+                self.deliver_interrupt(bus, v);
+                return self.exit.take();
+            }
+        }
+        if self.state.halted {
+            return Some(ExitReason::Halt);
+        }
+        None
+    }
+
+    fn run_block(&mut self, bus: &mut dyn CpuBus) -> Option<ExitReason> {
+        if let Some(e) = self.check_events(bus) {
+            return Some(e);
+        }
+        self.end_block = false;
+        self.process_dirty_code();
+        let blk = match self.fetch_block(bus) {
+            Ok(b) => b,
+            Err(e) => {
+                self.deliver_exception(bus, e);
+                return self.exit.take();
+            }
+        };
+        for i in blk.insns.iter() {
+            self.exec_one(bus, i);
+            if self.end_block {
+                break;
+            }
+        }
+        self.take_bus_action();
+        self.exit.take()
+    }
+
+    #[inline]
+    fn exec_one(&mut self, bus: &mut dyn CpuBus, i: &iced_x86::Instruction) {
+        let shadow = std::mem::take(&mut self.state.interrupt_shadow);
+        let tf = self.state.rflags & rflags::TF != 0;
+        self.next_rip = i.next_ip() & self.ip_mask;
+        self.insn_count += 1;
+        match exec::execute(self, bus, i) {
+            Ok(()) => {
+                self.state.rip = self.next_rip;
+                self.state.rflags &= !rflags::RF;
+                if tf {
+                    // Single-step trap after the instruction.
+                    self.state.dr[6] |= 1 << 14;
+                    self.deliver_exception(bus, Exception::new(crate::exception::vector::DB));
+                }
+                if self.debug_single_step {
+                    self.exit
+                        .get_or_insert(ExitReason::Debug(DebugStop::SingleStep));
+                    self.end_block = true;
+                }
+            }
+            Err(e) => {
+                self.end_block = true;
+                self.deliver_exception(bus, e);
+            }
+        }
+        if shadow
+            || !self.mmu.dirty_code.is_empty()
+            || self.mmu.pending_action.is_some()
+            || self.exit.is_some()
+        {
+            self.end_block = true;
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! Interpreter tests: instruction semantics byte-in/state-out (flags
+//! checked against the host CPU where the SDM defines them), exceptions
+//! with error codes, paging, mode switches, self-modifying code.
+
+#![allow(dead_code)]
+
+mod alu;
+mod boot;
+mod exceptions;
+mod paging;
+mod system;
+
+use iced_x86::code_asm::CodeAssembler;
+
+use super::{Cpu, ExitReason};
+use crate::bus::TestBus;
+use crate::consts::{cr0, cr4, efer, seg_attr as sa};
+use crate::{CpuState, DescriptorTable, SegReg, Segment};
+
+pub const RAM: usize = 4 << 20;
+/// Where test code is loaded.
+pub const CODE: u64 = 0x10000;
+pub const GDT: u64 = 0x500;
+pub const IDT: u64 = 0x1000;
+pub const PML4: u64 = 0x80000;
+pub const STACK_TOP: u64 = 0x70000;
+
+/// GDT selectors of the test machine.
+pub const CS32: u16 = 0x08;
+pub const DS32: u16 = 0x10;
+pub const CS64: u16 = 0x18;
+pub const CS16: u16 = 0x20;
+pub const DS16: u16 = 0x28;
+pub const UCS32: u16 = 0x33;
+pub const UDS: u16 = 0x3b;
+pub const UCS64: u16 = 0x43;
+pub const TSS_SEL: u16 = 0x48;
+pub const TSS: u64 = 0x3000;
+
+pub const GDT_ENTRIES: [u64; 9] = [
+    0,
+    0x00cf_9b00_0000_ffff,
+    0x00cf_9300_0000_ffff,
+    0x00af_9b00_0000_ffff,
+    0x0000_9b00_0000_ffff,
+    0x0000_9300_0000_ffff,
+    0x00cf_fb00_0000_ffff,
+    0x00cf_f300_0000_ffff,
+    0x00af_fb00_0000_ffff,
+];
+
+#[allow(dead_code)]
+pub struct M {
+    pub cpu: Cpu,
+    pub bus: TestBus,
+}
+
+/// Assembles with code_asm at `ip`.
+pub fn asm(bitness: u32, ip: u64, f: impl FnOnce(&mut CodeAssembler)) -> Vec<u8> {
+    let mut a = CodeAssembler::new(bitness).unwrap();
+    f(&mut a);
+    a.assemble(ip).unwrap()
+}
+
+fn seg(sel: u16) -> Segment {
+    Segment::from_descriptor(sel, GDT_ENTRIES[(sel >> 3) as usize] | (1 << 40))
+}
+
+#[allow(dead_code)]
+impl M {
+    fn with_bus(st: CpuState) -> M {
+        let mut bus = TestBus::new(RAM);
+        for (k, d) in GDT_ENTRIES.iter().enumerate() {
+            bus.load(GDT + k as u64 * 8, &d.to_le_bytes());
+        }
+        // 64-bit TSS descriptor at 0x48 (limit 0x67, available).
+        let tss = 0x0000_8900_0000_0067u64 | ((TSS & 0xff_ffff) << 16);
+        bus.load(GDT + 0x48, &tss.to_le_bytes());
+        bus.load(GDT + 0x50, &0u64.to_le_bytes());
+        M {
+            cpu: Cpu::new(st),
+            bus,
+        }
+    }
+
+    /// Real mode, CS = 0, IP = CODE, SS:SP = 0:0x7000.
+    pub fn real(code: &[u8]) -> M {
+        let mut st = CpuState::reset();
+        st.segs[SegReg::Cs as usize] = Segment::real_mode(0, true);
+        st.rip = CODE;
+        st.gpr[4] = 0x7000;
+        st.idtr = DescriptorTable {
+            base: 0,
+            limit: 0x3ff,
+        };
+        let mut m = M::with_bus(st);
+        m.bus.load(CODE, code);
+        m
+    }
+
+    fn prot_state() -> CpuState {
+        let mut st = CpuState::reset();
+        st.cr0 = cr0::PE | cr0::ET | cr0::NE;
+        for s in [SegReg::Ds, SegReg::Es, SegReg::Fs, SegReg::Gs, SegReg::Ss] {
+            st.segs[s as usize] = seg(DS32);
+        }
+        st.segs[SegReg::Cs as usize] = seg(CS32);
+        st.gdtr = DescriptorTable {
+            base: GDT,
+            limit: 0x57,
+        };
+        st.idtr = DescriptorTable {
+            base: IDT,
+            limit: 0x7ff,
+        };
+        st.tr = Segment {
+            base: TSS,
+            limit: 0x67,
+            selector: TSS_SEL,
+            attr: sa::SYS_TSS_BUSY | sa::P,
+        };
+        st.rip = CODE;
+        st.gpr[4] = STACK_TOP;
+        st
+    }
+
+    /// Flat 32-bit protected mode, no paging.
+    pub fn prot32(code: &[u8]) -> M {
+        let mut m = M::with_bus(Self::prot_state());
+        m.bus.load(CODE, code);
+        m
+    }
+
+    /// 64-bit mode with an identity map of the first 1 GiB (2 MiB pages).
+    pub fn long64(code: &[u8]) -> M {
+        let mut st = Self::prot_state();
+        st.cr0 |= cr0::PG | cr0::WP;
+        st.cr4 = cr4::PAE | cr4::PGE;
+        st.efer = efer::LME | efer::LMA | efer::NXE | efer::SCE;
+        st.cr3 = PML4;
+        st.segs[SegReg::Cs as usize] = seg(CS64);
+        st.gdtr.limit = 0x57;
+        st.idtr = DescriptorTable {
+            base: IDT,
+            limit: 0xfff,
+        };
+        let mut m = M::with_bus(st);
+        m.bus.load(PML4, &(PML4 + 0x1003).to_le_bytes());
+        m.bus.load(PML4 + 0x1000, &(PML4 + 0x2003).to_le_bytes());
+        for k in 0..512u64 {
+            m.bus
+                .load(PML4 + 0x2000 + k * 8, &((k << 21) | 0x83).to_le_bytes());
+        }
+        m.bus.load(CODE, code);
+        m
+    }
+
+    pub fn run(&mut self) -> ExitReason {
+        self.cpu.run(&mut self.bus, 50_000_000)
+    }
+
+    pub fn gpr(&self, n: usize) -> u64 {
+        self.cpu.state.gpr[n]
+    }
+
+    /// Writes a 64-bit interrupt gate for `vector` → `handler` (CS64, IST 0).
+    pub fn idt64_gate(&mut self, vector: u8, handler: u64, dpl: u8) {
+        let lo = (handler & 0xffff)
+            | ((CS64 as u64) << 16)
+            | (0x8e00u64 | ((dpl as u64) << 13)) << 32
+            | ((handler >> 16) & 0xffff) << 48;
+        let hi = handler >> 32;
+        self.bus.load(IDT + vector as u64 * 16, &lo.to_le_bytes());
+        self.bus
+            .load(IDT + vector as u64 * 16 + 8, &hi.to_le_bytes());
+    }
+
+    /// Writes a 32-bit interrupt gate for `vector` → `CS32:handler`.
+    pub fn idt32_gate(&mut self, vector: u8, handler: u32, dpl: u8) {
+        let d = (handler as u64 & 0xffff)
+            | ((CS32 as u64) << 16)
+            | (0x8e00u64 | ((dpl as u64) << 13)) << 32
+            | ((handler as u64 >> 16) & 0xffff) << 48;
+        self.bus.load(IDT + vector as u64 * 8, &d.to_le_bytes());
+    }
+
+    pub fn read_u64(&self, a: u64) -> u64 {
+        u64::from_le_bytes(self.bus.ram[a as usize..a as usize + 8].try_into().unwrap())
+    }
+}
