@@ -104,15 +104,8 @@ pub fn accels() -> Vec<&'static str> {
     if kvm_usable() {
         v.push("kvm");
     }
-    if dbt_ready() {
-        v.push("dbt");
-    }
+    v.push("dbt");
     v
-}
-
-/// The DBT interpreter runs guests.
-pub fn dbt_ready() -> bool {
-    false
 }
 
 /// A fresh scratch directory for one test.
