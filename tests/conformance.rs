@@ -8,7 +8,19 @@
 //! Cases marked as known DBT failures report without failing unless
 //! `HX86_CONFORMANCE_STRICT=1`; `HX86_CONFORMANCE_NO_KVM=1` skips KVM.
 
+#[path = "conformance/alu.rs"]
+mod alu;
+#[path = "conformance/exceptions.rs"]
+mod exceptions;
 #[path = "conformance/harness.rs"]
 mod harness;
 #[path = "conformance/modes.rs"]
 mod modes;
+#[path = "conformance/paging.rs"]
+mod paging;
+#[path = "conformance/rings.rs"]
+mod rings;
+#[path = "conformance/sse.rs"]
+mod sse;
+#[path = "conformance/strings.rs"]
+mod strings;
