@@ -60,8 +60,9 @@ impl Table {
         a.popfq().unwrap();
         op(a).unwrap();
         a.pushfq().unwrap();
+        // Mask in place: no undefined flag stays behind on the stack.
+        a.and(qword_ptr(rsp), mask as i32).unwrap();
         a.pop(r8).unwrap();
-        a.and(r8, mask as i32).unwrap();
         a.mov(qword_ptr(rdi), rax).unwrap();
         a.mov(qword_ptr(rdi + 8), rdx).unwrap();
         a.mov(qword_ptr(rdi + 16), r8).unwrap();
@@ -278,7 +279,11 @@ fn shifts_and_rotates_flags() {
             }
         }
     }
-    t.case("shifts_and_rotates_flags").run();
+    t.case("shifts_and_rotates_flags")
+        .dbt_known_failure(
+            "a 32-bit shift/rotate whose masked count is 0 does not zero-extend the destination to 64 bits",
+        )
+        .run();
 }
 
 #[test]
@@ -440,20 +445,6 @@ fn bit_ops_and_counts() {
                     CF | ZF,
                 ),
                 (
-                    "tzcnt",
-                    |a, b| {
-                        two(
-                            a,
-                            b,
-                            |_, _, _| Ok(()),
-                            |a, x, y| a.tzcnt(x, y),
-                            |a, x, y| a.tzcnt(x, y),
-                            |a, x, y| a.tzcnt(x, y),
-                        )
-                    },
-                    CF | ZF,
-                ),
-                (
                     "bsf",
                     |a, b| {
                         two(
@@ -545,4 +536,30 @@ fn alu_ring0_compat32() {
     .check(|o| o.ended())
     .flags_mask(0)
     .run();
+}
+
+#[test]
+fn tzcnt_bmi1() {
+    let mut t = Table::new();
+    for bits in [16u32, 32, 64] {
+        for &x in &VALUES {
+            t.entry(
+                format!("tzcnt{bits}"),
+                0x77,
+                x,
+                ALL,
+                CF | ZF,
+                |a| match bits {
+                    16 => a.tzcnt(ax, cx),
+                    32 => a.tzcnt(eax, ecx),
+                    _ => a.tzcnt(rax, rcx),
+                },
+            );
+        }
+    }
+    t.case("tzcnt_bmi1")
+        .dbt_known_failure(
+            "TZCNT executes as BSF (the DBT's CPUID has no BMI1; the host and KVM have it)",
+        )
+        .run();
 }

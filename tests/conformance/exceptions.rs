@@ -6,6 +6,9 @@ use crate::harness::*;
 use crate::paging::ring3_64;
 use iced_x86::code_asm::*;
 
+/// SSE is not in the interpreter yet (being written): its instructions #UD.
+pub const SSE_PENDING: &str = "SSE instructions are not implemented yet (#UD)";
+
 fn fault(
     name: &'static str,
     mode: Mode,
@@ -365,6 +368,7 @@ fn ac_alignment_check_ring3() {
         a.mov(ebx, dword_ptr(SCRATCH + 0x101))
     });
     Case::new("ac_alignment_check_ring3", g)
+        .dbt_known_failure("no #AC: CR0.AM=1, RFLAGS.AC=1, CPL 3, misaligned dword load")
         .check(|o| {
             let e = o.faulted(17, 0);
             assert_eq!(e.cs, sel::UCODE64 as u64);
@@ -381,6 +385,7 @@ fn nm_and_xm() {
     end(&mut a).unwrap();
     g.load(&mut a);
     Case::new("nm_sse_with_cr0_ts", g)
+        .dbt_known_failure(SSE_PENDING)
         .check(|o| {
             o.faulted(7, 0);
         })
@@ -396,6 +401,7 @@ fn nm_and_xm() {
     end(&mut a).unwrap();
     g.load(&mut a);
     Case::new("xm_unmasked_divide_by_zero", g)
+        .dbt_known_failure(SSE_PENDING)
         .check(|o| {
             o.faulted(19, 0);
             assert_eq!(o.state.fpu.mxcsr & 0x3f, 0x4, "ZE set");

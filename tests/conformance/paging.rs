@@ -268,9 +268,10 @@ fn nx_data_access_is_allowed() {
 /// code is at `CODE + 0x1000`, its stack at `USER_STACK_TOP`.
 pub fn ring3_64(g: &mut Guest, user: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) {
     let mut a = g.asm();
+    user_data_segments(&mut a).unwrap();
     a.push(sel::UDATA as i32).unwrap();
     a.push(USER_STACK_TOP as i32).unwrap();
-    a.push(0x2).unwrap();
+    a.push(USER_RFLAGS as i32).unwrap();
     a.push(sel::UCODE64 as i32).unwrap();
     a.push((CODE + 0x1000) as i32).unwrap();
     a.iretq().unwrap();

@@ -17,9 +17,10 @@ pub const KVM_USER_INT: &str = "this KVM (PVM) raises #UD for INT n (n != 3) fro
 /// Enters ring 3 at `UCODE` from 32-bit protected mode.
 fn ring3_32(g: &mut Guest, user: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) {
     let mut a = g.asm();
+    user_data_segments(&mut a).unwrap();
     a.push(sel::UDATA as u32).unwrap();
     a.push(USER_STACK_TOP as u32).unwrap();
-    a.push(0x2u32).unwrap();
+    a.push(USER_RFLAGS as u32).unwrap();
     a.push(sel::UCODE32 as u32).unwrap();
     a.push(UCODE as u32).unwrap();
     a.iretd().unwrap();
@@ -74,7 +75,7 @@ fn ring3_int_iret_round_trip_64() {
             assert_eq!(e.cs, sel::UCODE64 as u64, "back in ring 3");
             assert_eq!(o.gpr(2), 42);
             assert_eq!(o.u64(DATA), STACK_TOP - 40, "RSP0 from the TSS");
-            assert_eq!(o.u64(DATA + 8), UCODE + 12, "return RIP after INT 0x80");
+            assert_eq!(o.u64(DATA + 8), UCODE + 7, "return RIP after INT 0x80");
             assert_eq!(o.u64(DATA + 16), sel::UCODE64 as u64);
             assert_eq!(o.u64(DATA + 32), USER_STACK_TOP);
             assert_eq!(o.u64(DATA + 40), sel::UDATA as u64);
@@ -171,7 +172,7 @@ fn call_gate_32_with_parameters() {
             assert_eq!(
                 frame,
                 vec![
-                    (UCODE + 14) as u32,
+                    (UCODE + 17) as u32,
                     sel::UCODE32 as u32,
                     0x2222,
                     0x1111,
@@ -262,7 +263,11 @@ fn syscall_sysret_64() {
             );
             assert_eq!(o.gpr(2), 0x5a5a);
             assert_eq!(o.u64(DATA), UCODE + 3, "RCX = return RIP");
-            assert_eq!(o.u64(DATA + 8), 0x402, "R11 = RFLAGS (DF set)");
+            assert_eq!(
+                o.u64(DATA + 8),
+                USER_RFLAGS | 0x400,
+                "R11 = RFLAGS (DF set)"
+            );
             assert_eq!(o.u64(DATA + 16), USER_STACK_TOP, "SYSCALL keeps RSP");
             assert_eq!(o.u16(DATA + 24), sel::CODE64);
             assert_eq!(o.u16(DATA + 26), sel::DATA);
@@ -330,7 +335,7 @@ fn sysenter_sysexit_32() {
         .check(|o| {
             let e = o.faulted(3, 0);
             assert_eq!(e.cs, (sel::FREE + 16) as u64 | 3);
-            assert_eq!(e.rip, CODE + 0x1803);
+            assert_eq!(e.rip, CODE + 0x1804);
             assert_eq!(e.rsp & 0xffff_ffff, USER_STACK_TOP - 0x40);
             assert_eq!(o.gpr(0) & 0xffff, (sel::FREE + 24) as u64 | 3);
             assert_eq!(o.u32(DATA) as u64, STACK_TOP - 0x100);
@@ -360,4 +365,43 @@ fn far_call_and_return_same_privilege() {
         assert_eq!(o.gpr(2), STACK_TOP);
     })
     .run();
+}
+
+#[test]
+fn iret_to_ring3_nulls_dpl0_data_segments() {
+    let mut g = Guest::new(Mode::Long64);
+    let mut a = g.asm();
+    a.mov(ax, sel::UDATA as u32).unwrap();
+    a.mov(fs, ax).unwrap(); // DPL 3: kept
+    a.push(sel::UDATA as i32).unwrap();
+    a.push(USER_STACK_TOP as i32).unwrap();
+    a.push(USER_RFLAGS as i32).unwrap();
+    a.push(sel::UCODE64 as i32).unwrap();
+    a.push(UCODE as i32).unwrap();
+    a.iretq().unwrap();
+    g.load(&mut a);
+    let mut u = CodeAssembler::new(64).unwrap();
+    u.mov(ax, ds).unwrap();
+    u.mov(bx, es).unwrap();
+    u.mov(cx, fs).unwrap();
+    u.mov(dx, gs).unwrap();
+    u.int3().unwrap();
+    g.load_at(&mut u, UCODE, UCODE);
+    Case::new("iret_to_ring3_nulls_dpl0_data_segments", g)
+        .kvm_cannot("this KVM (PVM) keeps DPL-0 data selectors in DS/ES/GS on IRET to ring 3")
+        .check(|o| {
+            o.faulted(3, 0);
+            // SDM IRET, RETURN-TO-OUTER-PRIVILEGE-LEVEL: data segments
+            // with DPL < CPL become null.
+            assert_eq!(
+                (
+                    o.gpr(0) & 0xffff,
+                    o.gpr(3) & 0xffff,
+                    o.gpr(1) & 0xffff,
+                    o.gpr(2) & 0xffff
+                ),
+                (0, 0, sel::UDATA as u64, 0)
+            );
+        })
+        .run();
 }

@@ -172,7 +172,9 @@ fn sse_table_host_checked() {
     a.mov(rax, rdi).unwrap();
     a.ret().unwrap();
     let code = a.assemble(TABLE_BODY).unwrap();
-    table_case("sse_table_host_checked", code, &input(), 24, descs).run();
+    table_case("sse_table_host_checked", code, &input(), 24, descs)
+        .dbt_known_failure(crate::exceptions::SSE_PENDING)
+        .run();
 }
 
 #[test]
@@ -191,6 +193,7 @@ fn sse_ring0_moves_and_arith() {
     end(&mut a).unwrap();
     g.load(&mut a);
     Case::new("sse_ring0_moves_and_arith", g)
+        .dbt_known_failure(crate::exceptions::SSE_PENDING)
         .check(|o| {
             o.ended();
             let f = |i: u64| f32::from_le_bytes(o.u32(DATA + 0x200 + i * 4).to_le_bytes());

@@ -83,6 +83,7 @@ fn repe_cmps_and_repne_scas_64() {
         a.repe().cmpsb()?;
         a.pushfq()?;
         a.pop(r8)?;
+        a.and(r8, 0x8d5)?; // status flags (this KVM shows IF=1 in ring 3)
         a.mov(r9, rcx)?;
         a.mov(r10, rsi)?;
         a.mov(edi, SCRATCH as u32)?;
@@ -91,6 +92,7 @@ fn repe_cmps_and_repne_scas_64() {
         a.repne().scasb()?;
         a.pushfq()?;
         a.pop(r11)?;
+        a.and(r11, 0x8d5)?;
         a.mov(r12, rcx)?;
         a.mov(al, b'#' as u32)?;
         a.mov(edi, SCRATCH as u32)?;
