@@ -171,7 +171,7 @@ fn gas_io(port: u16, bytes: u8, access: u8) -> [u8; 12] {
 /// The FADT (revision 6.0). Not hardware-reduced: PM1a event/control
 /// blocks and, if configured, the PM timer; SMI_CMD 0 (always in ACPI
 /// mode); no GPE blocks, no reset register, no C2/C3; the 32-bit and X_
-/// fields agree.
+/// fields agree, except that the FACS is only in FIRMWARE_CTRL.
 pub fn fadt(cfg: &AcpiConfig, facs: u32, dsdt: u32) -> Vec<u8> {
     use fadt::*;
     let mut b = [0u8; FADT_LEN];
@@ -214,7 +214,8 @@ pub fn fadt(cfg: &AcpiConfig, facs: u32, dsdt: u32) -> Vec<u8> {
     }
     put(&mut b, FLAGS, &flags.to_le_bytes());
     b[MINOR_REVISION] = FADT_MINOR_REVISION;
-    put(&mut b, X_FIRMWARE_CTRL, &u64::from(facs).to_le_bytes());
+    // X_FIRMWARE_CTRL stays 0: ACPI 6 makes it and FIRMWARE_CTRL mutually
+    // exclusive (with both set, Linux installs the FACS twice).
     put(&mut b, X_DSDT, &u64::from(dsdt).to_le_bytes());
     put(
         &mut b,
