@@ -131,7 +131,11 @@ pub fn execute(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<
         M::Leave => stack::leave(cpu, bus, i),
         // strings
         M::Movsb | M::Movsw | M::Movsd | M::Movsq
-            if i.op_count() == 2 && i.op0_kind() != iced_x86::OpKind::Register =>
+            if i.op_count() == 2
+                && !matches!(
+                    i.op0_kind(),
+                    iced_x86::OpKind::Register | iced_x86::OpKind::Memory
+                ) =>
         {
             string::movs(cpu, bus, i)
         }

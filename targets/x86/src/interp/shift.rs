@@ -134,6 +134,12 @@ pub fn shift(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction, kind: Kind) -
     let loc = cpu.loc(i, 0, size, SegAccess::Write)?;
     let a = cpu.read_loc(bus, loc, size)?;
     if c == 0 {
+        // A 32-bit register destination is still written (zero-extended).
+        if size == 4 {
+            if let super::operand::Loc::Reg(r) = loc {
+                cpu.set_reg(r, a);
+            }
+        }
         return Ok(());
     }
     let (r, f, fm) = compute(kind, a, c, cpu.flag(CF), size);
@@ -151,6 +157,12 @@ fn double_shift(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction, left: bool
     let a = cpu.read_loc(bus, loc, size)?;
     let b = cpu.reg(i.op1_register()) & mask(size);
     if c == 0 {
+        // A 32-bit register destination is still written (zero-extended).
+        if size == 4 {
+            if let super::operand::Loc::Reg(r) = loc {
+                cpu.set_reg(r, a);
+            }
+        }
         return Ok(());
     }
     let m = mask(size);

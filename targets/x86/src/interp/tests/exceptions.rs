@@ -1,2 +1,309 @@
-#[allow(unused_imports)]
+//! Exception delivery: vectors, error codes, pushed RIP (faults precise),
+//! double and triple faults, privilege changes, IST, real mode.
+
+use iced_x86::code_asm::*;
+
 use super::*;
+use crate::exception::vector;
+
+fn run64(f: impl FnOnce(&mut CodeAssembler)) -> M {
+    let code = asm(64, CODE, f);
+    let mut m = M::long64(&code);
+    m.install_handlers64();
+    assert_eq!(m.run(), ExitReason::Halt);
+    m
+}
+
+#[test]
+fn divide_error_is_a_fault_at_the_div() {
+    let m = run64(|a| {
+        a.mov(eax, 5).unwrap();
+        a.xor(ecx, ecx).unwrap();
+        a.div(ecx).unwrap();
+        a.hlt().unwrap();
+    });
+    let (v, e, rip) = m.rec();
+    assert_eq!((v, e), (vector::DE as u64, u64::MAX));
+    assert_eq!(rip, CODE + 7);
+}
+
+#[test]
+fn idiv_overflow_raises_de() {
+    let m = run64(|a| {
+        a.mov(eax, 0x8000_0000u32 as i32).unwrap();
+        a.cdq().unwrap();
+        a.mov(ecx, -1).unwrap();
+        a.idiv(ecx).unwrap();
+        a.hlt().unwrap();
+    });
+    assert_eq!(m.rec().0, vector::DE as u64);
+}
+
+#[test]
+fn bad_selector_gives_gp_with_selector_error_code() {
+    let m = run64(|a| {
+        a.mov(eax, 0x1238).unwrap();
+        a.mov(ds, ax).unwrap();
+        a.hlt().unwrap();
+    });
+    assert_eq!(m.rec().0, vector::GP as u64);
+    assert_eq!(m.rec().1, 0x1238);
+}
+
+#[test]
+fn non_present_page_gives_pf_with_cr2_and_state_unchanged() {
+    let m = run64(|a| {
+        a.mov(rbx, 0x80_0000_0010u64).unwrap();
+        a.mov(rcx, 0x1234u64).unwrap();
+        a.add(qword_ptr(rbx), rcx).unwrap();
+        a.hlt().unwrap();
+    });
+    let (v, e, rip) = m.rec();
+    assert_eq!(v, vector::PF as u64);
+    assert_eq!(e, 0, "read, supervisor, not present");
+    assert_eq!(m.read_u64(REC + 40), 0x80_0000_0010);
+    assert_eq!(rip, CODE + 20);
+    assert_eq!(m.read_u64(REC + 32), STACK_TOP);
+    // A push to an unmapped stack cannot deliver #PF on that stack: #DF,
+    // and without a usable stack for #DF either, a triple fault.
+    let code = asm(64, CODE, |a| {
+        a.mov(rsp, 0x80_0000_0010u64).unwrap();
+        a.push(rbx).unwrap();
+    });
+    let mut m = M::long64(&code);
+    m.install_handlers64();
+    assert_eq!(m.run(), ExitReason::Shutdown);
+    assert_eq!(
+        m.gpr(4),
+        0x80_0000_0010,
+        "RSP unchanged by the faulting push"
+    );
+}
+
+#[test]
+fn ud2_and_unimplemented_instructions_raise_ud() {
+    let m = run64(|a| {
+        a.ud2().unwrap();
+    });
+    assert_eq!(m.rec().0, vector::UD as u64);
+    let m = run64(|a| {
+        a.vzeroupper().unwrap();
+    });
+    assert_eq!(m.rec().0, vector::UD as u64);
+    assert_eq!(m.rec().2, CODE);
+}
+
+#[test]
+fn any_byte_sequence_never_panics() {
+    // Pseudo-random code in every mode: must only ever fault.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for round in 0..30 {
+        let mut code = vec![0u8; 256];
+        for b in code.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        let mut m = match round % 3 {
+            0 => M::long64(&code),
+            1 => M::prot32(&code),
+            _ => M::real(&code),
+        };
+        if round % 3 == 0 {
+            m.install_handlers64();
+        }
+        let _ = m.cpu.run(&mut m.bus, 20_000);
+    }
+}
+
+#[test]
+fn missing_gate_gives_double_fault_then_triple_fault() {
+    let code = asm(64, CODE, |a| {
+        a.mov(eax, 0x1238).unwrap();
+        a.mov(ds, ax).unwrap();
+        a.hlt().unwrap();
+    });
+    let mut m = M::long64(&code);
+    m.install_handlers64();
+    // #GP gate not present: #NP while delivering #GP → #DF.
+    m.bus.load(IDT + 13 * 16, &[0u8; 16]);
+    assert_eq!(m.run(), ExitReason::Halt);
+    assert_eq!(m.rec().0, vector::DF as u64);
+    assert_eq!(m.rec().1, 0);
+    // No #DF gate either: triple fault.
+    let mut m = M::long64(&code);
+    assert_eq!(m.run(), ExitReason::Shutdown);
+}
+
+#[test]
+fn int_n_from_ring3_switches_to_the_tss_stack() {
+    // Kernel: iretq to ring-3 code that does `int 0x80`.
+    let user = CODE + 0x100;
+    let code = asm(64, CODE, |a| {
+        a.push(UDS as i32).unwrap();
+        a.push(0x50000).unwrap();
+        a.push(0x202).unwrap();
+        a.push(UCS64 as i32).unwrap();
+        a.push(user as i32).unwrap();
+        a.iretq().unwrap();
+    });
+    let ucode = asm(64, user, |a| {
+        a.mov(eax, 7).unwrap();
+        a.int(0x80).unwrap();
+    });
+    let mut m = M::long64(&code);
+    m.install_handlers64();
+    m.bus.load(user, &ucode);
+    // Make the low 1 GiB user-accessible (2 MiB pages with U).
+    m.bus.load(PML4, &(PML4 + 0x1007).to_le_bytes());
+    m.bus.load(PML4 + 0x1000, &(PML4 + 0x2007).to_le_bytes());
+    for k in 0..512u64 {
+        m.bus
+            .load(PML4 + 0x2000 + k * 8, &((k << 21) | 0x87).to_le_bytes());
+    }
+    // int 0x80 gate with DPL 3 → a handler at HANDLERS+0x80*0x100.
+    let h = HANDLERS + 0x8000;
+    let hc = asm(64, h, |a| {
+        a.mov(rax, qword_ptr(rsp + 24)).unwrap();
+        a.mov(qword_ptr(REC + 32), rax).unwrap();
+        a.mov(rax, qword_ptr(rsp + 8)).unwrap();
+        a.mov(qword_ptr(REC + 24), rax).unwrap();
+        a.mov(qword_ptr(REC + 48), rsp).unwrap();
+        a.hlt().unwrap();
+    });
+    m.bus.load(h, &hc);
+    m.idt64_gate(0x80, h, 3);
+    // TSS.RSP0.
+    m.bus.load(TSS + 4, &0x60000u64.to_le_bytes());
+    assert_eq!(m.run(), ExitReason::Halt);
+    assert_eq!(m.read_u64(REC + 24), UCS64 as u64, "pushed CS");
+    assert_eq!(m.read_u64(REC + 32), 0x50000, "pushed RSP");
+    assert_eq!(
+        m.read_u64(REC + 48),
+        0x60000 - 40,
+        "handler RSP on the RSP0 stack"
+    );
+    assert_eq!(m.cpu.cpl, 0);
+    assert_eq!(m.gpr(0) & 0xffff_ffff, m.gpr(0) & 0xffff_ffff);
+}
+
+#[test]
+fn gate_dpl_blocks_int_n_from_ring3_with_gp() {
+    let user = CODE + 0x100;
+    let code = asm(64, CODE, |a| {
+        a.push(UDS as i32).unwrap();
+        a.push(0x50000).unwrap();
+        a.push(0x2).unwrap();
+        a.push(UCS64 as i32).unwrap();
+        a.push(user as i32).unwrap();
+        a.iretq().unwrap();
+    });
+    let ucode = asm(64, user, |a| {
+        a.int(0x30).unwrap();
+    });
+    let mut m = M::long64(&code);
+    m.install_handlers64();
+    m.bus.load(user, &ucode);
+    m.bus.load(PML4, &(PML4 + 0x1007).to_le_bytes());
+    m.bus.load(PML4 + 0x1000, &(PML4 + 0x2007).to_le_bytes());
+    for k in 0..512u64 {
+        m.bus
+            .load(PML4 + 0x2000 + k * 8, &((k << 21) | 0x87).to_le_bytes());
+    }
+    m.idt64_gate(0x30, HANDLERS, 0);
+    m.bus.load(TSS + 4, &0x60000u64.to_le_bytes());
+    assert_eq!(m.run(), ExitReason::Halt);
+    assert_eq!(m.rec().0, vector::GP as u64);
+    assert_eq!(m.rec().1, 0x30 * 8 + 2);
+    assert_eq!(m.rec().2, user);
+}
+
+#[test]
+fn ist_stack_is_used_and_aligned() {
+    let code = asm(64, CODE, |a| {
+        a.mov(rsp, 0x50008u64).unwrap();
+        a.ud2().unwrap();
+    });
+    let mut m = M::long64(&code);
+    m.install_handlers64();
+    // Gate 6 with IST 1.
+    let mut g = m.read_u64(IDT + 6 * 16);
+    g |= 1 << 32;
+    m.bus.load(IDT + 6 * 16, &g.to_le_bytes());
+    m.bus.load(TSS + 0x24, &0x40008u64.to_le_bytes());
+    assert_eq!(m.run(), ExitReason::Halt);
+    assert_eq!(m.rec().0, vector::UD as u64);
+    assert_eq!(m.read_u64(REC + 32), 0x50008);
+    // Handler ran on IST1 aligned down to 16: 0x40000 - 5*8.
+    assert_eq!(m.gpr(4), 0x40000 - 40);
+}
+
+#[test]
+fn protected_mode_exception_pushes_error_code_and_eip() {
+    let code = asm(32, CODE, |a| {
+        a.mov(eax, 0x1238).unwrap();
+        a.mov(es, ax).unwrap();
+        a.hlt().unwrap();
+    });
+    let mut m = M::prot32(&code);
+    m.install_handlers32();
+    assert_eq!(m.run(), ExitReason::Halt);
+    assert_eq!(m.rec().0, vector::GP as u64);
+    assert_eq!(m.rec().1 & 0xffff_ffff, 0x1238);
+    assert_eq!(m.rec().2 & 0xffff_ffff, CODE + 5);
+    assert_eq!(m.read_u64(REC + 24) & 0xffff, CS32 as u64);
+}
+
+#[test]
+fn real_mode_int_uses_the_ivt_and_iret_returns() {
+    let code = asm(16, 0, |a| {
+        a.mov(ax, 1).unwrap();
+        a.int(0x21).unwrap();
+        a.add(ax, 0x10).unwrap();
+        a.hlt().unwrap();
+    });
+    let mut m = M::real(&code);
+    // Handler at 0x0000:0x0800: ax += 0x100; iret.
+    let h = asm(16, 0x800, |a| {
+        a.add(ax, 0x100).unwrap();
+        a.iret().unwrap();
+    });
+    m.bus.load(0x800, &h);
+    m.bus.load(0x21 * 4, &[0x00, 0x08, 0x00, 0x00]);
+    m.cpu.state.rflags |= crate::consts::rflags::IF;
+    assert_eq!(m.cpu.run(&mut m.bus, 1000), ExitReason::Halt);
+    assert_eq!(m.gpr(0) & 0xffff, 0x111);
+    assert_eq!(m.gpr(4) & 0xffff, 0x7000);
+    assert!(
+        m.cpu.state.rflags & crate::consts::rflags::IF != 0,
+        "IF restored by IRET"
+    );
+}
+
+#[test]
+fn real_mode_divide_error_goes_through_the_ivt() {
+    let code = asm(16, 0, |a| {
+        a.xor(cx, cx).unwrap();
+        a.div(cx).unwrap();
+        a.hlt().unwrap();
+    });
+    let mut m = M::real(&code);
+    let h = asm(16, 0x900, |a| {
+        a.mov(bx, 0x5555).unwrap();
+        a.hlt().unwrap();
+    });
+    m.bus.load(0x900, &h);
+    m.bus.load(0, &[0x00, 0x09, 0x00, 0x00]);
+    assert_eq!(m.run(), ExitReason::Halt);
+    assert_eq!(m.gpr(3) & 0xffff, 0x5555);
+    // IP pushed = the DIV.
+    assert_eq!(
+        m.bus.ram[0x7000 - 6] as u64 | (m.bus.ram[0x7000 - 5] as u64) << 8,
+        2
+    );
+    assert_eq!(
+        m.bus.ram[0x7000 - 4] as u64 | (m.bus.ram[0x7000 - 3] as u64) << 8,
+        CODE >> 4
+    );
+}

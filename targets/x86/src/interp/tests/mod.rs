@@ -86,8 +86,8 @@ impl M {
     /// Real mode, CS = 0, IP = CODE, SS:SP = 0:0x7000.
     pub fn real(code: &[u8]) -> M {
         let mut st = CpuState::reset();
-        st.segs[SegReg::Cs as usize] = Segment::real_mode(0, true);
-        st.rip = CODE;
+        st.segs[SegReg::Cs as usize] = Segment::real_mode((CODE >> 4) as u16, true);
+        st.rip = 0;
         st.gpr[4] = 0x7000;
         st.idtr = DescriptorTable {
             base: 0,
@@ -186,5 +186,120 @@ impl M {
 
     pub fn read_u64(&self, a: u64) -> u64 {
         u64::from_le_bytes(self.bus.ram[a as usize..a as usize + 8].try_into().unwrap())
+    }
+}
+
+/// Where exception handlers record what they saw.
+pub const REC: u64 = 0x6000;
+/// Handlers are placed at HANDLERS + vector * 0x100.
+pub const HANDLERS: u64 = 0x20000;
+
+/// Vectors that push an error code.
+pub fn has_error_code(v: u8) -> bool {
+    matches!(v, 8 | 10..=14 | 17)
+}
+
+#[allow(dead_code)]
+impl M {
+    /// 64-bit handlers for vectors 0..32 recording at REC: [0] error code
+    /// (or u64::MAX), [8] vector + 0x100, [16] pushed RIP, [24] pushed CS,
+    /// [32] pushed RSP, [40] CR2, then `cli; hlt`.
+    pub fn install_handlers64(&mut self) {
+        for v in 0u8..32 {
+            let at = HANDLERS + v as u64 * 0x100;
+            let code = asm(64, at, |a| {
+                use iced_x86::code_asm::*;
+                if has_error_code(v) {
+                    a.pop(rax).unwrap();
+                } else {
+                    a.mov(rax, -1i64).unwrap();
+                }
+                a.mov(qword_ptr(REC), rax).unwrap();
+                a.mov(qword_ptr(REC + 8), 0x100 + v as i32).unwrap();
+                a.mov(rax, qword_ptr(rsp)).unwrap();
+                a.mov(qword_ptr(REC + 16), rax).unwrap();
+                a.mov(rax, qword_ptr(rsp + 8)).unwrap();
+                a.mov(qword_ptr(REC + 24), rax).unwrap();
+                a.mov(rax, qword_ptr(rsp + 24)).unwrap();
+                a.mov(qword_ptr(REC + 32), rax).unwrap();
+                a.mov(rax, cr2).unwrap();
+                a.mov(qword_ptr(REC + 40), rax).unwrap();
+                a.cli().unwrap();
+                a.hlt().unwrap();
+            });
+            self.bus.load(at, &code);
+            self.idt64_gate(v, at, 0);
+        }
+    }
+
+    /// 32-bit handlers (same record layout, 32-bit values zero-extended).
+    pub fn install_handlers32(&mut self) {
+        for v in 0u8..32 {
+            let at = HANDLERS + v as u64 * 0x100;
+            let code = asm(32, at, |a| {
+                use iced_x86::code_asm::*;
+                if has_error_code(v) {
+                    a.pop(eax).unwrap();
+                } else {
+                    a.mov(eax, -1).unwrap();
+                }
+                a.mov(dword_ptr(REC as u32), eax).unwrap();
+                a.mov(dword_ptr(REC as u32 + 8), 0x100 + v as u32).unwrap();
+                a.mov(eax, dword_ptr(esp)).unwrap();
+                a.mov(dword_ptr(REC as u32 + 16), eax).unwrap();
+                a.mov(eax, dword_ptr(esp + 4)).unwrap();
+                a.mov(dword_ptr(REC as u32 + 24), eax).unwrap();
+                a.mov(eax, dword_ptr(esp + 12)).unwrap();
+                a.mov(dword_ptr(REC as u32 + 32), eax).unwrap();
+                a.mov(eax, cr2).unwrap();
+                a.mov(dword_ptr(REC as u32 + 40), eax).unwrap();
+                a.cli().unwrap();
+                a.hlt().unwrap();
+            });
+            self.bus.load(at, &code);
+            self.idt32_gate(v, at as u32, 0);
+        }
+    }
+
+    /// (vector, error code, pushed RIP) recorded by a handler.
+    pub fn rec(&self) -> (u64, u64, u64) {
+        let v = self.read_u64(REC + 8);
+        let v = if v >= 0x100 { v - 0x100 } else { u64::MAX };
+        (v, self.read_u64(REC), self.read_u64(REC + 16))
+    }
+
+    /// Maps `virt` → `phys` with a 4 KiB page and the given PTE flags in
+    /// the 64-bit tables (page tables allocated from 0x90000 up).
+    pub fn map4k(&mut self, virt: u64, phys: u64, flags: u64) {
+        let mut table = PML4;
+        let mut next = 0x90000u64 + self.read_u64(0x8fff8);
+        for shift in [39u64, 30, 21] {
+            let idx = (virt >> shift) & 0x1ff;
+            let e = self.read_u64(table + idx * 8);
+            let t = if e & 1 == 0 || e & 0x80 != 0 {
+                let t = next;
+                next += 0x1000;
+                self.bus.load(t, &[0u8; 4096]);
+                self.bus.load(table + idx * 8, &(t | 7).to_le_bytes());
+                t
+            } else {
+                e & 0x000f_ffff_ffff_f000
+            };
+            table = t;
+        }
+        self.bus.load(
+            table + ((virt >> 12) & 0x1ff) * 8,
+            &(phys | flags).to_le_bytes(),
+        );
+        self.bus.load(0x8fff8, &(next - 0x90000).to_le_bytes());
+    }
+
+    /// Linear address of the PTE that maps `virt` (after [`M::map4k`]).
+    pub fn pte_addr(&self, virt: u64) -> u64 {
+        let mut table = PML4;
+        for shift in [39u64, 30, 21] {
+            table = self.read_u64(table + ((virt >> shift) & 0x1ff) * 8) & 0x000f_ffff_ffff_f000;
+        }
+        table + ((virt >> 12) & 0x1ff) * 8
     }
 }
