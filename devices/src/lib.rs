@@ -14,6 +14,7 @@
 //! the chip's lock, since its line takes that lock. The i8042's two ports are
 //! not contiguous: use [`attach_i8042`].
 
+pub mod acpi_pm;
 pub mod bus;
 pub mod clock;
 pub mod debug_exit;
@@ -34,6 +35,7 @@ pub mod serial;
 #[cfg(test)]
 mod testutil;
 
+pub use acpi_pm::{Pm1Event, PmTimer, PM_TIMER_HZ};
 pub use bus::{Bus, BusDevice, BusError, IrqLine, NoIrq, VmRequest};
 pub use clock::{Clock, HostClock, ManualClock};
 pub use debug_exit::DebugExit;
