@@ -10,7 +10,8 @@
 //! reports the first mismatch. Only architecturally defined flags are
 //! compared (iced-x86's `rflags_undefined()`, per instruction).
 //!
-//! `xtest --seed N --count M [--len L] [--sse] [--quiet]`; exits 1 on a mismatch.
+//! `xtest --seed N --count M [--len L] [--sse] [--quiet] [--keep-going]`;
+//! exits 1 on a mismatch (after all sequences with `--keep-going`).
 
 use iced_x86::code_asm::*;
 use iced_x86::{
@@ -692,6 +693,7 @@ struct Args {
     len: usize,
     sse: bool,
     quiet: bool,
+    keep_going: bool,
 }
 
 fn args() -> Args {
@@ -701,6 +703,7 @@ fn args() -> Args {
         len: 8,
         sse: false,
         quiet: false,
+        keep_going: false,
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -722,6 +725,10 @@ fn args() -> Args {
                 a.quiet = true;
                 i -= 1;
             }
+            "--keep-going" => {
+                a.keep_going = true;
+                i -= 1;
+            }
             _ => usage(),
         }
         i += 2;
@@ -738,6 +745,7 @@ fn main() {
     let args = args();
     let mut native = Native::new();
     let mut faults = 0u64;
+    let mut mismatches = 0u64;
     for n in 0..args.count {
         // One PRNG stream per sequence: a failure is reproducible alone
         // with `--seed <seed> --count <n+1>` (the same n-th sequence).
@@ -835,14 +843,20 @@ fn main() {
                 start.gpr,
                 lines.join("\n  ")
             );
-            std::process::exit(1);
+            mismatches += 1;
+            if !args.keep_going {
+                std::process::exit(1);
+            }
         }
         if !args.quiet && (n + 1) % 10_000 == 0 {
-            eprintln!("{} sequences, 0 mismatches", n + 1);
+            eprintln!("{} sequences, {mismatches} mismatches", n + 1);
         }
     }
     println!(
-        "xtest: seed {} count {} len {}: 0 mismatches ({} sequences faulted on both)",
-        args.seed, args.count, args.len, faults
+        "xtest: seed {} count {} len {}: {} mismatches ({} sequences faulted on both)",
+        args.seed, args.count, args.len, mismatches, faults
     );
+    if mismatches != 0 {
+        std::process::exit(1);
+    }
 }
