@@ -3,6 +3,8 @@
 //! `cargo run -p firmware --example write-acpi-tables -- OUTDIR [BASE]`
 //!
 //! * `OUTDIR/<sig>.dat`, one per table (`iasl -d OUTDIR/dsdt.dat` disassembles);
+//! * `OUTDIR/mp.bin`: the MP floating pointer and configuration table, to
+//!   live at 0x9FC40 (`firmware::mptable::MP_FLOATING_START`);
 //! * with BASE (hex), `OUTDIR/acpi.bin`: the tables built to live at BASE
 //!   (RSDP at BASE + 0x1C00), as one image to load there, e.g. to try them
 //!   under QEMU: `-device loader,file=acpi.bin,addr=BASE,force-raw=on`
@@ -37,6 +39,17 @@ fn run() -> Result<(), String> {
         std::fs::write(&path, bytes).map_err(|e| format!("{path}: {e}"))?;
         println!("{addr:#010x} {:5} {path}", bytes.len());
     }
+    let mp_config =
+        firmware::mptable::config_table(&AcpiConfig::default()).map_err(|e| e.to_string())?;
+    let mut mp =
+        firmware::mptable::floating_pointer(firmware::mptable::MP_CONFIG_START as u32).to_vec();
+    mp.extend(mp_config);
+    let path = format!("{dir}/mp.bin");
+    std::fs::write(&path, mp).map_err(|e| format!("{path}: {e}"))?;
+    println!(
+        "{:#010x} MP table {path}",
+        firmware::mptable::MP_FLOATING_START
+    );
     if let Some(b) = base {
         let mut image = vec![0u8; 0x1C00 + 36];
         for (addr, bytes) in &t.tables {

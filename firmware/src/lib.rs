@@ -7,6 +7,7 @@
 //! * [`boot`]: boot GDT, identity page tables, command line, flat entry states.
 //! * [`linux`]: the Linux boot protocol: bzImage/vmlinux, initrd, zero page, e820.
 //! * [`acpi`]: ACPI tables (RSDP, RSDT/XSDT, FADT, FACS, MADT, DSDT).
+//! * [`mptable`]: the Intel MP table, for kernels booted without ACPI.
 //! * [`bios`]: the state a `-bios` ROM starts in.
 //! * [`demo`]: the built-in demo guest ROM.
 //!
@@ -23,6 +24,7 @@ pub mod kernel;
 pub mod layout;
 pub mod linux;
 pub mod memory;
+pub mod mptable;
 
 pub use acpi::{write_acpi_tables, AcpiConfig};
 pub use error::Error;
