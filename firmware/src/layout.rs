@@ -2,17 +2,18 @@
 //!
 //! ```text
 //! 0x0000_0000 .. 0x000A_0000   low RAM (640 KiB)
+//!     0x0000_0400 .. 0x500     BIOS data area (EBDA segment at 0x40E,
+//!                              base memory KiB at 0x413, for ACPI boots)
 //!     0x0000_0500              GDT for -kernel boots (8 entries)
 //!     0x0000_0540              IDT for -kernel boots (empty, limit 0)
 //!     0x0000_1000 .. 0x7000    boot stack for -kernel boots (top 0x7000)
 //!     0x0000_7000 .. 0x8000    Linux zero page (boot_params)
 //!     0x0000_9000 .. 0xF000    identity page tables: PML4, PDPT, 4 PDs
-//!     0x0000_0400 .. 0x500     BIOS data area (EBDA segment at 0x40E,
-//!                              base memory KiB at 0x413, for ACPI boots)
 //!     0x0002_0000 .. 0x30000   kernel command line (NUL-terminated)
 //!     0x0009_E000 .. 0x9FC00   ACPI tables (e820 ACPI data)
-//!     0x0009_FC00 .. 0xA0000   EBDA (e820 reserved); the ACPI RSDP at
-//!                              0x9FC10, in its first KiB
+//!     0x0009_FC00 .. 0xA0000   EBDA (e820 reserved): its size word, the
+//!                              ACPI RSDP at 0x9FC10, the MP floating
+//!                              pointer at 0x9FC40 and MP config table
 //! 0x000A_0000 .. 0x0010_0000   legacy hole (VGA, option ROMs, BIOS alias)
 //!     0x000E_0000 .. 0x10_0000 low alias of the last 128 KiB of the BIOS
 //!                              (the last min(rom, 128 KiB) bytes, as QEMU)
