@@ -36,14 +36,32 @@ pub struct BlockKey {
     pub bitness: u32,
 }
 
+/// A decoded instruction and its semantics.
+pub struct Op {
+    pub insn: Instruction,
+    pub exec: super::exec::Handler,
+}
+
+impl Op {
+    fn new(insn: Instruction) -> Self {
+        Op {
+            exec: super::fast::lookup(&insn),
+            insn,
+        }
+    }
+}
+
 /// A decoded block.
 pub struct Block {
     pub key: BlockKey,
-    pub insns: Vec<Instruction>,
+    pub ops: Vec<Op>,
 }
 
 pub(crate) struct BlockCache {
     map: HashMap<BlockKey, Arc<Block>>,
+    /// Blocks dropped from the cache while one may still be executing;
+    /// freed at the next block boundary.
+    graveyard: Vec<Arc<Block>>,
     by_page: HashMap<u64, Vec<BlockKey>>,
     jmp: Vec<Option<Arc<Block>>>,
 }
@@ -52,12 +70,13 @@ impl BlockCache {
     pub fn new() -> Self {
         BlockCache {
             map: HashMap::new(),
+            graveyard: Vec::new(),
             by_page: HashMap::new(),
             jmp: vec![None; JMP_CACHE_SIZE],
         }
     }
     fn flush(&mut self) {
-        self.map.clear();
+        self.graveyard.extend(self.map.drain().map(|(_, b)| b));
         self.by_page.clear();
         self.jmp.iter_mut().for_each(|e| *e = None);
     }
@@ -87,15 +106,26 @@ fn ends_block(i: &Instruction) -> bool {
 
 impl Cpu {
     /// Drops the blocks of pages whose code the guest overwrote.
+    #[inline]
     pub(crate) fn process_dirty_code(&mut self) {
+        if !self.cache.graveyard.is_empty() {
+            self.cache.graveyard.clear();
+        }
         if self.mmu.dirty_code.is_empty() {
             return;
         }
+        self.drop_dirty_blocks();
+    }
+
+    #[cold]
+    fn drop_dirty_blocks(&mut self) {
         let pages = std::mem::take(&mut self.mmu.dirty_code);
         for p in pages {
             if let Some(keys) = self.cache.by_page.remove(&p) {
                 for k in keys {
-                    self.cache.map.remove(&k);
+                    if let Some(b) = self.cache.map.remove(&k) {
+                        self.cache.graveyard.push(b);
+                    }
                 }
             }
         }
@@ -119,8 +149,10 @@ impl Cpu {
         self.cache.len()
     }
 
-    /// Finds or decodes the block at CS:RIP.
-    pub(crate) fn fetch_block(&mut self, bus: &mut dyn CpuBus) -> XResult<Arc<Block>> {
+    /// Finds or decodes the block at CS:RIP. The pointer stays valid until
+    /// the next call of [`Cpu::process_dirty_code`] (blocks dropped from
+    /// the cache meanwhile wait in the graveyard).
+    pub(crate) fn fetch_block(&mut self, bus: &mut dyn CpuBus) -> XResult<*const Block> {
         let rip = self.state.rip;
         let cs = *self.state.seg(SegReg::Cs);
         let (lin, cs_base, max_len) = if self.long64 {
@@ -138,6 +170,22 @@ impl Cpu {
                 cs.limit as u64 - rip + 1,
             )
         };
+        let bitness = self.bitness();
+        let ji = jmp_index(lin);
+        // Fast path: a jump-cache hit whose page the TLB still maps to the
+        // same physical address.
+        if let Some(b) = &self.cache.jmp[ji] {
+            let k = &b.key;
+            let e = &self.mmu.tlb[self.user as usize][crate::mmu::tlb_index(lin)];
+            if k.rip == rip
+                && k.cs_base == cs_base
+                && k.bitness == bitness
+                && e.tag_exec == lin & PAGE_MASK
+                && (e.paddr | (lin & 0xfff)) == k.phys
+            {
+                return Ok(Arc::as_ptr(b));
+            }
+        }
         let e = self
             .mmu
             .translate(&self.state, bus, lin, Access::Exec, self.user)?;
@@ -146,18 +194,18 @@ impl Cpu {
             phys,
             rip,
             cs_base,
-            bitness: self.bitness(),
+            bitness,
         };
-        let ji = jmp_index(lin);
         if let Some(b) = &self.cache.jmp[ji] {
             if b.key == key {
-                return Ok(b.clone());
+                return Ok(Arc::as_ptr(b));
             }
         }
         if let Some(b) = self.cache.map.get(&key) {
             let b = b.clone();
-            self.cache.jmp[ji] = Some(b.clone());
-            return Ok(b);
+            let p = Arc::as_ptr(&b);
+            self.cache.jmp[ji] = Some(b);
+            return Ok(p);
         }
         // Decode a new block from the bytes up to the page end / CS limit.
         let off = (lin & 0xfff) as usize;
@@ -187,7 +235,7 @@ impl Cpu {
             }
             used += insn.len();
             let stop = insn.is_invalid() || ends_block(&insn);
-            insns.push(insn);
+            insns.push(Op::new(insn));
             if stop {
                 break;
             }
@@ -195,24 +243,29 @@ impl Cpu {
         if insns.is_empty() {
             // The first instruction straddles the page end or the CS limit.
             let i = self.decode_crossing(bus, lin, rip, key.bitness, &buf, max_len)?;
-            return Ok(Arc::new(Block {
+            let b = Arc::new(Block {
                 key,
-                insns: vec![i],
-            }));
+                ops: vec![Op::new(i)],
+            });
+            let p = Arc::as_ptr(&b);
+            // Uncached: kept alive until the next block boundary.
+            self.cache.graveyard.push(b);
+            return Ok(p);
         }
         if self.cache.map.len() >= MAX_BLOCKS {
             self.flush_code_cache();
         }
         self.mmu.mark_code(phys, used.max(1));
-        let b = Arc::new(Block { key, insns });
+        let b = Arc::new(Block { key, ops: insns });
         self.cache.map.insert(key, b.clone());
         self.cache
             .by_page
             .entry(phys & PAGE_MASK)
             .or_default()
             .push(key);
-        self.cache.jmp[ji] = Some(b.clone());
-        Ok(b)
+        let p = Arc::as_ptr(&b);
+        self.cache.jmp[ji] = Some(b);
+        Ok(p)
     }
 
     fn decode_crossing(

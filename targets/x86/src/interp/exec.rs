@@ -6,7 +6,11 @@ use super::*;
 use crate::bus::CpuBus;
 use crate::exception::XResult;
 
-/// Executes one decoded instruction.
+/// The semantics of one instruction: state + memory interface in, Ok or
+/// an exception out.
+pub type Handler = fn(&mut Cpu, &mut dyn CpuBus, &Instruction) -> XResult<()>;
+
+/// Executes one decoded instruction (the generic dispatcher).
 #[inline]
 pub fn execute(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()> {
     match i.mnemonic() {

@@ -19,6 +19,7 @@ mod cpuid;
 mod data;
 mod exec;
 mod far;
+mod fast;
 mod flags;
 mod interrupt;
 mod io;
@@ -47,8 +48,10 @@ use crate::consts::rflags;
 use crate::exception::Exception;
 use crate::mmu::Mmu;
 use crate::state::{CpuMode, CpuState, SegReg};
-pub use block::{Block, BlockKey};
+pub use block::{Block, BlockKey, Op};
 pub use cpuid::cpuid;
+pub use exec::{execute, Handler};
+pub use fast::lookup;
 pub use flags::cond;
 
 /// Why [`Cpu::run`] returned (maps onto `accel::VcpuExit`).
@@ -109,6 +112,16 @@ impl Default for CpuConfig {
 }
 
 /// One interpreted vCPU.
+///
+/// # Layout for generated code
+///
+/// `#[repr(C)]`: [`Cpu::state`] is at offset 0, so JIT code holding a
+/// `*mut Cpu` addresses guest registers with `offset_of!(CpuState, ...)`
+/// (GPRs at 0, RIP at 128, RFLAGS at 136, segments at 144, see
+/// [`CpuState`]). The TLB is reached through [`Cpu::tlb_ptr`] (stable for
+/// the life of the `Cpu`, layout in [`crate::mmu::tlb`]). Everything after
+/// `mmu` is interpreter-private.
+#[repr(C)]
 pub struct Cpu {
     pub state: CpuState,
     pub mmu: Mmu,
@@ -137,6 +150,8 @@ pub struct Cpu {
     tsc_at_base: u64,
     /// Vector being delivered (double-fault detection).
     delivering: Option<u8>,
+    /// Block boundaries until the bus is polled for interrupts again.
+    poll_countdown: u32,
     /// INT3 returns [`ExitReason::Debug`] instead of delivering #BP.
     pub debug_int3: bool,
     /// Stop with [`ExitReason::Debug`] after each instruction.
@@ -165,11 +180,23 @@ impl Cpu {
             tsc_base: Instant::now(),
             tsc_at_base: state.tsc,
             delivering: None,
+            poll_countdown: 0,
             debug_int3: false,
             debug_single_step: false,
         };
         c.update_mode();
         c
+    }
+
+    /// The TLB base for generated code: `[[TlbEntry; TLB_SIZE]; 2]`, index
+    /// 0 supervisor, 1 user ([`crate::mmu::tlb`]). Never moves.
+    pub fn tlb_ptr(&mut self) -> *mut crate::mmu::Tlb {
+        &mut *self.mmu.tlb
+    }
+
+    /// TLB index (0 supervisor, 1 user) of data accesses at the current CPL.
+    pub fn mmu_index(&self) -> usize {
+        self.user as usize
     }
 
     /// The flag another thread sets to stop [`Cpu::run`] at the next block
@@ -271,7 +298,7 @@ impl Cpu {
             if let Some(e) = self.exit.take() {
                 return e;
             }
-            if self.kick.swap(false, Ordering::AcqRel) {
+            if self.kick.load(Ordering::Relaxed) && self.kick.swap(false, Ordering::AcqRel) {
                 return ExitReason::Interrupted;
             }
             if self.insn_count.wrapping_sub(start) >= budget {
@@ -295,8 +322,11 @@ impl Cpu {
         self.process_dirty_code();
         match self.fetch_block(bus) {
             Ok(b) => {
-                if let Some(i) = b.insns.first() {
-                    self.exec_one(bus, i);
+                // SAFETY: `fetch_block` keeps the block alive until the next
+                // `process_dirty_code`, which only runs at a block boundary.
+                let b = unsafe { &*b };
+                if let Some(op) = b.ops.first() {
+                    self.exec_one(bus, op);
                 }
             }
             Err(e) => self.deliver_exception(bus, e),
@@ -310,6 +340,16 @@ impl Cpu {
 
     /// Interrupt check and halt handling at a block boundary.
     fn check_events(&mut self, bus: &mut dyn CpuBus) -> Option<ExitReason> {
+        // The bus is polled at every 8th block boundary, and at once after
+        // instructions that end a block on purpose (STI, POPF, IRET, HLT,
+        // mode changes, exceptions): interrupts stay prompt, the common
+        // path avoids two virtual calls per block.
+        if !self.end_block && !self.state.halted {
+            self.poll_countdown = self.poll_countdown.wrapping_sub(1);
+            if self.poll_countdown & 7 != 0 {
+                return None;
+            }
+        }
         if !self.state.nmi_blocked && bus.take_nmi() {
             self.state.halted = false;
             self.state.nmi_blocked = true;
@@ -339,29 +379,55 @@ impl Cpu {
         self.end_block = false;
         self.process_dirty_code();
         let blk = match self.fetch_block(bus) {
-            Ok(b) => b,
+            // SAFETY: `fetch_block` keeps the block alive until the next
+            // `process_dirty_code`, which only runs at a block boundary.
+            Ok(b) => unsafe { &*b },
             Err(e) => {
                 self.deliver_exception(bus, e);
                 return self.exit.take();
             }
         };
-        for i in blk.insns.iter() {
-            self.exec_one(bus, i);
-            if self.end_block {
-                break;
+        let slow = self.state.rflags & rflags::TF != 0
+            || self.debug_single_step
+            || self.state.interrupt_shadow;
+        if slow {
+            for op in blk.ops.iter() {
+                self.exec_one(bus, op);
+                if self.end_block {
+                    break;
+                }
             }
+        } else {
+            // Fast path: no trap flag, no shadow, no single-stepping.
+            for op in blk.ops.iter() {
+                let i = &op.insn;
+                self.next_rip = i.next_ip() & self.ip_mask;
+                self.insn_count += 1;
+                match (op.exec)(self, bus, i) {
+                    Ok(()) => self.state.rip = self.next_rip,
+                    Err(e) => {
+                        self.end_block = true;
+                        self.deliver_exception(bus, e);
+                    }
+                }
+                if self.end_block || self.mmu.events() {
+                    break;
+                }
+            }
+            self.state.rflags &= !rflags::RF;
         }
         self.take_bus_action();
         self.exit.take()
     }
 
     #[inline]
-    fn exec_one(&mut self, bus: &mut dyn CpuBus, i: &iced_x86::Instruction) {
+    fn exec_one(&mut self, bus: &mut dyn CpuBus, op: &Op) {
+        let i = &op.insn;
         let shadow = std::mem::take(&mut self.state.interrupt_shadow);
         let tf = self.state.rflags & rflags::TF != 0;
         self.next_rip = i.next_ip() & self.ip_mask;
         self.insn_count += 1;
-        match exec::execute(self, bus, i) {
+        match (op.exec)(self, bus, i) {
             Ok(()) => {
                 self.state.rip = self.next_rip;
                 self.state.rflags &= !rflags::RF;

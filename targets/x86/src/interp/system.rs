@@ -300,13 +300,12 @@ pub(crate) fn write_cr0(cpu: &mut Cpu, v: u64) -> XResult<()> {
     Ok(())
 }
 
-const CR4_VALID: u64 = cr4::VME
-    | cr4::PVI
-    | cr4::TSD
+/// CR4 bits the model supports (VME/PVI, MCE, UMIP, FSGSBASE, PCIDE,
+/// SMEP/SMAP are not advertised and #GP when set).
+const CR4_VALID: u64 = cr4::TSD
     | cr4::DE
     | cr4::PSE
     | cr4::PAE
-    | cr4::MCE
     | cr4::PGE
     | cr4::PCE
     | cr4::OSFXSR

@@ -405,6 +405,13 @@ impl Mmu {
         }
     }
 
+    /// A code page was written or a bus action is pending: the executing
+    /// block must stop after the current instruction.
+    #[inline(always)]
+    pub fn events(&self) -> bool {
+        !self.dirty_code.is_empty() || self.pending_action.is_some()
+    }
+
     /// Whether a physical page holds translated code.
     pub fn is_code_page(&self, paddr: u64) -> bool {
         self.code_pages.contains_key(&(paddr & PAGE_MASK))

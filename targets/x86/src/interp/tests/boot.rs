@@ -64,3 +64,16 @@ fn hlt_with_interrupts_disabled_halts() {
     assert_eq!(m.cpu.state.rip, CODE + code.len() as u64);
     assert!(m.cpu.state.halted);
 }
+
+#[test]
+fn cpu_state_layout_for_generated_code() {
+    use std::mem::offset_of;
+    assert_eq!(offset_of!(Cpu, state), 0);
+    assert_eq!(offset_of!(CpuState, gpr), 0);
+    assert_eq!(offset_of!(CpuState, rip), 128);
+    assert_eq!(offset_of!(CpuState, rflags), 136);
+    assert_eq!(offset_of!(CpuState, segs), 144);
+    let mut cpu = Cpu::new(CpuState::reset());
+    let p = cpu.tlb_ptr();
+    assert_eq!(p, cpu.tlb_ptr());
+}
