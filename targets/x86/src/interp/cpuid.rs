@@ -74,7 +74,8 @@ pub fn cpuid(cfg: &CpuConfig, st: &CpuState, leaf: u32, sub: u32) -> [u32; 4] {
                 // x87 + SSE: 512-byte legacy area + 64-byte header.
                 [3, 576, 576, 0]
             }
-            1 => [0, 0, 0, 0],
+            // XSAVEOPT and XSAVEC (no XGETBV(1), no XSAVES); compacted size.
+            1 => [3, 576, 0, 0],
             _ => [0, 0, 0, 0],
         },
         0x8000_0000 => [0x8000_0008, 0, 0, 0],

@@ -219,6 +219,7 @@ pub fn execute(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<
         M::Rdrand | M::Rdseed => system::rdrand(cpu, i),
         M::In => io::in_(cpu, bus, i),
         M::Out => io::out(cpu, bus, i),
+        m if sse::family(m) != sse::Family::None => sse::dispatch(cpu, bus, i),
         _ => system::other(cpu, bus, i),
     }
 }

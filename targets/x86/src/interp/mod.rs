@@ -30,11 +30,24 @@ mod muldiv;
 mod operand;
 mod segment;
 mod shift;
+mod softfloat;
+mod sse;
+mod sse_cvt;
+mod sse_float;
+mod sse_int;
+mod sse_mov;
+mod sse_shuffle;
+mod sse_str;
 mod stack;
 mod string;
 mod system;
 #[cfg(test)]
 mod tests;
+mod x87;
+mod x87_arith;
+mod x87_env;
+mod x87_trans;
+mod xsave;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
