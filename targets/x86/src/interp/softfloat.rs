@@ -860,6 +860,7 @@ fn int_part(rc: Rc, v: Fp) -> Option<(u128, bool, bool)> {
 /// raised) for NaN, infinity and out-of-range values: the caller stores the
 /// integer indefinite. PE is raised for inexact conversions.
 pub fn to_int(ctx: &mut Ctx, v: Fp, rc: Rc, bits: u32) -> Option<i64> {
+    let bits = bits.clamp(2, 64);
     match v.cls {
         Cls::Zero => return Some(0),
         Cls::Finite => {}

@@ -69,7 +69,7 @@ pub fn exec(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()>
             let dbl = matches!(m, M::Cvtsd2si | M::Cvttsd2si);
             let trunc = matches!(m, M::Cvttss2si | M::Cvttsd2si);
             let dst = i.op0_register();
-            let bits = super::operand::reg_size(dst) * 8;
+            let bits = (super::operand::reg_size(dst) * 8).clamp(16, 64);
             let v = unpack(&mut ctx, lane(&b, if dbl { 8 } else { 4 }, 0), dbl);
             let x = f2i(&mut ctx, v, trunc, bits);
             mx_finish(cpu, &ctx)?;

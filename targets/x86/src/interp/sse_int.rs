@@ -52,6 +52,19 @@ fn bin(
     Ok(())
 }
 
+/// Whole-register logic (the upper half of an MMX result is discarded).
+fn bitwise(
+    cpu: &mut Cpu,
+    bus: &mut dyn CpuBus,
+    i: &Instruction,
+    f: impl Fn(u128, u128) -> u128,
+) -> XResult<()> {
+    let a = u128::from_le_bytes(rd(cpu, bus, i, 0, true)?);
+    let b = u128::from_le_bytes(rd(cpu, bus, i, 1, true)?);
+    set_reg_v(cpu, i.op0_register(), f(a, b).to_le_bytes());
+    Ok(())
+}
+
 /// Horizontal operation: pairs of dst then pairs of src.
 fn horiz(
     cpu: &mut Cpu,
@@ -146,10 +159,10 @@ pub fn exec(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()>
         M::Pcmpgtw => bin(cpu, bus, i, 2, |a, b| mask_if(sx(a, 2) > sx(b, 2))),
         M::Pcmpgtd => bin(cpu, bus, i, 4, |a, b| mask_if(sx(a, 4) > sx(b, 4))),
         M::Pcmpgtq => bin(cpu, bus, i, 8, |a, b| mask_if((a as i64) > (b as i64))),
-        M::Pand | M::Andps | M::Andpd => bin(cpu, bus, i, 8, |a, b| a & b),
-        M::Pandn | M::Andnps | M::Andnpd => bin(cpu, bus, i, 8, |a, b| !a & b),
-        M::Por | M::Orps | M::Orpd => bin(cpu, bus, i, 8, |a, b| a | b),
-        M::Pxor | M::Xorps | M::Xorpd => bin(cpu, bus, i, 8, |a, b| a ^ b),
+        M::Pand | M::Andps | M::Andpd => bitwise(cpu, bus, i, |a, b| a & b),
+        M::Pandn | M::Andnps | M::Andnpd => bitwise(cpu, bus, i, |a, b| !a & b),
+        M::Por | M::Orps | M::Orpd => bitwise(cpu, bus, i, |a, b| a | b),
+        M::Pxor | M::Xorps | M::Xorpd => bitwise(cpu, bus, i, |a, b| a ^ b),
         M::Psignb => bin(cpu, bus, i, 1, |a, b| psign(a, b, 1)),
         M::Psignw => bin(cpu, bus, i, 2, |a, b| psign(a, b, 2)),
         M::Psignd => bin(cpu, bus, i, 4, |a, b| psign(a, b, 4)),

@@ -853,3 +853,55 @@ fn stress() -> usize {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1)
 }
+
+#[test]
+fn random_simd_and_x87_encodings_never_panic() {
+    // Random SSE/SSSE3/SSE4/MMX/x87 encodings with random operands and
+    // state, in 64-bit, 32-bit and real mode: they may only fault.
+    let mut rng = Rng(0xdead_beef_1234_5678);
+    for round in 0..60 * stress() {
+        let mut code = Vec::new();
+        while code.len() < 3000 {
+            let r = rng.next();
+            match r % 8 {
+                0 => code.push(0x66),
+                1 => code.push(0xf2),
+                2 => code.push(0xf3),
+                _ => {}
+            }
+            if r >> 8 & 1 != 0 && round % 3 == 0 {
+                code.push(0x40 | (r >> 9) as u8 & 0xf);
+            }
+            match (r >> 16) % 5 {
+                0 => code.extend_from_slice(&[0x0f, 0x38]),
+                1 => code.extend_from_slice(&[0x0f, 0x3a]),
+                2 => code.push(0xd8 | (r >> 20) as u8 & 7),
+                _ => code.push(0x0f),
+            }
+            for _ in 0..6 {
+                code.push(rng.next() as u8);
+            }
+        }
+        let mut m = match round % 3 {
+            0 => M::long64(&code),
+            1 => M::prot32(&code),
+            _ => M::real(&code),
+        };
+        if round % 3 == 0 {
+            m.install_handlers64();
+        }
+        let st = &mut m.cpu.state;
+        st.cr4 |= cr4::OSFXSR | cr4::OSXMMEXCPT | cr4::OSXSAVE;
+        st.xcr0 = 3;
+        st.fpu.mxcsr = 0x1f80 | (rng.next() as u32 & 0x7f);
+        st.fpu.fcw = 0x37f & !(rng.next() as u16 & 0x3f);
+        for x in st.fpu.xmm.iter_mut() {
+            *x = rng.fvec();
+        }
+        for s in st.fpu.st.iter_mut() {
+            *s = rng.ivec();
+        }
+        st.fpu.ftw = rng.next() as u8;
+        let _ = m.cpu.run(&mut m.bus, 20_000);
+    }
+}

@@ -720,3 +720,56 @@ fn stress() -> usize {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1)
 }
+
+#[test]
+fn legacy_mode_images() {
+    // 32-bit protected mode: FXSAVE stores XMM0-7 only; 16-bit FNSTENV.
+    let code = super::super::tests::asm(32, CODE, |a| {
+        a.fld1().unwrap();
+        a.fxsave(ptr(0x9000)).unwrap();
+        a.db(&[0x66]).unwrap();
+        a.fnstenv(ptr(0x9400)).unwrap();
+        a.hlt().unwrap();
+    });
+    let mut m = M::prot32(&code);
+    m.cpu.state.cr4 |= crate::consts::cr4::OSFXSR;
+    m.cpu.state.fpu.xmm[8] = [0x77; 16];
+    m.bus.load(0x9000, &[0xaa; 0x200]);
+    m.bus.load(0x9400, &[0xaa; 0x20]);
+    assert_eq!(m.run(), ExitReason::Halt);
+    assert_eq!(
+        &m.bus.ram[0x9000 + 288..0x9000 + 304],
+        &[0xaa; 16],
+        "no XMM8 outside 64-bit mode"
+    );
+    let e = &m.bus.ram[0x9400..0x9410];
+    assert_eq!(&e[0..2], &0x037fu16.to_le_bytes());
+    assert_eq!((u16::from_le_bytes([e[2], e[3]]) >> 11) & 7, 7);
+    assert_eq!(&e[4..6], &0x3fffu16.to_le_bytes(), "R7 valid, others empty");
+    assert_eq!(
+        u16::from_le_bytes([e[6], e[7]]) as u64,
+        CODE & 0xffff,
+        "FIP"
+    );
+    assert_eq!(&e[14..16], &[0xaa, 0xaa], "14-byte image");
+    // Real mode: 32-bit FNSTENV layout with FIP[31:16] at bits 12.. of dword 4.
+    let code = super::super::tests::asm(16, 0, |a| {
+        a.fld1().unwrap();
+        a.db(&[0x66]).unwrap();
+        a.fnstenv(ptr(0x400)).unwrap();
+        a.hlt().unwrap();
+    });
+    let mut m = M::real(&code);
+    assert_eq!(m.run(), ExitReason::Halt);
+    let e = &m.bus.ram[0x400..0x400 + 28];
+    assert_eq!(
+        u32::from_le_bytes(e[12..16].try_into().unwrap()),
+        0,
+        "FIP[15:0] of the FLD1 at IP 0"
+    );
+    assert_eq!(
+        u32::from_le_bytes(e[16..20].try_into().unwrap()) & 0x7ff,
+        0x1e8,
+        "FOP of FLD1 (D9 E8)"
+    );
+}

@@ -270,28 +270,28 @@ pub(super) fn mem_write(
     write_mem(cpu, bus, i, v, size, false)
 }
 
-/// Records FIP/FDP/FOP for a non-control instruction.
+/// Records FIP/FDP/FOP for a non-control instruction. FOP is the low 3
+/// bits of the first opcode byte and the ModRM byte; for memory forms only
+/// the ModRM reg field is reconstructed (mod/rm read as 0).
 fn record_ip(cpu: &mut Cpu, i: &Instruction) {
     let oc = i.op_code();
-    let op = oc.op_code() & 7;
-    let group = oc.group_index().max(0) as u32 & 7;
+    let opc = oc.op_code();
     let has_mem = (0..i.op_count()).any(|k| i.op_kind(k) == OpKind::Memory);
-    let modrm = if has_mem {
-        cpu.state.fpu.fdp = cpu.ea(i);
-        group << 3
+    let fop = if oc.op_code_len() >= 2 {
+        // D9 E8, D8 C0+i...: the second byte is the ModRM byte (+ ST(i)).
+        let sti = (0..i.op_count())
+            .filter(|&k| i.op_kind(k) == OpKind::Register)
+            .map(|k| st_n(i.op_register(k)) as u32)
+            .max()
+            .unwrap_or(0);
+        (((opc >> 8) & 7) << 8) | ((opc & 0xff) + sti)
     } else {
-        let rm = if oc.is_rm_group() {
-            oc.rm_group_index().max(0) as u32
-        } else {
-            (0..i.op_count())
-                .filter(|&k| i.op_kind(k) == OpKind::Register)
-                .map(|k| st_n(i.op_register(k)) as u32)
-                .max()
-                .unwrap_or(0)
-        };
-        0xc0 | (group << 3) | (rm & 7)
+        ((opc & 7) << 8) | ((oc.group_index().max(0) as u32 & 7) << 3)
     };
-    cpu.state.fpu.fop = ((op << 8) | modrm) as u16;
+    if has_mem {
+        cpu.state.fpu.fdp = cpu.ea(i);
+    }
+    cpu.state.fpu.fop = (fop & 0x7ff) as u16;
     cpu.state.fpu.fip = cpu.state.rip;
 }
 

@@ -263,7 +263,7 @@ fn fist(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()> {
             }
         }
     } else {
-        let bits = (size * 8) as u32;
+        let bits = (size * 8).clamp(16, 64) as u32;
         let rc = if m == M::Fisttp { Rc::Zero } else { fx.c.rc };
         let x = if fx.faulted() {
             None
