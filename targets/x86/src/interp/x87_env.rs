@@ -2,9 +2,11 @@
 //! and 32-bit, real and protected layouts), FXSAVE/FXRSTOR (legacy and
 //! 64-bit forms) and the legacy-region helpers XSAVE shares.
 //!
-//! FCS/FDS are not tracked (stored as 0, as CPUs with the "FPU CS/DS
-//! deprecated" feature do); FIP/FDP hold the instruction and operand
-//! offsets (real-mode images store offsets, not 20-bit linear addresses).
+//! FCS/FDS are not tracked per instruction: FNSTENV/FNSAVE images hold the
+//! current CS/DS selectors, FXSAVE/XSAVE images 0 (as CPUs with the "FPU
+//! CS/DS deprecated" feature store). FIP/FDP hold the instruction and
+//! operand offsets (real-mode images store offsets, not 20-bit linear
+//! addresses). Reserved halves of the 32-bit images read as ones.
 
 use iced_x86::{Instruction, MemorySize, Mnemonic as M};
 
@@ -90,20 +92,24 @@ fn store_env(cpu: &Cpu, b: &mut [u8], wide: bool) {
     let f = &cpu.state.fpu;
     let tag = full_tag(cpu);
     let (fip, fdp, fop) = (f.fip as u32, f.fdp as u32, (f.fop & 0x7ff) as u32);
+    // FCS/FDS are not tracked per instruction: the current CS/DS.
+    let fcs = cpu.state.seg(crate::SegReg::Cs).selector;
+    let fds = cpu.state.seg(crate::SegReg::Ds).selector;
     if wide {
-        put32(b, 0, f.fcw as u32);
-        put32(b, 4, f.fsw as u32);
-        put32(b, 8, tag as u32);
+        // Reserved upper halves read as ones, as on hardware.
+        put32(b, 0, 0xffff_0000 | f.fcw as u32);
+        put32(b, 4, 0xffff_0000 | f.fsw as u32);
+        put32(b, 8, 0xffff_0000 | tag as u32);
         if cpu.real {
-            put32(b, 12, fip & 0xffff);
+            put32(b, 12, 0xffff_0000 | (fip & 0xffff));
             put32(b, 16, fop | ((fip >> 16) << 12));
-            put32(b, 20, fdp & 0xffff);
+            put32(b, 20, 0xffff_0000 | (fdp & 0xffff));
             put32(b, 24, (fdp >> 16) << 12);
         } else {
             put32(b, 12, fip);
-            put32(b, 16, fop << 16);
+            put32(b, 16, (fop << 16) | fcs as u32);
             put32(b, 20, fdp);
-            put32(b, 24, 0);
+            put32(b, 24, 0xffff_0000 | fds as u32);
         }
     } else {
         put16(b, 0, f.fcw);
@@ -116,9 +122,9 @@ fn store_env(cpu: &Cpu, b: &mut [u8], wide: bool) {
             put16(b, 12, (((fdp >> 16) & 0xf) << 12) as u16);
         } else {
             put16(b, 6, fip as u16);
-            put16(b, 8, 0);
+            put16(b, 8, fcs);
             put16(b, 10, fdp as u16);
-            put16(b, 12, 0);
+            put16(b, 12, fds);
         }
     }
 }
