@@ -27,8 +27,8 @@ use x86::interp::DebugStop;
 use x86::{Cpu, CpuState, ExitReason};
 
 use crate::{
-    Accelerator, DebugEvent, Error, GuestDebug, GuestMemory, InterruptController, IoHandler,
-    Kicker, Result, Vcpu, VcpuExit, Vm,
+    Accelerator, DebugEvent, Error, GuestDebug, GuestMemory, HwBreak, InterruptController,
+    IoHandler, Kicker, Result, Vcpu, VcpuExit, Vm,
 };
 use bus::DbtBus;
 
@@ -86,6 +86,7 @@ impl Vm for DbtVm {
                 ic: None,
             },
             ic: self.ic.clone(),
+            debugging: false,
         }))
     }
 
@@ -118,6 +119,7 @@ pub struct DbtVcpu {
     bus: DbtBus,
     kick: Arc<AtomicBool>,
     ic: IcSlot,
+    debugging: bool,
 }
 
 struct DbtKicker {
@@ -167,11 +169,17 @@ impl Vcpu for DbtVcpu {
 
     fn set_state(&mut self, state: &CpuState) -> Result<()> {
         self.cpu.set_state(state);
+        // Loaders write guest memory directly before setting the state.
+        self.cpu.flush_code_cache();
         Ok(())
     }
 
     fn run(&mut self) -> Result<VcpuExit> {
         self.sync_ic();
+        if self.debugging {
+            // Memory may have been patched by the debugger while stopped.
+            self.cpu.flush_code_cache();
+        }
         loop {
             let r = self.cpu.run(&mut self.bus, u64::MAX);
             return Ok(match r {
@@ -195,17 +203,33 @@ impl Vcpu for DbtVcpu {
                 ExitReason::Debug(DebugStop::Breakpoint) => {
                     VcpuExit::Debug(DebugEvent::SwBreakpoint)
                 }
+                ExitReason::Debug(DebugStop::HwBreakpoint(n)) => {
+                    VcpuExit::Debug(DebugEvent::HwBreakpoint(n))
+                }
                 ExitReason::Interrupted => VcpuExit::Interrupted,
             });
         }
     }
 
     fn set_guest_debug(&mut self, dbg: &GuestDebug) -> Result<()> {
-        if dbg.enabled && dbg.hw.iter().any(|h| h.is_some()) {
-            return Err(Error::Unsupported("hardware breakpoints", "dbt"));
+        let mut exec = [None; 4];
+        if dbg.enabled {
+            for (slot, h) in exec.iter_mut().zip(dbg.hw.iter()) {
+                match h {
+                    Some(HwBreak::Exec { addr }) => *slot = Some(*addr),
+                    Some(HwBreak::Watch { .. }) => {
+                        return Err(Error::Unsupported("hardware watchpoints", "dbt"))
+                    }
+                    None => {}
+                }
+            }
         }
+        self.cpu.debug_hw_exec = exec;
         self.cpu.debug_int3 = dbg.enabled && dbg.sw_breakpoints;
         self.cpu.debug_single_step = dbg.enabled && dbg.single_step;
+        self.debugging = dbg.enabled;
+        // The debugger patches guest memory (INT3) behind the CPU's back.
+        self.cpu.flush_code_cache();
         Ok(())
     }
 

@@ -79,3 +79,38 @@ fn rom_writes_are_ignored_and_kick_interrupts() {
     assert_eq!(vcpu.run().unwrap(), VcpuExit::Interrupted);
     assert_eq!(vcpu.run().unwrap(), VcpuExit::PowerOff);
 }
+
+#[test]
+fn hardware_exec_breakpoint_and_single_step() {
+    use crate::{DebugEvent, GuestDebug, HwBreak};
+    let rom = x86::testprog::boot_rom(100, 1).unwrap();
+    let io = Arc::new(Io::default());
+    let vm = DbtAccel::new()
+        .create_vm(machine(&rom), io.clone())
+        .unwrap();
+    let mut vcpu = vm.create_vcpu(0).unwrap();
+    // Break at the start of the 64-bit code.
+    let mut dbg = GuestDebug {
+        enabled: true,
+        ..Default::default()
+    };
+    dbg.hw[1] = Some(HwBreak::Exec { addr: 0xFFFF_2000 });
+    vcpu.set_guest_debug(&dbg).unwrap();
+    assert_eq!(
+        vcpu.run().unwrap(),
+        VcpuExit::Debug(DebugEvent::HwBreakpoint(1))
+    );
+    assert_eq!(vcpu.state().unwrap().rip, 0xFFFF_2000);
+    dbg.hw[1] = None;
+    dbg.single_step = true;
+    vcpu.set_guest_debug(&dbg).unwrap();
+    assert_eq!(vcpu.run().unwrap(), VcpuExit::Debug(DebugEvent::SingleStep));
+    let rip = vcpu.state().unwrap().rip;
+    assert!(rip > 0xFFFF_2000 && rip < 0xFFFF_2010, "{rip:#x}");
+    vcpu.set_guest_debug(&GuestDebug::default()).unwrap();
+    assert_eq!(vcpu.run().unwrap(), VcpuExit::PowerOff);
+    assert_eq!(
+        String::from_utf8(io.com1.lock().unwrap().clone()).unwrap(),
+        "25\n"
+    );
+}

@@ -93,6 +93,9 @@ pub enum DebugStop {
     SingleStep,
     /// INT3 executed with software breakpoints on (RIP at the INT3).
     Breakpoint,
+    /// Execution reached debugger hardware breakpoint slot `n` (RIP at the
+    /// instruction, not executed).
+    HwBreakpoint(usize),
 }
 
 /// Result of [`Cpu::step`].
@@ -169,6 +172,11 @@ pub struct Cpu {
     pub debug_int3: bool,
     /// Stop with [`ExitReason::Debug`] after each instruction.
     pub debug_single_step: bool,
+    /// Debugger execution breakpoints (linear addresses), checked before
+    /// each instruction of a block that may contain one.
+    pub debug_hw_exec: [Option<u64>; 4],
+    /// Resume over the breakpoint the vCPU stopped at.
+    debug_skip_bp: Option<u64>,
 }
 
 impl Cpu {
@@ -196,6 +204,8 @@ impl Cpu {
             poll_countdown: 0,
             debug_int3: false,
             debug_single_step: false,
+            debug_hw_exec: [None; 4],
+            debug_skip_bp: None,
         };
         c.update_mode();
         c
@@ -351,6 +361,22 @@ impl Cpu {
         }
     }
 
+    /// Stops at a debugger execution breakpoint on the current instruction
+    /// (once: resuming executes it).
+    fn hit_hw_breakpoint(&mut self) -> bool {
+        let pc = self.state.linear_pc();
+        if self.debug_skip_bp.take() == Some(pc) {
+            return false;
+        }
+        if let Some(n) = self.debug_hw_exec.iter().position(|b| *b == Some(pc)) {
+            self.debug_skip_bp = Some(pc);
+            self.exit = Some(ExitReason::Debug(DebugStop::HwBreakpoint(n)));
+            self.end_block = true;
+            return true;
+        }
+        false
+    }
+
     /// Interrupt check and halt handling at a block boundary.
     fn check_events(&mut self, bus: &mut dyn CpuBus) -> Option<ExitReason> {
         // The bus is polled at every 8th block boundary, and at once after
@@ -402,6 +428,7 @@ impl Cpu {
         };
         let slow = self.state.rflags & rflags::TF != 0
             || self.debug_single_step
+            || self.debug_hw_exec.iter().any(Option::is_some)
             || self.state.interrupt_shadow;
         if slow {
             for op in blk.ops.iter() {
@@ -436,6 +463,9 @@ impl Cpu {
     #[inline]
     fn exec_one(&mut self, bus: &mut dyn CpuBus, op: &Op) {
         let i = &op.insn;
+        if self.debug_hw_exec.iter().any(Option::is_some) && self.hit_hw_breakpoint() {
+            return;
+        }
         let shadow = std::mem::take(&mut self.state.interrupt_shadow);
         let tf = self.state.rflags & rflags::TF != 0;
         self.next_rip = i.next_ip() & self.ip_mask;
