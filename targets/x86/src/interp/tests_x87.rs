@@ -764,7 +764,7 @@ fn legacy_mode_images() {
     let e = &m.bus.ram[0x400..0x400 + 28];
     assert_eq!(
         u32::from_le_bytes(e[12..16].try_into().unwrap()),
-        0,
+        0xffff_0000,
         "FIP[15:0] of the FLD1 at IP 0"
     );
     assert_eq!(
