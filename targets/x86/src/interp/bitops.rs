@@ -1,5 +1,5 @@
-//! Bit operations: BT/BTS/BTR/BTC, BSF/BSR, TZCNT (executes as BSF: BMI1 is
-//! not advertised, as on CPUs without it), LZCNT (ABM), POPCNT.
+//! Bit operations: BT/BTS/BTR/BTC, BSF/BSR, LZCNT (ABM), POPCNT (TZCNT is
+//! in [`super::bmi`]).
 
 use iced_x86::{Instruction, OpKind};
 
@@ -94,10 +94,6 @@ pub fn bsr(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()> 
         cpu.state.rflags &= !ZF;
     }
     Ok(())
-}
-
-pub fn tzcnt(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()> {
-    bsf(cpu, bus, i)
 }
 
 pub fn lzcnt(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()> {

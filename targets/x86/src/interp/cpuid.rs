@@ -40,6 +40,11 @@ pub fn leaf1_ecx(st: &CpuState) -> u32 {
     c
 }
 
+/// Leaf 7 EBX: BMI1, BMI2.
+pub fn leaf7_ebx() -> u32 {
+    (1 << 3) | (1 << 8)
+}
+
 /// 0x80000001 EDX: SYSCALL NX Page1GB RDTSCP LM.
 pub fn ext1_edx() -> u32 {
     (1 << 11) | (1 << 20) | (1 << 26) | (1 << 27) | (1 << 29)
@@ -69,6 +74,7 @@ pub fn cpuid(cfg: &CpuConfig, st: &CpuState, leaf: u32, sub: u32) -> [u32; 4] {
             leaf1_ecx(st),
             leaf1_edx(cfg),
         ],
+        7 if sub == 0 => [0, leaf7_ebx(), 0, 0],
         0xd => match sub {
             0 => {
                 // x87 + SSE: 512-byte legacy area + 64-byte header.

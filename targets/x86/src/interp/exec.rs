@@ -62,7 +62,6 @@ pub fn execute(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<
         M::Btc => bitops::bt(cpu, bus, i, bitops::BtOp::Complement),
         M::Bsf => bitops::bsf(cpu, bus, i),
         M::Bsr => bitops::bsr(cpu, bus, i),
-        M::Tzcnt => bitops::tzcnt(cpu, bus, i),
         M::Lzcnt => bitops::lzcnt(cpu, bus, i),
         M::Popcnt => bitops::popcnt(cpu, bus, i),
         // data movement
@@ -220,6 +219,23 @@ pub fn execute(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<
         M::In => io::in_(cpu, bus, i),
         M::Out => io::out(cpu, bus, i),
         m if sse::family(m) != sse::Family::None => sse::dispatch(cpu, bus, i),
+        M::Tzcnt
+        | M::Andn
+        | M::Bextr
+        | M::Blsi
+        | M::Blsmsk
+        | M::Blsr
+        | M::Bzhi
+        | M::Mulx
+        | M::Pdep
+        | M::Pext
+        | M::Rorx
+        | M::Sarx
+        | M::Shlx
+        | M::Shrx => match bmi::exec(cpu, bus, i) {
+            Some(r) => r,
+            None => Err(cpu.unimplemented(i)),
+        },
         _ => system::other(cpu, bus, i),
     }
 }

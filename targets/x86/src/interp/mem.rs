@@ -26,7 +26,14 @@ impl Cpu {
     /// Linear address of `size` bytes at `s:off` for `access`.
     #[inline]
     pub fn lin(&self, s: SegReg, off: u64, size: u64, access: SegAccess) -> XResult<u64> {
-        seg::linear(&self.state, self.long64, self.real, s, off, size, access)
+        let lin = seg::linear(&self.state, self.long64, self.real, s, off, size, access)?;
+        if self.ac && matches!(size, 2 | 4 | 8) && lin & (size - 1) != 0 {
+            return Err(crate::exception::Exception::with_code(
+                crate::exception::vector::AC,
+                0,
+            ));
+        }
+        Ok(lin)
     }
 
     seg_rw!(read_u8, write_u8, read_u8, write_u8, u8);

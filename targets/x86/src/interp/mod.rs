@@ -14,6 +14,7 @@ mod arith;
 mod bcd;
 mod bitops;
 mod block;
+mod bmi;
 mod control;
 mod cpuid;
 mod data;
@@ -150,6 +151,8 @@ pub struct Cpu {
     pub(crate) cpl: u8,
     /// CPL == 3: data accesses use the user TLB.
     pub(crate) user: bool,
+    /// Alignment checking is on (CR0.AM, RFLAGS.AC, CPL 3).
+    pub(crate) ac: bool,
     /// Mask of RIP for the current code size.
     pub(crate) ip_mask: u64,
     /// Fall-through RIP of the current instruction; branches overwrite it.
@@ -191,6 +194,7 @@ impl Cpu {
             cpl: 0,
             user: false,
             ip_mask: 0xffff,
+            ac: false,
             next_rip: 0,
             end_block: false,
             exit: None,
@@ -269,6 +273,9 @@ impl Cpu {
         self.real = matches!(mode, CpuMode::Real | CpuMode::Virtual8086);
         self.cpl = self.state.cpl();
         self.user = self.cpl == 3;
+        self.ac = self.user
+            && self.state.cr0 & crate::consts::cr0::AM != 0
+            && self.state.rflags & rflags::AC != 0;
         let cs = self.state.seg(SegReg::Cs);
         self.ip_mask = if self.long64 {
             u64::MAX

@@ -209,7 +209,7 @@ pub fn popf(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()>
     changeable &= mask(size);
     let nf = (cpu.state.rflags & !changeable & !rflags::RF) | (v & changeable) | rflags::FIXED1;
     cpu.state.rflags = nf;
-    cpu.end_block = true;
+    cpu.update_mode();
     Ok(())
 }
 
