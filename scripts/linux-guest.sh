@@ -15,7 +15,8 @@ mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 work="$out/.work"
 
-if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.gz" ] && [ "${REBUILD:-0}" != 1 ]; then
+if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.gz" ] && [ -s "$out/busybox" ] \
+    && [ "${REBUILD:-0}" != 1 ]; then
     echo "$out/vmlinuz"
     echo "$out/initrd.gz"
     exit 0
@@ -34,7 +35,11 @@ fi
 apt-get download "$kpkg" busybox-static >&2
 dpkg-deb -x "$(ls ${kpkg}_*.deb | head -1)" "$work/kernel"
 dpkg-deb -x "$(ls busybox-static_*.deb | head -1)" "$work/busybox"
-cp "$(ls "$work"/kernel/boot/vmlinuz-* | head -1)" "$out/vmlinuz"
+kimg="$(ls "$work"/kernel/boot/vmlinuz-* | head -1)"
+cp "$kimg" "$out/vmlinuz"
+basename "$kimg" | sed 's/^vmlinuz-//' > "$out/kernel-release"
+# The busybox the guest runs, so tests can compare checksums.
+cp "$work/busybox/bin/busybox" "$out/busybox"
 
 # The initramfs: busybox and an /init script.
 r="$work/root"
