@@ -29,13 +29,24 @@ pub fn sext(v: u64, size: u32) -> u64 {
     (((v << sh) as i64) >> sh) as u64
 }
 
+/// PF of every byte value.
+static PARITY: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = if (i as u8).count_ones() & 1 == 0 {
+            PF as u8
+        } else {
+            0
+        };
+        i += 1;
+    }
+    t
+};
+
 #[inline(always)]
 pub fn parity(r: u64) -> u64 {
-    if (r as u8).count_ones() & 1 == 0 {
-        PF
-    } else {
-        0
-    }
+    PARITY[(r & 0xff) as usize] as u64
 }
 
 /// ZF, SF, PF of a result.
@@ -57,10 +68,16 @@ pub fn szp(r: u64, size: u32) -> u64 {
 pub fn add(a: u64, b: u64, cin: u64, size: u32) -> (u64, u64) {
     let m = mask(size);
     let (a, b) = (a & m, b & m);
-    let full = a as u128 + b as u128 + cin as u128;
-    let r = (full as u64) & m;
+    let (r, carry) = if size == 8 {
+        let (s1, c1) = a.overflowing_add(b);
+        let (s2, c2) = s1.overflowing_add(cin);
+        (s2, c1 | c2)
+    } else {
+        let full = a + b + cin;
+        (full & m, full >> (size * 8) != 0)
+    };
     let mut f = szp(r, size) | ((a ^ b ^ r) & AF);
-    if (full >> (size * 8)) & 1 != 0 {
+    if carry {
         f |= CF;
     }
     if (a ^ r) & (b ^ r) & sign(size) != 0 {
@@ -76,7 +93,7 @@ pub fn sub(a: u64, b: u64, bin: u64, size: u32) -> (u64, u64) {
     let (a, b) = (a & m, b & m);
     let r = a.wrapping_sub(b).wrapping_sub(bin) & m;
     let mut f = szp(r, size) | ((a ^ b ^ r) & AF);
-    if (a as u128) < b as u128 + bin as u128 {
+    if a < b || (bin != 0 && a == b) {
         f |= CF;
     }
     if (a ^ b) & (a ^ r) & sign(size) != 0 {
