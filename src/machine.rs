@@ -80,6 +80,8 @@ pub struct MachineConfig {
     pub debug_exit: Option<(u64, u64)>,
     pub no_reboot: bool,
     pub accel: AccelKind,
+    /// The gdb server (`-gdb`, `-s`, `-S`).
+    pub gdb: Option<crate::gdb::GdbOptions>,
 }
 
 /// The machine's port and MMIO buses, as the accelerator sees them.
@@ -338,10 +340,13 @@ pub fn run(cfg: &MachineConfig) -> Result<i32> {
     vcpu.set_state(&image.state)
         .map_err(|e| anyhow!("setting the boot state: {e}"))?;
     log::debug!(target: "cpu_reset", "CPU 0 boot state: {:x?}", image.state);
-    run_loop(cfg, vcpu.as_mut())
+    match &cfg.gdb {
+        Some(g) => crate::gdb::run(cfg, g, accel.name(), vcpu.as_mut(), &image.mem),
+        None => run_loop(cfg, vcpu.as_mut()),
+    }
 }
 
-fn reset(cfg: &MachineConfig, vcpu: &mut dyn Vcpu) -> Result<()> {
+pub(crate) fn reset(cfg: &MachineConfig, vcpu: &mut dyn Vcpu) -> Result<()> {
     // RAM keeps its contents across a reset, as on a PC; a -kernel image is
     // loaded again so the machine restarts it, like QEMU's ROM reset does.
     let state = match &cfg.boot {
@@ -356,43 +361,55 @@ fn reset(cfg: &MachineConfig, vcpu: &mut dyn Vcpu) -> Result<()> {
 fn run_loop(cfg: &MachineConfig, vcpu: &mut dyn Vcpu) -> Result<i32> {
     loop {
         let exit = vcpu.run().map_err(|e| anyhow!("vCPU 0: {e}"))?;
-        match exit {
-            VcpuExit::GuestExit(code) => return Ok(code),
-            VcpuExit::PowerOff => return Ok(0),
-            VcpuExit::Halt => {
-                let s = vcpu.state().map_err(|e| anyhow!("{e}"))?;
-                eprintln!(
-                    "hx86: the guest halted with nothing to wake it (rip={:#x}); exiting",
-                    s.rip
-                );
-                return Ok(0);
-            }
-            VcpuExit::Shutdown => {
-                let s = vcpu.state().map_err(|e| anyhow!("{e}"))?;
-                if cfg.no_reboot {
-                    eprintln!(
-                        "hx86: guest triple fault at {:#x} (cs={:#x} rip={:#x}, {}); exiting because of -no-reboot",
-                        s.linear_pc(),
-                        s.segs[1].selector,
-                        s.rip,
-                        s.mode().name()
-                    );
-                    return Ok(1);
-                }
-                log::debug!(target: "cpu_reset", "triple fault at rip={:#x}: resetting", s.rip);
-                reset(cfg, vcpu)?;
-            }
-            VcpuExit::Reset => {
-                if cfg.no_reboot {
-                    eprintln!("hx86: the guest requested a reset; exiting because of -no-reboot");
-                    return Ok(0);
-                }
-                reset(cfg, vcpu)?;
-            }
-            VcpuExit::Debug(ev) => {
-                bail!("unexpected debug stop {ev:?} with no debugger attached")
-            }
-            VcpuExit::Interrupted => {}
+        if let Some(code) = handle_exit(cfg, vcpu, exit)? {
+            return Ok(code);
         }
     }
+}
+
+/// Acts on a vCPU exit: `Some(status)` when the machine stops there.
+pub(crate) fn handle_exit(
+    cfg: &MachineConfig,
+    vcpu: &mut dyn Vcpu,
+    exit: VcpuExit,
+) -> Result<Option<i32>> {
+    match exit {
+        VcpuExit::GuestExit(code) => return Ok(Some(code)),
+        VcpuExit::PowerOff => return Ok(Some(0)),
+        VcpuExit::Halt => {
+            let s = vcpu.state().map_err(|e| anyhow!("{e}"))?;
+            eprintln!(
+                "hx86: the guest halted with nothing to wake it (rip={:#x}); exiting",
+                s.rip
+            );
+            return Ok(Some(0));
+        }
+        VcpuExit::Shutdown => {
+            let s = vcpu.state().map_err(|e| anyhow!("{e}"))?;
+            if cfg.no_reboot {
+                eprintln!(
+                    "hx86: guest triple fault at {:#x} (cs={:#x} rip={:#x}, {}); exiting because of -no-reboot",
+                    s.linear_pc(),
+                    s.segs[1].selector,
+                    s.rip,
+                    s.mode().name()
+                );
+                return Ok(Some(1));
+            }
+            log::debug!(target: "cpu_reset", "triple fault at rip={:#x}: resetting", s.rip);
+            reset(cfg, vcpu)?;
+        }
+        VcpuExit::Reset => {
+            if cfg.no_reboot {
+                eprintln!("hx86: the guest requested a reset; exiting because of -no-reboot");
+                return Ok(Some(0));
+            }
+            reset(cfg, vcpu)?;
+        }
+        VcpuExit::Debug(ev) => {
+            bail!("unexpected debug stop {ev:?} with no debugger attached")
+        }
+        VcpuExit::Interrupted => {}
+    }
+    Ok(None)
 }

@@ -2,6 +2,7 @@
 
 mod cli;
 mod console;
+mod gdb;
 mod irq;
 mod logging;
 mod machine;
@@ -78,6 +79,26 @@ fn parse_device(spec: &str, debug_exit: &mut Option<(u64, u64)>) -> Result<()> {
     }
 }
 
+/// `-gdb DEV`, `-s` (= `-gdb tcp::1234`) and `-S` (wait for the debugger).
+fn gdb_options(cli: &Cli) -> Result<Option<gdb::GdbOptions>> {
+    let dev = match (&cli.gdb, cli.gdb_default) {
+        (Some(d), _) if d == "none" => None,
+        (Some(d), _) => Some(d.as_str()),
+        (None, true) => Some("tcp::1234"),
+        (None, false) => None,
+    };
+    match dev {
+        Some(d) => Ok(Some(gdb::GdbOptions {
+            listen: gdb::parse_listen(d)?,
+            start_stopped: cli.stopped,
+        })),
+        None if cli.stopped => {
+            bail!("-S: the CPU would wait for a debugger forever: add -s or -gdb DEV")
+        }
+        None => Ok(None),
+    }
+}
+
 fn config(cli: &Cli) -> Result<MachineConfig> {
     let ram_size = cli::parse_mem_size(&cli.memory).map_err(anyhow::Error::msg)?;
     let smp: u32 = cli
@@ -95,9 +116,7 @@ fn config(cli: &Cli) -> Result<MachineConfig> {
     if cli.initrd.is_some() && cli.kernel.is_none() {
         bail!("-initrd only makes sense with -kernel");
     }
-    if cli.gdb.is_some() || cli.gdb_default || cli.stopped {
-        bail!("the gdb stub (-s, -S, -gdb) is not supported yet");
-    }
+    let gdb = gdb_options(cli)?;
     if let Some(d) = &cli.display {
         if d != "none" {
             bail!("-display {d}: hx86 has no graphical output (only -display none)");
@@ -136,6 +155,7 @@ fn config(cli: &Cli) -> Result<MachineConfig> {
         debug_exit,
         no_reboot: cli.no_reboot,
         accel: parse_accel(cli)?,
+        gdb,
     })
 }
 

@@ -42,14 +42,18 @@ pub fn parse_listen(spec: &str) -> Result<ListenAddr> {
         }
         return Ok(ListenAddr::Unix(PathBuf::from(path)));
     }
-    let rest = main.strip_prefix("tcp:").unwrap_or(main);
+    let rest = match main.strip_prefix("tcp:") {
+        Some(r) => r,
+        None if main.starts_with(':') || main.bytes().all(|b| b.is_ascii_digit()) => main,
+        None => bail!("-gdb {spec}: expected tcp::PORT, tcp:HOST:PORT or unix:PATH"),
+    };
     let (host, port) = match rest.rsplit_once(':') {
         Some((h, p)) => (h, p),
         None => ("", rest),
     };
-    let port: u16 = port.parse().with_context(|| {
-        format!("-gdb {spec}: expected tcp::PORT, tcp:HOST:PORT or unix:PATH")
-    })?;
+    let port: u16 = port
+        .parse()
+        .with_context(|| format!("-gdb {spec}: expected tcp::PORT, tcp:HOST:PORT or unix:PATH"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let host = if host.is_empty() { "127.0.0.1" } else { host };
     Ok(ListenAddr::Tcp {
@@ -184,7 +188,9 @@ pub fn spawn_acceptor(
                 }
             };
             if busy.swap(true, Ordering::SeqCst) {
-                eprintln!("hx86: gdb: refusing a connection from {peer}: a debugger is already attached");
+                eprintln!(
+                    "hx86: gdb: refusing a connection from {peer}: a debugger is already attached"
+                );
                 // A packet gdb shows as an error, then the door closes.
                 let _ = stream.write_all(b"$E01#a6");
                 stream.shutdown();
@@ -324,6 +330,12 @@ impl Conn {
     pub fn shutdown(&self) {
         self.stream.shutdown();
     }
+
+    /// Sends what gdbstub wrote without flushing (it leaves the ack of a
+    /// resume packet unflushed until the stop reply).
+    pub fn flush_pending(&mut self) -> std::io::Result<()> {
+        gdbstub::conn::Connection::flush(self)
+    }
 }
 
 impl gdbstub::conn::Connection for Conn {
@@ -399,6 +411,7 @@ impl PacketFilter {
     }
 
     /// Whether the filter is between packets.
+    #[cfg(test)]
     pub fn idle(&self) -> bool {
         matches!(self.state, FState::Out)
     }
@@ -518,7 +531,10 @@ mod tests {
         let mut f = PacketFilter::new();
         assert_eq!(
             feed(&mut f, b"+$g#67"),
-            vec![Input::Forward(b"+".to_vec()), Input::Forward(b"$g#67".to_vec())]
+            vec![
+                Input::Forward(b"+".to_vec()),
+                Input::Forward(b"$g#67".to_vec())
+            ]
         );
         assert_eq!(feed(&mut f, b"$g#00"), vec![Input::Nak]);
         assert_eq!(feed(&mut f, b"$g#zz"), vec![Input::Nak]);
@@ -530,7 +546,7 @@ mod tests {
             vec![Input::Forward(b"$g#67".to_vec())]
         );
         let mut big = vec![b'$'];
-        big.extend(std::iter::repeat(b'a').take(MAX_PACKET + 10));
+        big.extend(std::iter::repeat_n(b'a', MAX_PACKET + 10));
         big.extend(b"#00");
         assert_eq!(feed(&mut f, &big), vec![Input::TooLong]);
         assert!(f.idle());

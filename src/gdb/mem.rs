@@ -5,7 +5,8 @@
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use x86::consts::{cr0, cr4, efer};
-use x86::CpuState;
+use x86::mmu::{walk, Access};
+use x86::{BusAction, CpuBus, CpuState, RamPtr};
 
 /// Reads RAM/ROM at a physical address; false when any byte is not backed
 /// by memory (MMIO or nothing: the debugger never touches devices).
@@ -73,71 +74,48 @@ const G: u64 = 1 << 8;
 const NX: u64 = 1 << 63;
 const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 
-/// Translates a linear address to a physical one for a supervisor read,
-/// without side effects (no accessed bits are set). `None` when the
-/// address is not mapped (or not canonical, or wider than the mode's
-/// linear addresses).
-pub fn translate(st: &CpuState, mem: &GuestMemoryMmap, lin: u64) -> Option<u64> {
-    match paging(st) {
-        Paging::None => {
-            if st.efer & efer::LMA == 0 && lin >> 32 != 0 {
-                return None;
-            }
-            Some(lin)
+/// The debugger's view of physical memory for the page walk: reads of RAM
+/// and ROM (zeros elsewhere: a table outside memory maps nothing), and no
+/// writes at all, so walking sets no accessed or dirty bits.
+struct DebugBus<'a>(&'a GuestMemoryMmap);
+
+impl CpuBus for DebugBus<'_> {
+    fn read_phys(&mut self, paddr: u64, data: &mut [u8]) {
+        if !read_phys(self.0, paddr, data) {
+            data.fill(0);
         }
-        Paging::Bits32 => {
-            if lin >> 32 != 0 {
-                return None;
-            }
-            let pde = read_u32(mem, (st.cr3 & 0xffff_f000) + ((lin >> 22) & 0x3ff) * 4)?;
-            if pde & P == 0 {
-                return None;
-            }
-            if pde & PS != 0 && st.cr4 & cr4::PSE != 0 {
-                let base = (pde & 0xffc0_0000) | (((pde >> 13) & 0xff) << 32);
-                return Some(base | (lin & 0x3f_ffff));
-            }
-            let pte = read_u32(mem, (pde & 0xffff_f000) + ((lin >> 12) & 0x3ff) * 4)?;
-            if pte & P == 0 {
-                return None;
-            }
-            Some((pte & 0xffff_f000) | (lin & 0xfff))
-        }
-        Paging::Pae => {
-            if lin >> 32 != 0 {
-                return None;
-            }
-            let pdpte = read_u64(mem, (st.cr3 & 0xffff_ffe0) + ((lin >> 30) & 3) * 8)?;
-            if pdpte & P == 0 {
-                return None;
-            }
-            walk_from(mem, pdpte & ADDR_MASK, 21, lin)
-        }
-        Paging::Level4 => {
-            let canonical = ((lin as i64) << 16 >> 16) as u64 == lin;
-            if !canonical {
-                return None;
-            }
-            walk_from(mem, st.cr3 & ADDR_MASK, 39, lin)
-        }
+    }
+    fn write_phys(&mut self, _paddr: u64, _data: &[u8]) -> BusAction {
+        BusAction::Continue
+    }
+    fn ram_ptr(&mut self, _paddr: u64) -> Option<RamPtr> {
+        None
+    }
+    fn io_in(&mut self, _port: u16, _size: u8) -> u32 {
+        0xffff_ffff
+    }
+    fn io_out(&mut self, _port: u16, _size: u8, _value: u32) -> BusAction {
+        BusAction::Continue
     }
 }
 
-/// The 64-bit-entry walk from a table at `shift` (39: PML4, 30: PDPT,
-/// 21: PD).
-fn walk_from(mem: &GuestMemoryMmap, mut table: u64, mut shift: u32, lin: u64) -> Option<u64> {
-    loop {
-        let e = read_u64(mem, table + ((lin >> shift) & 0x1ff) * 8)?;
-        if e & P == 0 {
+/// Translates a linear address to a physical one as a supervisor read
+/// would, by the page walk the DBT uses (`x86::mmu::walk`), without side
+/// effects. `None` when the address is not mapped, not canonical, or wider
+/// than the mode's linear addresses.
+pub fn translate(st: &CpuState, mem: &GuestMemoryMmap, lin: u64) -> Option<u64> {
+    if st.efer & efer::LMA == 0 {
+        if lin >> 32 != 0 {
             return None;
         }
-        if shift == 12 || (e & PS != 0 && (shift == 21 || shift == 30)) {
-            let size = 1u64 << shift;
-            return Some((e & ADDR_MASK & !(size - 1)) | (lin & (size - 1)));
-        }
-        table = e & ADDR_MASK;
-        shift -= 9;
+    } else if ((lin as i64) << 16 >> 16) as u64 != lin {
+        return None;
     }
+    if paging(st) == Paging::None {
+        return Some(lin);
+    }
+    let w = walk(st, &mut DebugBus(mem), lin, Access::Read, false).ok()?;
+    Some(w.paddr | (lin & 0xfff))
 }
 
 /// One leaf mapping of the current page tables.
@@ -306,7 +284,7 @@ mod tests {
         let mut st = CpuState::reset();
         st.cr0 |= cr0::PE | cr0::PG;
         st.cr4 |= cr4::PAE;
-        st.efer |= efer::LME | efer::LMA;
+        st.efer |= efer::LME | efer::LMA | efer::NXE;
         st.cr3 = 0x1000;
         put(&m, 0x1000, 0x2000 | 7); // PML4[0]
         put(&m, 0x1000 + 511 * 8, 0x2000 | 3); // PML4[511] -> same PDPT
@@ -318,10 +296,7 @@ mod tests {
         assert_eq!(translate(&st, &m, 0x20_5010), Some(0x9010));
         assert_eq!(translate(&st, &m, 0x20_6000), None);
         assert_eq!(translate(&st, &m, 0x8000_0000_0000), None); // not canonical
-        assert_eq!(
-            translate(&st, &m, 0xffff_ff80_0000_0123),
-            Some(0x20_0123)
-        );
+        assert_eq!(translate(&st, &m, 0xffff_ff80_0000_0123), Some(0x20_0123));
         let maps = mappings(&st, &m).unwrap();
         assert_eq!(maps.len(), 4);
         assert_eq!(maps[0].size, 2 << 20);

@@ -16,7 +16,9 @@ mod arch;
 mod conn;
 mod mem;
 mod monitor;
+mod probe;
 mod target;
+mod watch;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -55,6 +57,7 @@ enum End {
 pub fn run(
     cfg: &MachineConfig,
     opts: &GdbOptions,
+    accel: &str,
     vcpu: &mut dyn Vcpu,
     mem: &GuestMemoryMmap,
 ) -> Result<i32> {
@@ -78,11 +81,14 @@ pub fn run(
 
     let mut next: Option<Stream> = None;
     if opts.start_stopped {
-        next = Some(rx.recv().map_err(|_| anyhow!("gdb: the listener stopped"))?);
+        next = Some(
+            rx.recv()
+                .map_err(|_| anyhow!("gdb: the listener stopped"))?,
+        );
     }
     loop {
         if let Some(stream) = next.take() {
-            let end = session(cfg, vcpu, mem, stream);
+            let end = session(cfg, accel, vcpu, mem, stream);
             busy.store(false, Ordering::SeqCst);
             match end? {
                 End::Exit(code) => return Ok(code),
@@ -103,7 +109,10 @@ pub fn run(
                     "hx86: the guest halted with nothing to wake it (rip={:#x}); waiting for a debugger",
                     s.rip
                 );
-                next = Some(rx.recv().map_err(|_| anyhow!("gdb: the listener stopped"))?);
+                next = Some(
+                    rx.recv()
+                        .map_err(|_| anyhow!("gdb: the listener stopped"))?,
+                );
             }
             // With no debugger attached nothing asked for debug stops; one
             // left over from a session that just ended is ignored.
@@ -120,14 +129,22 @@ pub fn run(
 /// One debugger connection, from attach to detach.
 fn session(
     cfg: &MachineConfig,
+    accel: &str,
     vcpu: &mut dyn Vcpu,
     mem: &GuestMemoryMmap,
     stream: Stream,
 ) -> Result<End> {
+    let caps = probe::caps(accel);
+    if !caps.data_watch {
+        eprintln!("hx86: gdb: {accel} does not deliver data breakpoints on this host: watchpoints single-step the guest");
+    }
+    if !caps.int3 {
+        eprintln!("hx86: gdb: {accel} does not stop on INT3 on this host: at most 4 breakpoints and watchpoints");
+    }
     let stream = Arc::new(stream);
     let (inbox, reader) = conn::spawn_reader(stream.clone(), vcpu.kicker());
     let conn = Conn::new(stream);
-    let mut target = HxTarget::new(vcpu, mem.clone(), cfg);
+    let mut target = HxTarget::new(vcpu, mem.clone(), cfg, caps);
     let end = drive(&mut target, &conn, &inbox);
     target.detach();
     conn.shutdown();
@@ -176,8 +193,10 @@ enum RunEvent {
 fn run_guest(t: &mut HxTarget<'_>, inbox: &Inbox) -> Result<RunEvent> {
     let want_step = t.resume == Some(Resume::Step);
     t.resume = None;
+    let soft = t.soft_watching();
+    t.watch_map_reset();
     let mut halted_note = false;
-    let mut pre_step = t.prepare_run(want_step).map_err(|e| anyhow!(e.0))?;
+    let mut pre_step = t.prepare_run(want_step || soft).map_err(|e| anyhow!(e.0))?;
     loop {
         {
             let mut st = inbox.lock();
@@ -192,6 +211,7 @@ fn run_guest(t: &mut HxTarget<'_>, inbox: &Inbox) -> Result<RunEvent> {
             }
             st.running = true;
         }
+        let pre = (soft && !pre_step).then(|| t.watch_pre());
         let exit = t.vcpu.run();
         inbox.lock().running = false;
         t.invalidate();
@@ -205,8 +225,16 @@ fn run_guest(t: &mut HxTarget<'_>, inbox: &Inbox) -> Result<RunEvent> {
                     if want_step {
                         return Ok(RunEvent::Stop(SingleThreadStopReason::DoneStep));
                     }
-                    t.prepare_run(false).map_err(|e| anyhow!(e.0))?;
+                    t.prepare_run(soft).map_err(|e| anyhow!(e.0))?;
                     continue;
+                }
+                if let Some(pre) = &pre {
+                    if let Some(r) = t.watch_post(pre) {
+                        return Ok(RunEvent::Stop(r));
+                    }
+                    if ev == accel::DebugEvent::SingleStep && !want_step {
+                        continue;
+                    }
                 }
                 return Ok(RunEvent::Stop(t.stop_reason(ev, want_step)));
             }
@@ -231,17 +259,13 @@ fn run_guest(t: &mut HxTarget<'_>, inbox: &Inbox) -> Result<RunEvent> {
 }
 
 /// Feeds a complete unit of input to the stub.
-fn feed<'a>(
-    sm: Sm<'a>,
-    t: &mut HxTarget<'a>,
-    bytes: &[u8],
-) -> std::result::Result<Sm<'a>, String> {
+fn feed<'a>(sm: Sm<'a>, t: &mut HxTarget<'a>, bytes: &[u8]) -> std::result::Result<Sm<'a>, String> {
     let mut sm = sm;
     for &b in bytes {
         sm = match sm {
-            GdbStubStateMachine::Idle(i) => i.incoming_data(t, b).map_err(|e| e.to_string())?,
+            GdbStubStateMachine::Idle(i) => i.incoming_data(t, b).map_err(|e| format!("{e:?}"))?,
             GdbStubStateMachine::Running(i) => {
-                i.incoming_data(t, b).map_err(|e| e.to_string())?
+                i.incoming_data(t, b).map_err(|e| format!("{e:?}"))?
             }
             other => return Ok(other),
         };
@@ -288,7 +312,11 @@ fn drive<'a>(t: &mut HxTarget<'a>, conn: &Conn, inbox: &Inbox) -> Result<End> {
                 if bytes.starts_with(b"$qSupported") {
                     features = Some(bytes.clone());
                 }
-                match feed(GdbStubStateMachine::Idle(inner), t, &bytes) {
+                let fed = feed(GdbStubStateMachine::Idle(inner), t, &bytes);
+                if conn.clone().flush_pending().is_err() {
+                    return Ok(End::Detach);
+                }
+                match fed {
                     Ok(next) => next,
                     Err(e) => {
                         // gdbstub gave up on this packet (a malformed
@@ -332,7 +360,8 @@ fn drive<'a>(t: &mut HxTarget<'a>, conn: &Conn, inbox: &Inbox) -> Result<End> {
             },
             GdbStubStateMachine::CtrlCInterrupt(inner) => {
                 t.invalidate();
-                match inner.interrupt_handled(t, Some(SingleThreadStopReason::Signal(Signal::SIGINT)))
+                match inner
+                    .interrupt_handled(t, Some(SingleThreadStopReason::Signal(Signal::SIGINT)))
                 {
                     Ok(s) => s,
                     Err(_) => return Ok(End::Detach),

@@ -112,7 +112,11 @@ fn seg_line(out: &mut String, name: &str, s: &Segment, long: bool) {
                 " DPL={dpl} {size} [{}{}{}]",
                 if s.attr & seg_attr::DC != 0 { 'C' } else { '-' },
                 if s.attr & seg_attr::RW != 0 { 'R' } else { '-' },
-                if s.attr & seg_attr::ACCESSED != 0 { 'A' } else { '-' }
+                if s.attr & seg_attr::ACCESSED != 0 {
+                    'A'
+                } else {
+                    '-'
+                }
             );
         } else {
             let size = if s.big() { "DS" } else { "DS16" };
@@ -121,7 +125,11 @@ fn seg_line(out: &mut String, name: &str, s: &Segment, long: bool) {
                 " DPL={dpl} {size} [{}{}{}]",
                 if s.attr & seg_attr::DC != 0 { 'E' } else { '-' },
                 if s.attr & seg_attr::RW != 0 { 'W' } else { '-' },
-                if s.attr & seg_attr::ACCESSED != 0 { 'A' } else { '-' }
+                if s.attr & seg_attr::ACCESSED != 0 {
+                    'A'
+                } else {
+                    '-'
+                }
             );
         }
     } else {
@@ -192,16 +200,8 @@ pub fn info_registers(s: &CpuState) -> String {
     }
     seg_line(&mut o, "LDT", &s.ldtr, long);
     seg_line(&mut o, "TR", &s.tr, long);
-    let _ = writeln!(
-        o,
-        "GDT=     {:016x} {:08x}",
-        s.gdtr.base, s.gdtr.limit
-    );
-    let _ = writeln!(
-        o,
-        "IDT=     {:016x} {:08x}",
-        s.idtr.base, s.idtr.limit
-    );
+    let _ = writeln!(o, "GDT=     {:016x} {:08x}", s.gdtr.base, s.gdtr.limit);
+    let _ = writeln!(o, "IDT=     {:016x} {:08x}", s.idtr.base, s.idtr.limit);
     let _ = writeln!(
         o,
         "CR0={:08x} CR2={:016x} CR3={:016x} CR4={:08x}",
@@ -378,7 +378,7 @@ fn xp(t: &mut HxTarget<'_>, args: &[&str]) -> String {
     let per_line = (16 / size).max(1);
     for i in 0..count {
         let a = addr.wrapping_add(i * size as u64);
-        if i as usize % per_line == 0 {
+        if (i as usize).is_multiple_of(per_line) {
             if i != 0 {
                 o.push('\n');
             }

@@ -24,7 +24,8 @@ use vm_memory::GuestMemoryMmap;
 use x86::CpuState;
 
 use super::arch::{Reg, Regs, X86Hx};
-use super::mem;
+use super::probe::Caps;
+use super::{mem, watch};
 use crate::machine::MachineConfig;
 
 /// EFAULT: gdb shows "Cannot access memory at address ...".
@@ -49,6 +50,11 @@ struct SwBp {
 /// What owns a hardware debug slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SlotOwner {
+    /// A gdb software breakpoint (`break`), kept in a debug register while
+    /// one is free: that needs no INT3 in guest memory, works before the
+    /// address is mapped, and works on hosts whose KVM cannot intercept #BP.
+    Sw(u64),
+    /// A gdb hardware breakpoint (`hbreak`).
     Break(u64),
     /// A gdb watchpoint (start address, length, kind); one may use several
     /// slots when it is not naturally aligned.
@@ -58,6 +64,12 @@ enum SlotOwner {
 /// Errors of the target layer (fatal for the session).
 #[derive(Debug)]
 pub struct TargetFail(pub String);
+
+impl std::fmt::Display for TargetFail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// Requests from monitor commands, acted on by the session loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,7 +84,8 @@ pub struct HxTarget<'a> {
     pub cfg: &'a MachineConfig,
     /// The vCPU's state while it is stopped (read once per stop).
     cache: Option<CpuState>,
-    /// Software breakpoints by linear address.
+    /// Software breakpoints planted as INT3, by linear address (the others
+    /// sit in `slots`).
     sw: BTreeMap<u64, SwBp>,
     /// The four debug-register slots.
     slots: [Option<(HwBreak, SlotOwner)>; 4],
@@ -83,10 +96,39 @@ pub struct HxTarget<'a> {
     /// The debug setup last given to the vCPU.
     applied: Option<GuestDebug>,
     pub request: Option<Request>,
+    /// What the accelerator's debug support can do here.
+    pub caps: Caps,
+    watch_cache: Vec<WatchRange>,
+    watch_map_age: u32,
+}
+
+/// A watched range: start, length, kind, and its physical pieces when
+/// it is mapped.
+type WatchRange = (u64, u64, WatchKind, Option<Vec<(u64, usize)>>);
+
+/// A watched range before a step: start, length, kind, physical pieces,
+/// bytes.
+type WatchValue = (
+    u64,
+    u64,
+    WatchKind,
+    Option<Vec<(u64, usize)>>,
+    Option<Vec<u8>>,
+);
+
+/// Watched memory before a single step (for watchpoints by stepping).
+pub struct WatchPre {
+    values: Vec<WatchValue>,
+    accesses: Vec<watch::MemAccess>,
 }
 
 impl<'a> HxTarget<'a> {
-    pub fn new(vcpu: &'a mut dyn Vcpu, mem: GuestMemoryMmap, cfg: &'a MachineConfig) -> Self {
+    pub fn new(
+        vcpu: &'a mut dyn Vcpu,
+        mem: GuestMemoryMmap,
+        cfg: &'a MachineConfig,
+        caps: Caps,
+    ) -> Self {
         HxTarget {
             vcpu,
             mem,
@@ -98,6 +140,9 @@ impl<'a> HxTarget<'a> {
             foreign_int3: None,
             applied: None,
             request: None,
+            caps,
+            watch_cache: Vec::new(),
+            watch_map_age: 0,
         }
     }
 
@@ -133,6 +178,10 @@ impl<'a> HxTarget<'a> {
         let mut hw = [None; 4];
         for (i, s) in self.slots.iter().enumerate() {
             hw[i] = s.map(|(b, _)| b);
+            // Watchpoints the accelerator cannot deliver are stepped.
+            if !self.caps.data_watch && matches!(hw[i], Some(HwBreak::Watch { .. })) {
+                hw[i] = None;
+            }
         }
         GuestDebug {
             enabled: true,
@@ -171,6 +220,110 @@ impl<'a> HxTarget<'a> {
         Ok(false)
     }
 
+    /// Watchpoints are set that the accelerator cannot deliver: the guest
+    /// is single-stepped and checked after each instruction.
+    pub fn soft_watching(&self) -> bool {
+        !self.caps.data_watch
+            && self
+                .slots
+                .iter()
+                .any(|s| matches!(s, Some((_, SlotOwner::Watch(..)))))
+    }
+
+    /// The watched ranges with their physical pages, re-translated every
+    /// so many steps (a stepped write watchpoint then costs no state read).
+    fn watch_map(&mut self) -> Vec<WatchRange> {
+        if self.watch_map_age == 0 || self.watch_map_age >= 256 {
+            let mut owners: Vec<(u64, u64, WatchKind)> = Vec::new();
+            for s in self.slots.iter().flatten() {
+                if let (_, SlotOwner::Watch(a, l, k)) = *s {
+                    if !owners.contains(&(a, l, k)) {
+                        owners.push((a, l, k));
+                    }
+                }
+            }
+            let mut map = Vec::new();
+            for (a, l, k) in owners {
+                let mut chunks = Vec::new();
+                let mut done = 0u64;
+                while done < l {
+                    let lin = a.wrapping_add(done);
+                    let n = (0x1000 - (lin & 0xfff)).min(l - done);
+                    match self.translate(lin) {
+                        Some(p) => chunks.push((p, n as usize)),
+                        None => {
+                            chunks.clear();
+                            break;
+                        }
+                    }
+                    done += n;
+                }
+                map.push((a, l, k, (!chunks.is_empty()).then_some(chunks)));
+            }
+            self.watch_cache = map;
+            self.watch_map_age = 0;
+        }
+        self.watch_map_age += 1;
+        self.watch_cache.clone()
+    }
+
+    /// Forgets the watched ranges' translations.
+    pub fn watch_map_reset(&mut self) {
+        self.watch_map_age = 0;
+    }
+
+    /// Before a step: the watched bytes, and (for read and access
+    /// watchpoints) what the next instruction accesses.
+    pub fn watch_pre(&mut self) -> WatchPre {
+        let map = self.watch_map();
+        let mut values = Vec::new();
+        let mut decode = false;
+        for (a, l, k, chunks) in &map {
+            decode |= *k != WatchKind::Write;
+            let bytes = chunks.as_ref().and_then(|c| self.phys_bytes(c));
+            values.push((*a, *l, *k, chunks.clone(), bytes));
+        }
+        let mut accesses = Vec::new();
+        if decode {
+            if let Ok(st) = self.state() {
+                let mut code = [0u8; 15];
+                let n = self.read_linear(x86::gdb::pc(&st), &mut code);
+                accesses = watch::accesses(&st, &code[..n]);
+            }
+        }
+        WatchPre { values, accesses }
+    }
+
+    fn phys_bytes(&self, chunks: &[(u64, usize)]) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        for &(p, n) in chunks {
+            let at = out.len();
+            out.resize(at + n, 0);
+            if !mem::read_phys(&self.mem, p, &mut out[at..]) {
+                return None;
+            }
+        }
+        Some(out)
+    }
+
+    /// After a step: the watchpoint it hit, if any.
+    pub fn watch_post(&mut self, pre: &WatchPre) -> Option<SingleThreadStopReason<u64>> {
+        for (a, l, k, chunks, before) in &pre.values {
+            let touched = pre.accesses.iter().any(|m| watch::hits(m, *a, *l, *k));
+            let changed = matches!(k, WatchKind::Write | WatchKind::Access)
+                && before.is_some()
+                && chunks.as_ref().and_then(|c| self.phys_bytes(c)) != *before;
+            if touched || changed {
+                return Some(SingleThreadStopReason::Watch {
+                    tid: (),
+                    kind: gdb_watch_kind(*k),
+                    addr: *a,
+                });
+            }
+        }
+        None
+    }
+
     /// Turns a debug exit into what gdb is told.
     pub fn stop_reason(&mut self, ev: DebugEvent, stepping: bool) -> SingleThreadStopReason<u64> {
         self.invalidate();
@@ -188,17 +341,20 @@ impl<'a> HxTarget<'a> {
                     SingleThreadStopReason::Signal(Signal::SIGTRAP)
                 }
             }
-            DebugEvent::HwBreakpoint(_) => SingleThreadStopReason::HwBreak(()),
+            DebugEvent::HwBreakpoint(slot) => match self.slots.get(slot).copied().flatten() {
+                Some((_, SlotOwner::Sw(_))) => SingleThreadStopReason::SwBreak(()),
+                _ => SingleThreadStopReason::HwBreak(()),
+            },
             DebugEvent::Watchpoint { slot, addr } => {
                 match self.slots.get(slot).copied().flatten() {
                     Some((_, SlotOwner::Watch(start, _, kind))) => SingleThreadStopReason::Watch {
                         tid: (),
-                        kind,
+                        kind: gdb_watch_kind(kind),
                         addr: start,
                     },
                     _ => SingleThreadStopReason::Watch {
                         tid: (),
-                        kind: WatchKind::Write,
+                        kind: gdbstub::target::ext::breakpoints::WatchKind::Write,
                         addr,
                     },
                 }
@@ -279,9 +435,7 @@ impl<'a> HxTarget<'a> {
     /// Guest code may have changed behind the accelerator's back: a DBT
     /// must drop its translations. Reloading the state does that.
     fn code_changed(&mut self) {
-        if let Ok(s) = self.state() {
-            let _ = self.set_state(&s);
-        }
+        // TODO(dbt): tell the DBT once it caches translations.
     }
 
     fn remove_sw(&mut self, lin: u64) -> bool {
@@ -304,6 +458,48 @@ impl<'a> HxTarget<'a> {
     fn free_slots(&self) -> Vec<usize> {
         (0..4).filter(|&i| self.slots[i].is_none()).collect()
     }
+
+    /// Plants an INT3 for a software breakpoint at `lin`.
+    fn plant(&mut self, lin: u64) -> bool {
+        let Some(paddr) = self.translate(lin) else {
+            return false;
+        };
+        let mut b = [0u8];
+        if !mem::read_phys(&self.mem, paddr, &mut b) {
+            return false;
+        }
+        // Another breakpoint on the same physical byte already saved it.
+        let orig = self
+            .sw
+            .values()
+            .find(|o| o.paddr == paddr)
+            .map_or(b[0], |o| o.orig);
+        if !mem::write_phys(&self.mem, paddr, &[0xcc]) {
+            return false;
+        }
+        self.sw.insert(lin, SwBp { paddr, orig });
+        self.code_changed();
+        true
+    }
+
+    /// Frees debug-register slots for `hbreak`/`watch` by moving software
+    /// breakpoints out of them into INT3s.
+    fn make_free(&mut self, need: usize) -> bool {
+        while self.free_slots().len() < need {
+            let Some(i) = (0..4).find(|&i| matches!(self.slots[i], Some((_, SlotOwner::Sw(_)))))
+            else {
+                return false;
+            };
+            let Some((_, SlotOwner::Sw(a))) = self.slots[i] else {
+                return false;
+            };
+            if !self.caps.int3 || !self.plant(a) {
+                return false;
+            }
+            self.slots[i] = None;
+        }
+        true
+    }
 }
 
 /// Splits `[addr, addr+len)` into naturally aligned pieces of 1, 2, 4 or 8
@@ -314,7 +510,7 @@ pub fn split_watch(addr: u64, len: u64) -> Vec<(u64, u8)> {
     let end = addr.saturating_add(len);
     while a < end {
         let mut size = 8u64;
-        while size > 1 && (a % size != 0 || a + size > end) {
+        while size > 1 && (!a.is_multiple_of(size) || a + size > end) {
             size /= 2;
         }
         out.push((a, size as u8));
@@ -461,37 +657,41 @@ impl Breakpoints for HxTarget<'_> {
 
 impl SwBreakpoint for HxTarget<'_> {
     fn add_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
-        if self.sw.contains_key(&addr) {
+        let in_slot = self
+            .slots
+            .iter()
+            .any(|s| matches!(s, Some((_, SlotOwner::Sw(a))) if *a == addr));
+        if in_slot || self.sw.contains_key(&addr) {
             return Ok(true);
         }
-        let Some(paddr) = self.translate(addr) else {
-            return Err(TargetError::Errno(EFAULT));
-        };
-        let mut b = [0u8];
-        if !mem::read_phys(&self.mem, paddr, &mut b) {
-            return Err(TargetError::Errno(EFAULT));
+        if let Some(&i) = self.free_slots().first() {
+            self.slots[i] = Some((HwBreak::Exec { addr }, SlotOwner::Sw(addr)));
+            return Ok(true);
         }
-        // Another breakpoint on the same physical byte already saved it.
-        let orig = self
-            .sw
-            .values()
-            .find(|o| o.paddr == paddr)
-            .map_or(b[0], |o| o.orig);
-        if !mem::write_phys(&self.mem, paddr, &[0xcc]) {
-            return Err(TargetError::Errno(EFAULT));
+        // No debug register left: an INT3, where the accelerator stops on it.
+        if self.caps.int3 && self.plant(addr) {
+            Ok(true)
+        } else {
+            Err(TargetError::Errno(EFAULT))
         }
-        self.sw.insert(addr, SwBp { paddr, orig });
-        self.code_changed();
-        Ok(true)
     }
 
     fn remove_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        for s in self.slots.iter_mut() {
+            if matches!(s, Some((_, SlotOwner::Sw(a))) if *a == addr) {
+                *s = None;
+                return Ok(true);
+            }
+        }
         Ok(self.remove_sw(addr))
     }
 }
 
 impl HwBreakpoint for HxTarget<'_> {
     fn add_hw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        if !self.make_free(1) {
+            return Ok(false);
+        }
         match self.free_slots().first() {
             Some(&i) => {
                 self.slots[i] = Some((HwBreak::Exec { addr }, SlotOwner::Break(addr)));
@@ -509,6 +709,15 @@ impl HwBreakpoint for HxTarget<'_> {
             }
         }
         Ok(false)
+    }
+}
+
+fn gdb_watch_kind(k: WatchKind) -> gdbstub::target::ext::breakpoints::WatchKind {
+    use gdbstub::target::ext::breakpoints::WatchKind as G;
+    match k {
+        WatchKind::Write => G::Write,
+        WatchKind::Read => G::Read,
+        WatchKind::Access => G::ReadWrite,
     }
 }
 
@@ -533,6 +742,9 @@ impl HwWatchpoint for HxTarget<'_> {
         }
         let kind = watch_kind(kind);
         let pieces = split_watch(addr, len);
+        if !self.make_free(pieces.len()) {
+            return Ok(false);
+        }
         let free = self.free_slots();
         if pieces.len() > free.len() {
             return Ok(false);
@@ -583,7 +795,10 @@ mod tests {
     fn watch_ranges_split_into_aligned_pieces() {
         assert_eq!(split_watch(0x1000, 4), vec![(0x1000, 4)]);
         assert_eq!(split_watch(0x1000, 8), vec![(0x1000, 8)]);
-        assert_eq!(split_watch(0x1001, 4), vec![(0x1001, 1), (0x1002, 2), (0x1004, 1)]);
+        assert_eq!(
+            split_watch(0x1001, 4),
+            vec![(0x1001, 1), (0x1002, 2), (0x1004, 1)]
+        );
         assert_eq!(split_watch(0x1000, 16), vec![(0x1000, 8), (0x1008, 8)]);
         assert_eq!(split_watch(0x1006, 3), vec![(0x1006, 2), (0x1008, 1)]);
     }

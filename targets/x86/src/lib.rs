@@ -12,6 +12,7 @@
 pub mod bus;
 pub mod consts;
 pub mod exception;
+pub mod gdb;
 pub mod interp;
 pub mod mmu;
 pub mod state;
