@@ -57,7 +57,16 @@ pub fn exec(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()>
     }
     if has_mm {
         x87::check_mmx_raw(cpu)?;
+        // A faulting MMX instruction leaves the x87 TOP/tags as they were.
+        let f = &cpu.state.fpu;
+        let saved = (f.fsw, f.ftw, f.st);
         x87::enter_mmx(cpu);
+        let r = route(cpu, bus, i, m);
+        if r.is_err() {
+            let f = &mut cpu.state.fpu;
+            (f.fsw, f.ftw, f.st) = saved;
+        }
+        return r;
     }
     route(cpu, bus, i, m)
 }
