@@ -8,8 +8,9 @@ use accel::{AccelKind, GuestMemory, IoAction, IoHandler, Vcpu, VcpuExit, Vm};
 use anyhow::{anyhow, bail, Context, Result};
 use devices::irqchip::{attach_irqchip, IrqChip, SharedIrqChip};
 use devices::{
-    attach_i8042, Bus, BusDevice, DebugExit, HostClock, IrqLine, PciConfigIo, PostCode,
-    PowerOffPort, Rtc, Serial, VmRequest, I8042, PCI_CONFIG_LEN, PCI_CONFIG_PORT, RTC_PORT,
+    attach_i8042, Bus, BusDevice, DebugExit, HostClock, IrqLine, PciConfigIo, Pm1Event, PmTimer,
+    PostCode, PowerOffPort, Rtc, Serial, VmRequest, I8042, PCI_CONFIG_LEN, PCI_CONFIG_PORT,
+    RTC_PORT,
 };
 
 use crate::irq::ChipController;
@@ -17,7 +18,10 @@ use vm_memory::GuestMemoryMmap;
 use x86::CpuState;
 
 /// Port of the power-off register (QEMU's PIIX4 ACPI PM1a_CNT location).
-pub const POWER_OFF_PORT: u64 = 0x604;
+pub const POWER_OFF_PORT: u64 = firmware::acpi::PM1A_CNT_BLK as u64;
+/// PM1a event block and PM timer ports (as the FADT says).
+pub const PM1_EVT_PORT: u64 = firmware::acpi::PM1A_EVT_BLK as u64;
+pub const PM_TIMER_PORT: u64 = firmware::acpi::PM_TMR_BLK as u64;
 /// COM1.
 pub const COM1_PORT: u64 = 0x3f8;
 /// POST code port.
@@ -170,14 +174,22 @@ fn load_image(cfg: &MachineConfig) -> Result<Image> {
                         Some(p) => Some(read_file("-initrd", p)?),
                         None => None,
                     };
-                    let e820 = firmware::linux::e820_map(cfg.ram_size);
-                    firmware::linux::load_linux(
+                    // ACPI tables (MADT for the APICs, FADT/DSDT for power-off).
+                    let rsdp = firmware::acpi::write_acpi_tables(
+                        &mem,
+                        &firmware::acpi::AcpiConfig::default(),
+                    )
+                    .context("writing the ACPI tables")?;
+                    firmware::linux::load_linux_with(
                         &mem,
                         &image,
-                        initrd.as_deref(),
-                        cmdline,
-                        cfg.ram_size,
-                        &e820,
+                        &firmware::linux::LinuxBootOptions {
+                            initrd: initrd.as_deref(),
+                            cmdline,
+                            ram_size: cfg.ram_size,
+                            e820: None,
+                            acpi_rsdp_addr: Some(rsdp),
+                        },
                     )
                     .with_context(|| match initrd {
                         Some(_) => {
@@ -271,11 +283,26 @@ fn build_io(
             1,
             "POST port",
         ),
+        // The ACPI PM block the FADT describes: PM1a events, PM1a control
+        // (SCI_EN set: the machine is always in ACPI mode; SLP_EN powers
+        // off) and the PM timer.
         (
-            Arc::new(Mutex::new(PowerOffPort::new())),
+            Arc::new(Mutex::new(Pm1Event::new())),
+            PM1_EVT_PORT,
+            4,
+            "PM1a events",
+        ),
+        (
+            Arc::new(Mutex::new(PowerOffPort::with_value(1))),
             POWER_OFF_PORT,
             2,
-            "power-off port",
+            "PM1a control",
+        ),
+        (
+            Arc::new(Mutex::new(PmTimer::new(Arc::new(HostClock::new())))),
+            PM_TIMER_PORT,
+            4,
+            "ACPI PM timer",
         ),
         (Arc::new(Mutex::new(rtc)), RTC_PORT.into(), 2, "CMOS RTC"),
         (
