@@ -59,11 +59,10 @@ fn unknown_options_and_values() {
 }
 
 #[test]
-fn later_features_say_not_supported_yet() {
+fn smp_is_refused_clearly() {
     assert_fails(&["-smp", "2"], &["not supported yet"]);
-    assert_fails(&["-s"], &["not supported yet"]);
-    assert_fails(&["-S"], &["not supported yet"]);
-    assert_fails(&["-gdb", "tcp::1234"], &["not supported yet"]);
+    assert_fails(&["-smp", "0"], &["at least one CPU"]);
+    assert_fails(&["-smp", "many"], &["-smp many"]);
 }
 
 #[test]
