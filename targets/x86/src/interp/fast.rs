@@ -106,6 +106,33 @@ fn movzx_rm(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()>
     Ok(())
 }
 
+fn shift_ri<const K: u8>(cpu: &mut Cpu, _bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()> {
+    use super::shift::{compute, Kind};
+    let r0 = i.op0_register();
+    let size = reg_size(r0);
+    let cmask = if size == 8 { 63 } else { 31 };
+    let c = if i.op1_kind() == OpKind::Register {
+        cpu.reg(i.op1_register())
+    } else {
+        i.immediate(1)
+    } as u32
+        & cmask;
+    let a = cpu.reg(r0);
+    if c == 0 {
+        cpu.set_reg(r0, a);
+        return Ok(());
+    }
+    let kind = match K {
+        0 => Kind::Shl,
+        1 => Kind::Shr,
+        _ => Kind::Sar,
+    };
+    let (r, f, fm) = compute(kind, a, c, false, size);
+    cpu.set_reg(r0, r);
+    cpu.set_flags(fm, f);
+    Ok(())
+}
+
 fn incdec_r<const DEC: bool>(cpu: &mut Cpu, _bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()> {
     let r0 = i.op0_register();
     let size = reg_size(r0);
@@ -210,6 +237,9 @@ pub fn lookup(i: &Instruction) -> Handler {
         | M::Jp
         | M::Js => return jcc,
         M::Lea => return lea,
+        M::Shl | M::Sal if i.op_count() == 2 && is_gpr(i, 0) => return shift_ri::<0>,
+        M::Shr if i.op_count() == 2 && is_gpr(i, 0) => return shift_ri::<1>,
+        M::Sar if i.op_count() == 2 && is_gpr(i, 0) => return shift_ri::<2>,
         M::Push
             if is_gpr(i, 0)
                 && reg_size(i.op0_register()) == i.stack_pointer_increment().unsigned_abs() =>

@@ -24,7 +24,7 @@ macro_rules! seg_rw {
 
 impl Cpu {
     /// Linear address of `size` bytes at `s:off` for `access`.
-    #[inline]
+    #[inline(always)]
     pub fn lin(&self, s: SegReg, off: u64, size: u64, access: SegAccess) -> XResult<u64> {
         let lin = seg::linear(&self.state, self.long64, self.real, s, off, size, access)?;
         if self.ac && matches!(size, 2 | 4 | 8) && lin & (size - 1) != 0 {
@@ -78,13 +78,13 @@ impl Cpu {
     }
 
     /// Reads at a linear address with the current privilege.
-    #[inline]
+    #[inline(always)]
     pub fn read_lin_sized(&mut self, bus: &mut dyn CpuBus, lin: u64, size: u32) -> XResult<u64> {
         let u = self.user;
         self.read_lin_sized_as(bus, lin, size, u)
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn write_lin_sized(
         &mut self,
         bus: &mut dyn CpuBus,
@@ -96,6 +96,7 @@ impl Cpu {
         self.write_lin_sized_as(bus, lin, size, v, u)
     }
 
+    #[inline(always)]
     pub fn read_lin_sized_as(
         &mut self,
         bus: &mut dyn CpuBus,
@@ -112,6 +113,7 @@ impl Cpu {
         })
     }
 
+    #[inline(always)]
     pub fn write_lin_sized_as(
         &mut self,
         bus: &mut dyn CpuBus,
