@@ -114,9 +114,12 @@ pub fn cmpxchg(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<
         let s = cpu.reg(i.op1_register());
         cpu.write_loc(bus, loc, size, s)?;
     } else {
-        // The processor writes the old value back (locked cycle).
-        if let super::operand::Loc::Lin(_) = loc {
-            cpu.write_loc(bus, loc, size, d)?;
+        // The processor writes the old value back (locked cycle): fault
+        // as that write would, without storing (another agent's store in
+        // between must not be undone).
+        if let super::operand::Loc::Lin(a) = loc {
+            cpu.mmu
+                .probe_write(&cpu.state, bus, a, size as usize, cpu.user)?;
         }
         cpu.set_gpr_sized(RAX, size, d);
     }
@@ -133,7 +136,7 @@ pub fn cmpxchg8b(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResul
         cpu.write_lin_sized(bus, a, 8, n)?;
         cpu.state.rflags |= ZF;
     } else {
-        cpu.write_lin_sized(bus, a, 8, m)?;
+        cpu.mmu.probe_write(&cpu.state, bus, a, 8, cpu.user)?;
         cpu.set_gpr_sized(RAX, 4, m & 0xffff_ffff);
         cpu.set_gpr_sized(RDX, 4, m >> 32);
         cpu.state.rflags &= !ZF;
@@ -155,7 +158,7 @@ pub fn cmpxchg16b(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResu
         cpu.mmu.write_u128(&cpu.state, bus, a, n, cpu.user)?;
         cpu.state.rflags |= ZF;
     } else {
-        cpu.mmu.write_u128(&cpu.state, bus, a, m, cpu.user)?;
+        cpu.mmu.probe_write(&cpu.state, bus, a, 16, cpu.user)?;
         cpu.state.gpr[RAX] = m as u64;
         cpu.state.gpr[RDX] = (m >> 64) as u64;
         cpu.state.rflags &= !ZF;

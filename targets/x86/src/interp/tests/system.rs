@@ -502,3 +502,173 @@ fn sti_shadow_and_mov_ss_shadow_delay_interrupts() {
         1
     );
 }
+
+#[test]
+fn lar_lsl_verr_verw_and_segment_load_faults() {
+    let m = run32(|a| {
+        a.mov(ecx, DS32 as u32).unwrap();
+        a.lar(eax, ecx).unwrap();
+        a.mov(dword_ptr(REC as u32 + 0x100), eax).unwrap();
+        a.lsl(ebx, ecx).unwrap();
+        a.mov(dword_ptr(REC as u32 + 0x104), ebx).unwrap();
+        a.verw(cx).unwrap();
+        a.setz(byte_ptr(REC as u32 + 0x108)).unwrap();
+        a.mov(ecx, CS32 as u32).unwrap();
+        a.verw(cx).unwrap();
+        a.setz(byte_ptr(REC as u32 + 0x109)).unwrap();
+        a.verr(cx).unwrap();
+        a.setz(byte_ptr(REC as u32 + 0x10a)).unwrap();
+        // A code segment in SS: #GP(selector).
+        a.mov(ss, cx).unwrap();
+        a.hlt().unwrap();
+    });
+    assert_eq!(m.read_u64(REC + 0x100) & 0xffff_ffff, 0x00c0_9300);
+    assert_eq!(m.read_u64(REC + 0x104) & 0xffff_ffff, 0xffff_ffff);
+    assert_eq!(
+        m.bus.ram[(REC + 0x108) as usize..(REC + 0x10b) as usize],
+        [1, 0, 1]
+    );
+    assert_eq!(m.rec().0, vector::GP as u64);
+    assert_eq!(m.rec().1 & 0xffff, CS32 as u64);
+}
+
+#[test]
+fn not_present_data_segment_gives_np_and_stack_gives_ss() {
+    let code = asm(32, CODE, |a| {
+        a.mov(eax, 0x50).unwrap();
+        a.mov(ds, ax).unwrap();
+        a.hlt().unwrap();
+    });
+    let mut m = M::prot32(&code);
+    m.install_handlers32();
+    // 0x50: a writable data segment with P = 0.
+    m.bus
+        .load(GDT + 0x50, &0x00cf_1300_0000_ffffu64.to_le_bytes());
+    assert_eq!(m.run(), ExitReason::Halt);
+    assert_eq!(m.rec().0, vector::NP as u64);
+    assert_eq!(m.rec().1 & 0xffff, 0x50);
+    let code = asm(32, CODE, |a| {
+        a.mov(eax, 0x50).unwrap();
+        a.mov(ss, ax).unwrap();
+        a.hlt().unwrap();
+    });
+    let mut m = M::prot32(&code);
+    m.install_handlers32();
+    m.bus
+        .load(GDT + 0x50, &0x00cf_1300_0000_ffffu64.to_le_bytes());
+    assert_eq!(m.run(), ExitReason::Halt);
+    assert_eq!(m.rec().0, vector::SS as u64);
+    assert_eq!(m.rec().1 & 0xffff, 0x50);
+}
+
+#[test]
+fn sysenter_sysexit_round_trip() {
+    let user = CODE + 0x200;
+    let kernel = CODE + 0x400;
+    let code = asm(32, CODE, |a| {
+        a.mov(ecx, 0x174).unwrap();
+        a.mov(eax, CS32 as u32).unwrap();
+        a.xor(edx, edx).unwrap();
+        a.wrmsr().unwrap();
+        a.mov(ecx, 0x175).unwrap();
+        a.mov(eax, 0x60000).unwrap();
+        a.wrmsr().unwrap();
+        a.mov(ecx, 0x176).unwrap();
+        a.mov(eax, kernel as u32).unwrap();
+        a.wrmsr().unwrap();
+        // SYSEXIT to ring 3: CS = CS32+16 = 0x18? No: the GDT has user code
+        // at 0x30 = 0x08 + 0x28; use the flat selectors SYSEXIT computes.
+        a.mov(edx, user as u32).unwrap();
+        a.mov(ecx, 0x50000).unwrap();
+        a.sysexit().unwrap();
+    });
+    let ucode = asm(32, user, |a| {
+        a.mov(ebx, 0x42).unwrap();
+        a.sysenter().unwrap();
+    });
+    let kcode = asm(32, kernel, |a| {
+        a.hlt().unwrap();
+    });
+    let mut m = M::prot32(&code);
+    m.install_handlers32();
+    m.bus.load(user, &ucode);
+    m.bus.load(kernel, &kcode);
+    assert_eq!(m.run(), ExitReason::Halt);
+    assert_eq!(m.gpr(RBX), 0x42);
+    assert_eq!(m.cpu.state.segs[SegReg::Cs as usize].selector, CS32);
+    assert_eq!(m.cpu.state.segs[SegReg::Ss as usize].selector, CS32 + 8);
+    assert_eq!(m.gpr(RSP), 0x60000);
+    assert_eq!(m.cpu.state.rip, kernel + 1);
+}
+
+#[test]
+fn virtual_8086_round_trip_through_iret_and_int() {
+    // Ring 0 IRETs into v8086 code at 0x2000:0x0000 with IOPL 3; the v86
+    // code does INT 0x30, whose 32-bit gate returns to ring 0.
+    let v86_lin = 0x20000u64;
+    let code = asm(32, CODE, |a| {
+        for v in [0x0u32, 0x0, 0x0, 0x0] {
+            a.push(v).unwrap(); // GS, FS, DS, ES
+        }
+        a.push(0x3000u32).unwrap(); // SS
+        a.push(0x100u32).unwrap(); // ESP
+        a.push(0x0002_3002u32).unwrap(); // EFLAGS: VM, IOPL 3
+        a.push(0x2000u32).unwrap(); // CS
+        a.push(0u32).unwrap(); // EIP
+        a.iretd().unwrap();
+    });
+    let vcode = asm(16, 0, |a| {
+        a.mov(ax, 0x1234).unwrap();
+        a.int(0x30).unwrap();
+    });
+    let h = HANDLERS + 0x3000;
+    let hcode = asm(32, h, |a| {
+        // Leaving v8086 mode nulled DS.
+        a.mov(ebx, DS32 as u32).unwrap();
+        a.mov(ds, bx).unwrap();
+        a.mov(dword_ptr(REC as u32 + 0x100), eax).unwrap();
+        a.mov(eax, dword_ptr(esp + 8)).unwrap();
+        a.mov(dword_ptr(REC as u32 + 0x104), eax).unwrap();
+        a.mov(eax, dword_ptr(esp + 16)).unwrap();
+        a.mov(dword_ptr(REC as u32 + 0x108), eax).unwrap();
+        a.hlt().unwrap();
+    });
+    let mut m = M::prot32(&code);
+    m.install_handlers32();
+    m.bus.load(v86_lin, &vcode);
+    m.bus.load(h, &hcode);
+    m.idt32_gate(0x30, h as u32, 3);
+    m.bus.load(TSS + 4, &0x60000u32.to_le_bytes());
+    m.bus.load(TSS + 8, &(DS32 as u32).to_le_bytes());
+    assert_eq!(m.run(), ExitReason::Halt);
+    assert_eq!(m.read_u64(REC + 0x100) & 0xffff, 0x1234);
+    assert_eq!(
+        m.read_u64(REC + 0x104) & rflags::VM,
+        rflags::VM,
+        "pushed EFLAGS.VM"
+    );
+    assert_eq!(m.read_u64(REC + 0x108) & 0xffff, 0x3000, "pushed v86 SS");
+}
+
+#[test]
+fn rom_writes_are_ignored_and_mmio_goes_to_the_bus() {
+    let code = asm(64, CODE, |a| {
+        a.mov(rbx, 0xffff_0000u64).unwrap();
+        a.mov(byte_ptr(rbx), 0x55).unwrap();
+        a.mov(al, byte_ptr(rbx)).unwrap();
+        a.mov(byte_ptr(REC + 0x100), al).unwrap();
+        a.hlt().unwrap();
+    });
+    let mut m = M::long64(&code);
+    m.bus = std::mem::replace(&mut m.bus, TestBus::new(0)).with_rom(vec![0xaa; 0x10000]);
+    // Map 0xffff0000 (4th GiB) with a 2 MiB page covering it.
+    m.bus
+        .load(PML4 + 0x1000 + 3 * 8, &(PML4 + 0x3003).to_le_bytes());
+    m.bus.load(
+        PML4 + 0x3000 + 511 * 8,
+        &(0xffe0_0000u64 | 0x83).to_le_bytes(),
+    );
+    assert_eq!(m.run(), ExitReason::Halt);
+    assert_eq!(m.bus.ram[(REC + 0x100) as usize], 0xaa);
+    assert_eq!(m.bus.rom[0], 0xaa);
+}
