@@ -167,13 +167,24 @@ impl Stream {
 /// stuck debugger never blocks the vCPU thread for good.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Whether a debugger is attached.
+#[derive(Default)]
+pub struct Presence {
+    /// A session exists (set on accept, cleared when the session ended).
+    pub busy: AtomicBool,
+    /// Its client is still connected (cleared by the reader at EOF, so a
+    /// client that reconnects at once is not refused while the old
+    /// session winds down).
+    pub alive: AtomicBool,
+}
+
 /// Accepts connections on a thread of its own: the first one goes to the
 /// machine loop through `tx` (and kicks the vCPU so that it notices), the
 /// ones that arrive while a debugger is attached are refused.
 pub fn spawn_acceptor(
     listener: Listener,
     tx: Sender<Stream>,
-    busy: Arc<AtomicBool>,
+    presence: Arc<Presence>,
     kicker: Arc<dyn Kicker>,
 ) {
     std::thread::Builder::new()
@@ -187,7 +198,7 @@ pub fn spawn_acceptor(
                     continue;
                 }
             };
-            if busy.swap(true, Ordering::SeqCst) {
+            if presence.busy.load(Ordering::SeqCst) && presence.alive.load(Ordering::SeqCst) {
                 eprintln!(
                     "hx86: gdb: refusing a connection from {peer}: a debugger is already attached"
                 );
@@ -196,6 +207,8 @@ pub fn spawn_acceptor(
                 stream.shutdown();
                 continue;
             }
+            presence.busy.store(true, Ordering::SeqCst);
+            presence.alive.store(true, Ordering::SeqCst);
             eprintln!("hx86: gdb: debugger connected from {peer}");
             stream.set_write_timeout(WRITE_TIMEOUT);
             if tx.send(stream).is_err() {
@@ -234,6 +247,7 @@ impl Inbox {
 pub fn spawn_reader(
     stream: Arc<Stream>,
     kicker: Arc<dyn Kicker>,
+    presence: Arc<Presence>,
 ) -> (Arc<Inbox>, std::thread::JoinHandle<()>) {
     let inbox = Arc::new(Inbox {
         state: Mutex::new(InboxState::default()),
@@ -253,6 +267,7 @@ pub fn spawn_reader(
                     let mut st = ib.lock();
                     if n == 0 {
                         st.closed = true;
+                        presence.alive.store(false, Ordering::SeqCst);
                     } else {
                         st.bytes.extend(&buf[..n]);
                     }
@@ -331,9 +346,21 @@ impl Conn {
         self.stream.shutdown();
     }
 
-    /// Sends what gdbstub wrote without flushing (it leaves the ack of a
-    /// resume packet unflushed until the stop reply).
+    /// Sends what gdbstub wrote without flushing: it leaves the ack of a
+    /// resume packet unflushed until the stop reply, and the reply to a
+    /// kill request unterminated (that one gets its checksum here).
     pub fn flush_pending(&mut self) -> std::io::Result<()> {
+        {
+            let mut o = self.out.borrow_mut();
+            if let Some(start) = o.buf.iter().rposition(|&b| b == b'$') {
+                if !o.buf[start..].contains(&b'#') {
+                    let sum = o.buf[start + 1..]
+                        .iter()
+                        .fold(0u8, |a, b| a.wrapping_add(*b));
+                    o.buf.extend_from_slice(format!("#{sum:02x}").as_bytes());
+                }
+            }
+        }
         gdbstub::conn::Connection::flush(self)
     }
 }

@@ -20,7 +20,7 @@ mod probe;
 mod target;
 mod watch;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -75,9 +75,9 @@ pub fn run(
             "the CPU is running"
         }
     );
-    let busy = Arc::new(AtomicBool::new(false));
+    let presence = Arc::new(conn::Presence::default());
     let (tx, rx) = mpsc::channel::<Stream>();
-    conn::spawn_acceptor(listener, tx, busy.clone(), vcpu.kicker());
+    conn::spawn_acceptor(listener, tx, presence.clone(), vcpu.kicker());
 
     let mut next: Option<Stream> = None;
     if opts.start_stopped {
@@ -88,8 +88,8 @@ pub fn run(
     }
     loop {
         if let Some(stream) = next.take() {
-            let end = session(cfg, accel, vcpu, mem, stream);
-            busy.store(false, Ordering::SeqCst);
+            let end = session(cfg, accel, vcpu, mem, stream, presence.clone());
+            presence.busy.store(false, Ordering::SeqCst);
             match end? {
                 End::Exit(code) => return Ok(code),
                 End::Detach => eprintln!("hx86: gdb: debugger detached; the guest runs on"),
@@ -133,6 +133,7 @@ fn session(
     vcpu: &mut dyn Vcpu,
     mem: &GuestMemoryMmap,
     stream: Stream,
+    presence: Arc<conn::Presence>,
 ) -> Result<End> {
     let caps = probe::caps(accel);
     if !caps.data_watch {
@@ -142,7 +143,7 @@ fn session(
         eprintln!("hx86: gdb: {accel} does not stop on INT3 on this host: at most 4 breakpoints and watchpoints");
     }
     let stream = Arc::new(stream);
-    let (inbox, reader) = conn::spawn_reader(stream.clone(), vcpu.kicker());
+    let (inbox, reader) = conn::spawn_reader(stream.clone(), vcpu.kicker(), presence);
     let conn = Conn::new(stream);
     let mut target = HxTarget::new(vcpu, mem.clone(), cfg, caps);
     let end = drive(&mut target, &conn, &inbox);
@@ -315,6 +316,13 @@ fn drive<'a>(t: &mut HxTarget<'a>, conn: &Conn, inbox: &Inbox) -> Result<End> {
                 let fed = feed(GdbStubStateMachine::Idle(inner), t, &bytes);
                 if conn.clone().flush_pending().is_err() {
                     return Ok(End::Detach);
+                }
+                // gdbstub (without extended mode) leaves `vKill` unanswered,
+                // and gdb waits for its OK before it lets go.
+                if bytes.starts_with(b"$vKill")
+                    && matches!(fed, Ok(GdbStubStateMachine::Disconnected(_)))
+                {
+                    let _ = conn.send_packet(b"OK");
                 }
                 match fed {
                     Ok(next) => next,

@@ -16,7 +16,11 @@ hx86 monitor commands (QEMU spelling):
   info registers      all registers, including the system ones
   info mem            the active virtual memory mappings, merged
   info tlb            every page mapping (virtual: physical flags)
-  xp /FMT ADDR        physical memory (FMT: count then x/d/u/c, size b/h/w/g)
+  x /FMT ADDR         memory at a linear (virtual) address; FMT is a count,
+                      a format (x, d, u, o, c, or i: instructions decoded
+                      in the CPU's current mode) and a size (b, h, w, g);
+                      ADDR may be $pc
+  xp /FMT ADDR        the same at a physical address
   system_reset        reset the machine (the CPU restarts at the reset vector)
   quit                stop hx86
   help                this text";
@@ -30,7 +34,17 @@ pub fn run(t: &mut HxTarget<'_>, cmd: &[u8], mut out: ConsoleOutput<'_>) {
             return;
         }
     };
-    let words: Vec<&str> = text.split_whitespace().collect();
+    let mut words: Vec<&str> = text.split_whitespace().collect();
+    // `x/4xw ADDR` as one word: split the format off.
+    if let Some(first) = words.first().copied() {
+        if let Some((cmd, fmt)) = first.split_once('/') {
+            if cmd == "x" || cmd == "xp" {
+                words[0] = cmd;
+                words.insert(1, &first[cmd.len()..]);
+                let _ = fmt;
+            }
+        }
+    }
     let reply = match words.as_slice() {
         [] | ["help"] | ["?"] => HELP.to_string(),
         ["info", "registers"] | ["info", "reg"] | ["info", "r"] => match t.state() {
@@ -46,7 +60,8 @@ pub fn run(t: &mut HxTarget<'_>, cmd: &[u8], mut out: ConsoleOutput<'_>) {
             Err(e) => format!("error: {}", e.0),
         },
         ["info", ..] => "info: unknown item (registers, mem, tlb)".to_string(),
-        ["xp", rest @ ..] => xp(t, rest),
+        ["xp", rest @ ..] => examine(t, rest, true),
+        ["x", rest @ ..] => examine(t, rest, false),
         ["system_reset"] => match crate::machine::reset(t.cfg, &mut *t.vcpu) {
             Ok(()) => {
                 t.invalidate();
@@ -340,15 +355,26 @@ fn parse_num(s: &str) -> Option<u64> {
     }
 }
 
-/// `xp /FMT ADDR`: physical memory.
-fn xp(t: &mut HxTarget<'_>, args: &[&str]) -> String {
+/// `x /FMT ADDR` (linear) and `xp /FMT ADDR` (physical), as in QEMU's
+/// monitor.
+fn examine(t: &mut HxTarget<'_>, args: &[&str], physical: bool) -> String {
+    let name = if physical { "xp" } else { "x" };
     let (fmt, addr) = match args {
         [a] => ("", *a),
         [f, a] if f.starts_with('/') => (&f[1..], *a),
-        _ => return "usage: xp /FMT ADDR   (e.g. xp /4xw 0x1000)".to_string(),
+        _ => return format!("usage: {name} /FMT ADDR   (e.g. {name} /4xw 0x1000, {name} /3i $pc)"),
     };
-    let Some(addr) = parse_num(addr) else {
-        return format!("xp: '{addr}' is not an address");
+    let st = match t.state() {
+        Ok(s) => s,
+        Err(e) => return format!("error: {}", e.0),
+    };
+    let addr = if addr == "$pc" || addr == "$rip" || addr == "$eip" {
+        x86::gdb::pc(&st)
+    } else {
+        match parse_num(addr) {
+            Some(a) => a,
+            None => return format!("{name}: '{addr}' is not an address"),
+        }
     };
     let digits: String = fmt.chars().take_while(|c| c.is_ascii_digit()).collect();
     let count: u64 = if digits.is_empty() {
@@ -356,20 +382,37 @@ fn xp(t: &mut HxTarget<'_>, args: &[&str]) -> String {
     } else {
         match digits.parse() {
             Ok(n) if n > 0 && n <= 4096 => n,
-            _ => return "xp: count must be 1..4096".to_string(),
+            _ => return format!("{name}: count must be 1..4096"),
         }
     };
     let mut format = 'x';
     let mut size = 4usize;
     for c in fmt[digits.len()..].chars() {
         match c {
-            'x' | 'd' | 'u' | 'c' | 'o' => format = c,
+            'x' | 'd' | 'u' | 'c' | 'o' | 'i' => format = c,
             'b' => size = 1,
             'h' => size = 2,
             'w' => size = 4,
             'g' => size = 8,
-            _ => return format!("xp: unknown format letter '{c}'"),
+            _ => return format!("{name}: unknown format letter '{c}'"),
         }
+    }
+    let mut read = |a: u64, buf: &mut [u8]| -> usize {
+        if physical {
+            // Byte by byte up to the first hole.
+            let mut n = 0;
+            while n < buf.len()
+                && mem::read_phys(&t.mem, a.wrapping_add(n as u64), &mut buf[n..n + 1])
+            {
+                n += 1;
+            }
+            n
+        } else {
+            t.read_linear(a, buf)
+        }
+    };
+    if format == 'i' {
+        return disassemble(&st, addr, count, &mut read);
     }
     if format == 'c' {
         size = 1;
@@ -385,8 +428,12 @@ fn xp(t: &mut HxTarget<'_>, args: &[&str]) -> String {
             let _ = write!(o, "{a:016x}:");
         }
         let mut b = [0u8; 8];
-        if !mem::read_phys(&t.mem, a, &mut b[..size]) {
-            let _ = write!(o, "\nxp: cannot access physical memory at {a:#x}");
+        if read(a, &mut b[..size]) != size {
+            let _ = write!(
+                o,
+                "\n{name}: cannot access {} memory at {a:#x}",
+                if physical { "physical" } else { "linear" }
+            );
             return o;
         }
         let v = u64::from_le_bytes(b);
@@ -407,6 +454,59 @@ fn xp(t: &mut HxTarget<'_>, args: &[&str]) -> String {
                 }
             }
         };
+    }
+    o
+}
+
+/// Decodes `count` instructions at `addr` in the CPU's current mode
+/// (16-, 32- or 64-bit), Intel syntax. Outside 64-bit mode the
+/// instruction pointer shown is the offset in CS (branch targets too).
+fn disassemble(
+    st: &CpuState,
+    addr: u64,
+    count: u64,
+    read: &mut dyn FnMut(u64, &mut [u8]) -> usize,
+) -> String {
+    use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
+    let bitness = st.mode().bitness();
+    let cs = st.seg(SegReg::Cs);
+    let mut o = String::new();
+    let _ = writeln!(o, "({} code)", st.mode().name());
+    let mut fmt = IntelFormatter::new();
+    let mut a = addr;
+    for _ in 0..count.min(256) {
+        let mut code = [0u8; 15];
+        let n = read(a, &mut code);
+        if n == 0 {
+            let _ = writeln!(o, "{a:#018x}: cannot access memory");
+            break;
+        }
+        let ip = if bitness == 64 {
+            a
+        } else {
+            a.wrapping_sub(cs.base) & if bitness == 16 { 0xffff } else { 0xffff_ffff }
+        };
+        let mut dec = Decoder::with_ip(bitness, &code[..n], ip, DecoderOptions::NONE);
+        let ins = dec.decode();
+        let mut text = String::new();
+        fmt.format(&ins, &mut text);
+        let len = ins.len().max(1);
+        let bytes: Vec<String> = code[..len.min(n)]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if bitness == 64 {
+            let _ = writeln!(o, "{a:#018x}: {:<24} {text}", bytes.join(" "));
+        } else {
+            let _ = writeln!(
+                o,
+                "{a:#010x} ({:04x}:{ip:0w$x}): {:<24} {text}",
+                cs.selector,
+                bytes.join(" "),
+                w = if bitness == 16 { 4 } else { 8 }
+            );
+        }
+        a = a.wrapping_add(len as u64);
     }
     o
 }
