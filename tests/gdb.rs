@@ -455,12 +455,19 @@ fn write_watchpoint_reports_old_and_new_value() {
                 "delete",
                 "rwatch *(char *)0xffff0080",
                 "continue",
+                "echo ==reset\\n",
+                "delete",
+                "monitor system_reset",
+                "maintenance flush register-cache",
+                "info registers rip cs",
                 "echo ==end\\n",
-                "kill",
+                "monitor quit",
             ],
         );
         let ctx = format!("-accel {accel}\n{out}\n{}", hx.dump());
-        no_protocol_errors(&out, &ctx);
+        // (`monitor quit` closes the connection under gdb's feet: checked
+        // up to there.)
+        no_protocol_errors(&out[..out.find("==end").unwrap_or(out.len())], &ctx);
         assert!(
             out.contains("Hardware watchpoint 2: *(unsigned int *)0x1000"),
             "{ctx}"
@@ -473,7 +480,12 @@ fn write_watchpoint_reports_old_and_new_value() {
             out.contains("Hardware read watchpoint 4: *(char *)0xffff0080\n\nValue = 104 'h'"),
             "{ctx}"
         );
+        // monitor system_reset puts the CPU back at the reset vector.
+        let reset = &out[out.find("==reset").unwrap()..];
+        assert_eq!(reg(reset, "rip"), Some(0xffff_fff0), "{ctx}");
+        assert_eq!(reg(reset, "cs"), Some(0xf000), "{ctx}");
         assert!(out.contains("==end"), "{ctx}");
+        // monitor quit ends hx86.
         assert_eq!(hx.wait(), Some(0), "{ctx}");
     }
 }
@@ -799,5 +811,111 @@ fn malformed_packets_get_errors_and_the_stub_survives() {
         let ctx = ctx(&hx);
         assert!(status.is_some(), "hx86 did not exit on kill\n{ctx}");
         assert!(!ctx.contains("panicked"), "{ctx}");
+    }
+}
+
+/// A ROM that installs its own #BP handler (F000:0100, which adds 1 to
+/// BL), executes two INT3s and exits with BL: status (2 << 1) | 1 = 5.
+fn int3_rom() -> Vec<u8> {
+    let mut code = asm(16, |a| {
+        a.xor(ax, ax)?;
+        a.mov(ds, ax)?;
+        a.xor(bx, bx)?;
+        a.mov(word_ptr(3 * 4), 0x100)?;
+        a.mov(word_ptr(3 * 4 + 2), 0xf000)?;
+        a.int3()?;
+        a.int3()?;
+        a.mov(al, bl)?;
+        a.out(0xf4, al)?;
+        a.hlt()
+    });
+    assert!(code.len() <= 0x100);
+    code.resize(0x100, 0x90);
+    code.extend(asm(16, |a| {
+        a.inc(bl)?;
+        a.iret()
+    }));
+    bios_rom(&code, 0x10000)
+}
+
+#[test]
+fn the_guest_keeps_its_int3_without_a_debugger_and_after_detach() {
+    let d = scratch("gdb-int3");
+    let rom = write(&d, "int3.rom", &int3_rom());
+    for accel in accels() {
+        // Listening, nobody attached.
+        let o = run(&["-accel", accel, "-gdb", "tcp::0", "-bios", &rom]);
+        assert_eq!(o.status, Some(5), "-accel {accel}\n{}", o.dump());
+        // Attached with a breakpoint set, then detached: the guest's INT3s
+        // go to its own handler again.
+        if !gdb_available() {
+            continue;
+        }
+        let mut hx = Hx::start(accel, "tcp::0", &["-bios", &rom]);
+        let out = gdb(&hx, &["break *0xffff0000", "continue", "detach"]);
+        let ctx = format!("-accel {accel}\n{out}\n{}", hx.dump());
+        no_protocol_errors(&out, &ctx);
+        assert!(out.contains("Breakpoint 1, 0x00000000ffff0000"), "{ctx}");
+        assert_eq!(hx.wait(), Some(5), "{ctx}");
+    }
+}
+
+/// A ROM that points vector 0x40 at F000:0200 and executes `int 0x40`;
+/// the handler exits with 0x21 (status 0x43). Returns the image and the
+/// offset of the INT instruction.
+fn soft_int_rom() -> (Vec<u8>, u64) {
+    let head = asm(16, |a| {
+        a.xor(ax, ax)?;
+        a.mov(ds, ax)?;
+        a.mov(word_ptr(0x40 * 4), 0x200)?;
+        a.mov(word_ptr(0x40 * 4 + 2), 0xf000)
+    });
+    let at = head.len() as u64;
+    let mut code = head;
+    code.extend(asm(16, |a| {
+        a.int(0x40)?;
+        a.hlt()
+    }));
+    code.resize(0x200, 0xf4);
+    code.extend(asm(16, |a| {
+        a.mov(al, 0x21u32)?;
+        a.out(0xf4, al)?;
+        a.hlt()
+    }));
+    (bios_rom(&code, 0x10000), at)
+}
+
+#[test]
+fn stepi_enters_an_interrupt_handler() {
+    if !gdb_available() {
+        return;
+    }
+    let d = scratch("gdb-softint");
+    let (image, at) = soft_int_rom();
+    let rom = write(&d, "int.rom", &image);
+    for accel in accels() {
+        let mut hx = Hx::start(accel, "tcp::0", &["-bios", &rom]);
+        let out = gdb(
+            &hx,
+            &[
+                &format!("hbreak *{:#x}", 0xffff_0000u64 + at),
+                "continue",
+                "delete",
+                "stepi",
+                "echo ==handler\\n",
+                "info registers rip cs",
+                "monitor x/1i $pc",
+                "continue",
+            ],
+        );
+        let ctx = format!("-accel {accel}\n{out}\n{}", hx.dump());
+        no_protocol_errors(&out, &ctx);
+        // One step: the INT, which lands on the handler's first
+        // instruction (linear F0000 + 0200, in the ROM's low alias).
+        let h = &out[out.find("==handler").unwrap()..];
+        assert_eq!(reg(h, "rip"), Some(0xf_0200), "{ctx}");
+        assert_eq!(reg(h, "cs"), Some(0xf000), "{ctx}");
+        assert!(h.contains("mov al,21h"), "{ctx}");
+        assert_eq!(hx.wait(), Some(0x43), "{ctx}");
     }
 }

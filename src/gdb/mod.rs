@@ -137,10 +137,14 @@ fn session(
 ) -> Result<End> {
     let caps = probe::caps(accel);
     if !caps.data_watch {
-        eprintln!("hx86: gdb: {accel} does not deliver data breakpoints on this host: watchpoints single-step the guest");
+        eprintln!(
+            "hx86: gdb: {accel} cannot stop on data accesses here: watchpoints single-step the guest (slower)"
+        );
     }
     if !caps.int3 {
-        eprintln!("hx86: gdb: {accel} does not stop on INT3 on this host: at most 4 breakpoints and watchpoints");
+        eprintln!(
+            "hx86: gdb: {accel} cannot stop on INT3 here: breakpoints and watchpoints share the 4 debug registers"
+        );
     }
     let stream = Arc::new(stream);
     let (inbox, reader) = conn::spawn_reader(stream.clone(), vcpu.kicker(), presence);
