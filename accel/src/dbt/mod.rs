@@ -28,7 +28,7 @@ use x86::{Cpu, CpuState, ExitReason};
 
 use crate::{
     Accelerator, DebugEvent, Error, GuestDebug, GuestMemory, HwBreak, InterruptController,
-    IoHandler, Kicker, Result, Vcpu, VcpuExit, Vm,
+    IoHandler, Kicker, Result, Vcpu, VcpuExit, Vm, WatchKind,
 };
 use bus::DbtBus;
 
@@ -87,6 +87,7 @@ impl Vm for DbtVm {
             },
             ic: self.ic.clone(),
             debugging: false,
+            debug_hw: [None; 4],
         }))
     }
 
@@ -120,6 +121,8 @@ pub struct DbtVcpu {
     kick: Arc<AtomicBool>,
     ic: IcSlot,
     debugging: bool,
+    /// The debugger's breakpoint/watchpoint slots (for reporting hits).
+    debug_hw: [Option<HwBreak>; 4],
 }
 
 struct DbtKicker {
@@ -206,6 +209,13 @@ impl Vcpu for DbtVcpu {
                 ExitReason::Debug(DebugStop::HwBreakpoint(n)) => {
                     VcpuExit::Debug(DebugEvent::HwBreakpoint(n))
                 }
+                ExitReason::Debug(DebugStop::Watchpoint { slot, .. }) => {
+                    let addr = match self.debug_hw.get(slot).copied().flatten() {
+                        Some(HwBreak::Watch { addr, .. }) => addr,
+                        _ => 0,
+                    };
+                    VcpuExit::Debug(DebugEvent::Watchpoint { slot, addr })
+                }
                 ExitReason::Interrupted => VcpuExit::Interrupted,
             });
         }
@@ -213,21 +223,31 @@ impl Vcpu for DbtVcpu {
 
     fn set_guest_debug(&mut self, dbg: &GuestDebug) -> Result<()> {
         let mut exec = [None; 4];
+        let mut watch = [None; 4];
         if dbg.enabled {
-            for (slot, h) in exec.iter_mut().zip(dbg.hw.iter()) {
-                match h {
-                    Some(HwBreak::Exec { addr }) => *slot = Some(*addr),
-                    Some(HwBreak::Watch { .. }) => {
-                        return Err(Error::Unsupported("hardware watchpoints", "dbt"))
+            for (i, h) in dbg.hw.iter().enumerate() {
+                match *h {
+                    Some(HwBreak::Exec { addr }) => exec[i] = Some(addr),
+                    // Watchpoints live in the memory path: only the pages
+                    // they touch leave the TLB fast path.
+                    Some(HwBreak::Watch { addr, len, kind }) => {
+                        watch[i] = Some(x86::mmu::Watchpoint {
+                            addr,
+                            len: len.max(1) as u64,
+                            read: kind != WatchKind::Write,
+                            write: kind != WatchKind::Read,
+                        })
                     }
                     None => {}
                 }
             }
         }
         self.cpu.debug_hw_exec = exec;
+        self.cpu.mmu.set_watchpoints(watch);
         self.cpu.debug_int3 = dbg.enabled && dbg.sw_breakpoints;
         self.cpu.debug_single_step = dbg.enabled && dbg.single_step;
         self.debugging = dbg.enabled;
+        self.debug_hw = if dbg.enabled { dbg.hw } else { [None; 4] };
         // The debugger patches guest memory (INT3) behind the CPU's back.
         self.cpu.flush_code_cache();
         Ok(())

@@ -63,7 +63,7 @@ fn le(b: &[u8]) -> u32 {
 pub fn cpuid(cfg: &CpuConfig, st: &CpuState, leaf: u32, sub: u32) -> [u32; 4] {
     match leaf {
         0 => [
-            0xd,
+            0x16,
             le(&VENDOR[0..4]),
             le(&VENDOR[8..12]),
             le(&VENDOR[4..8]),
@@ -84,6 +84,15 @@ pub fn cpuid(cfg: &CpuConfig, st: &CpuState, leaf: u32, sub: u32) -> [u32; 4] {
             1 => [3, 576, 0, 0],
             _ => [0, 0, 0, 0],
         },
+        // TSC and core crystal clock: TSC = crystal * 1/1 = tsc_hz, the
+        // local APIC timer runs at the same (1 GHz) rate. Linux takes the
+        // TSC frequency from here instead of calibrating against the PIT,
+        // and its APIC timer period from the crystal.
+        0x15 => [1, 1, cfg.tsc_hz as u32, 0],
+        0x16 => {
+            let mhz = (cfg.tsc_hz / 1_000_000) as u32;
+            [mhz, mhz, mhz, 0]
+        }
         0x8000_0000 => [0x8000_0008, 0, 0, 0],
         0x8000_0001 => [0, 0, ext1_ecx(), ext1_edx()],
         0x8000_0002..=0x8000_0004 => {

@@ -97,6 +97,9 @@ pub enum DebugStop {
     /// Execution reached debugger hardware breakpoint slot `n` (RIP at the
     /// instruction, not executed).
     HwBreakpoint(usize),
+    /// A data access hit debugger watchpoint `slot` at `addr` (RIP after
+    /// the accessing instruction).
+    Watchpoint { slot: usize, addr: u64 },
 }
 
 /// Result of [`Cpu::step`].
@@ -464,6 +467,10 @@ impl Cpu {
             self.state.rflags &= !rflags::RF;
         }
         self.take_bus_action();
+        if let Some((slot, addr)) = self.mmu.watch_hit.take() {
+            self.exit
+                .get_or_insert(ExitReason::Debug(DebugStop::Watchpoint { slot, addr }));
+        }
         self.exit.take()
     }
 
@@ -500,6 +507,7 @@ impl Cpu {
         if shadow
             || !self.mmu.dirty_code.is_empty()
             || self.mmu.pending_action.is_some()
+            || self.mmu.watch_hit.is_some()
             || self.exit.is_some()
         {
             self.end_block = true;

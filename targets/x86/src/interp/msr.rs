@@ -11,6 +11,8 @@ use crate::SegReg;
 pub const FEATURE_CONTROL: u32 = 0x3a;
 /// IA32_BIOS_SIGN_ID (microcode revision; Linux reads it unguarded on Intel).
 pub const BIOS_SIGN_ID: u32 = 0x8b;
+/// IA32_PLATFORM_ID (read by Linux's microcode driver on family 6).
+pub const PLATFORM_ID: u32 = 0x17;
 
 impl Cpu {
     fn unknown_msr(&mut self, n: u32, write: bool) -> Exception {
@@ -27,6 +29,7 @@ impl Cpu {
             msr::TSC => self.read_tsc(),
             msr::APIC_BASE => m.apic_base,
             FEATURE_CONTROL => 1,
+            PLATFORM_ID => 0,
             BIOS_SIGN_ID => 0,
             msr::MTRRCAP => 0,
             msr::SYSENTER_CS => m.sysenter_cs,

@@ -47,6 +47,21 @@ pub struct Mmu {
     /// A write asked the machine for something (exit, reset, power-off).
     pub pending_action: Option<BusAction>,
     has_large: bool,
+    /// Debugger watchpoints (see [`Mmu::set_watchpoints`]).
+    watch: [Option<Watchpoint>; 4],
+    /// The first watchpoint a data access hit: (slot, linear address).
+    pub watch_hit: Option<(usize, u64)>,
+}
+
+/// A debugger watchpoint on linear addresses `[addr, addr + len)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Watchpoint {
+    pub addr: u64,
+    pub len: u64,
+    /// Reads hit it.
+    pub read: bool,
+    /// Writes hit it.
+    pub write: bool,
 }
 
 impl Default for Mmu {
@@ -117,6 +132,8 @@ impl Mmu {
             dirty_code: Vec::new(),
             pending_action: None,
             has_large: false,
+            watch: [None; 4],
+            watch_hit: None,
         }
     }
 
@@ -126,6 +143,31 @@ impl Mmu {
             t.fill(TlbEntry::EMPTY);
         }
         self.has_large = false;
+    }
+
+    /// Sets the debugger's watchpoints. Pages they touch take the slow
+    /// path (for the access kinds watched), where [`Mmu::read`] and
+    /// [`Mmu::write`] record a hit in [`Mmu::watch_hit`]; other pages keep
+    /// the fast path.
+    pub fn set_watchpoints(&mut self, w: [Option<Watchpoint>; 4]) {
+        self.watch = w;
+        self.watch_hit = None;
+        self.flush_all();
+    }
+
+    /// Records the first watchpoint that `[lin, lin + len)` hits.
+    fn check_watch(&mut self, lin: u64, len: usize, write: bool) {
+        if self.watch_hit.is_some() {
+            return;
+        }
+        for (i, w) in self.watch.iter().enumerate() {
+            let Some(w) = w else { continue };
+            let kind = if write { w.write } else { w.read };
+            if kind && lin < w.addr.wrapping_add(w.len) && w.addr < lin.wrapping_add(len as u64) {
+                self.watch_hit = Some((i, lin));
+                return;
+            }
+        }
     }
 
     /// Flushes non-global entries (MOV to CR3).
@@ -214,6 +256,17 @@ impl Mmu {
             paddr: w.paddr,
             attrs,
         };
+        let mut ne = ne;
+        for w in self.watch.iter().flatten() {
+            if page < w.addr.wrapping_add(w.len) && w.addr < page.wrapping_add(0x1000) {
+                if w.read && ne.tag_read & TAG_INVALID == 0 {
+                    ne.tag_read |= TAG_SLOW;
+                }
+                if w.write && ne.tag_write & TAG_INVALID == 0 {
+                    ne.tag_write |= TAG_SLOW;
+                }
+            }
+        }
         self.tlb[m][idx] = ne;
         Ok(ne)
     }
@@ -298,6 +351,9 @@ impl Mmu {
         } else {
             self.read_in_page(bus, &e1, lin, buf);
         }
+        if self.watch.iter().any(Option::is_some) {
+            self.check_watch(lin, buf.len(), false);
+        }
         Ok(())
     }
 
@@ -325,6 +381,9 @@ impl Mmu {
             self.write_in_page(bus, &e2, lin2, &data[first..]);
         } else {
             self.write_in_page(bus, &e1, lin, data);
+        }
+        if self.watch.iter().any(Option::is_some) {
+            self.check_watch(lin, data.len(), true);
         }
         Ok(())
     }
@@ -409,7 +468,7 @@ impl Mmu {
     /// block must stop after the current instruction.
     #[inline(always)]
     pub fn events(&self) -> bool {
-        !self.dirty_code.is_empty() || self.pending_action.is_some()
+        !self.dirty_code.is_empty() || self.pending_action.is_some() || self.watch_hit.is_some()
     }
 
     /// Whether a physical page holds translated code.

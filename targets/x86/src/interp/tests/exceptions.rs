@@ -307,3 +307,76 @@ fn real_mode_divide_error_goes_through_the_ivt() {
         CODE >> 4
     );
 }
+
+/// Random code in random (even inconsistent) states: the interpreter must
+/// only ever fault, halt or shut down. `cargo test -- --ignored fuzz` for
+/// a longer run; a short one is always on.
+fn fuzz_rounds(rounds: u64, seed: u64) {
+    let mut x = seed | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for round in 0..rounds {
+        let mut code = vec![0u8; 512];
+        for b in code.iter_mut() {
+            *b = next() as u8;
+        }
+        // Bias towards real opcodes: splice in common prefixes/opcodes.
+        for _ in 0..32 {
+            let p = (next() % 500) as usize;
+            const HOT: [u8; 16] = [
+                0x0f, 0x66, 0x67, 0xf3, 0xf2, 0x48, 0x8b, 0x89, 0xc7, 0xff, 0xf7, 0xd3, 0xa5, 0xcd,
+                0x8e, 0xcf,
+            ];
+            code[p] = HOT[(next() % 16) as usize];
+        }
+        let mut m = match round % 4 {
+            0 => M::long64(&code),
+            1 => M::prot32(&code),
+            2 => M::real(&code),
+            _ => {
+                let mut m = M::long64(&code);
+                m.cpu.state.gpr.iter_mut().for_each(|g| *g = next());
+                m.cpu.state.rflags = (next() & 0x3f_7fd5) | 2;
+                m.cpu.state.cr4 ^= next() & 0x30;
+                m.cpu.state.segs[SegReg::Ss as usize].attr = next() as u16;
+                m.cpu.state.idtr.limit = next() as u16;
+                m.cpu.state.gdtr.limit = next() as u16;
+                let st = m.cpu.state;
+                m.cpu.set_state(&st);
+                m
+            }
+        };
+        if round % 4 == 0 {
+            m.install_handlers64();
+        }
+        for _ in 0..50 {
+            match m.cpu.run(&mut m.bus, 2_000) {
+                ExitReason::Budget => {}
+                ExitReason::Halt => {
+                    m.cpu.state.halted = false;
+                    m.cpu.state.rip = m.cpu.state.rip.wrapping_add(1);
+                }
+                _ => break,
+            }
+        }
+    }
+}
+
+#[test]
+fn fuzz_short() {
+    fuzz_rounds(40, 0x51_7cc1_b727_220a);
+}
+
+#[test]
+#[ignore]
+fn fuzz_long() {
+    let seed = std::env::var("FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    fuzz_rounds(4000, seed);
+}
