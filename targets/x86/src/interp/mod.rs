@@ -4,11 +4,42 @@
 //! walk, MMIO dispatch: shared with the JIT) and a cache of decoded blocks
 //! keyed by physical address and decode mode. Each instruction's semantics
 //! is a plain function `fn(&mut Cpu, &mut dyn CpuBus, &Instruction) ->
-//! XResult<()>`, grouped by family (arith, logic, shift, ...), so the JIT can
+//! XResult<()>` ([`Handler`]), grouped by family (arith, logic, shift,
+//! bitops, bmi, string, control, far, stack, segment, system, io, msr,
+//! cpuid, bcd, muldiv, data; x87/SSE in their own files), so the JIT can
 //! call any of them as a helper. During an instruction `state.rip` is the
 //! address of the instruction itself (a fault leaves it there) and
 //! [`Cpu::next_rip`] the fall-through address, which control transfers
 //! overwrite.
+//!
+//! # Running a guest
+//!
+//! ```no_run
+//! use x86::{Cpu, CpuState, ExitReason, TestBus};
+//! let mut bus = TestBus::new(4 << 20).with_rom(x86::testprog::boot_rom(1000, 1).unwrap());
+//! let mut cpu = Cpu::new(CpuState::reset());
+//! match cpu.run(&mut bus, u64::MAX) {
+//!     ExitReason::PowerOff => {}
+//!     other => panic!("{other:?}"),
+//! }
+//! ```
+//!
+//! # Execution loop
+//!
+//! At a block boundary [`Cpu::run`] checks exits, the kick flag and the
+//! budget, polls the bus for NMI/INTR (every 8th boundary, or at once after
+//! an instruction that ended its block on purpose: STI, POPF, IRET, HLT,
+//! mode changes, exceptions), drops blocks whose code was overwritten, then
+//! finds the block at CS:RIP (jump cache → hash map → decode) and runs its
+//! decode-time-selected handlers ([`lookup`]). Faults are delivered
+//! immediately (`interrupt.rs`: IVT, IDT gates with TSS stack switch and
+//! IST, #DF/triple fault); traps (TF) after the instruction.
+//!
+//! # Not implemented (logged once under `unimp`, #UD or #GP in the guest)
+//!
+//! Hardware task switches (task gates, far JMP/CALL to a TSS, IRET with
+//! NT), VME/PVI, SMM, guest-programmed DR0..DR7 breakpoints, RDRAND/RDSEED,
+//! PCID/INVPCID, SMEP/SMAP/UMIP, FSGSBASE, x2APIC and TSC-deadline MSRs.
 
 mod arith;
 mod bcd;
@@ -449,10 +480,11 @@ impl Cpu {
             }
         } else {
             // Fast path: no trap flag, no shadow, no single-stepping.
+            let mut n = 0;
             for op in blk.ops.iter() {
                 let i = &op.insn;
                 self.next_rip = i.next_ip() & self.ip_mask;
-                self.insn_count += 1;
+                n += 1;
                 match (op.exec)(self, bus, i) {
                     Ok(()) => self.state.rip = self.next_rip,
                     Err(e) => {
@@ -464,6 +496,7 @@ impl Cpu {
                     break;
                 }
             }
+            self.insn_count += n;
             self.state.rflags &= !rflags::RF;
         }
         self.take_bus_action();
