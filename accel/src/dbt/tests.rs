@@ -114,3 +114,63 @@ fn hardware_exec_breakpoint_and_single_step() {
         "25\n"
     );
 }
+
+#[test]
+fn watchpoints_stop_after_the_access_in_the_memory_path() {
+    use crate::{DebugEvent, GuestDebug, HwBreak, WatchKind};
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+    // Real mode at 0000:1000.
+    let code = [
+        0xc6, 0x06, 0x10, 0x20, 0x01, // mov byte [0x2010], 1: same page, not watched
+        0xc6, 0x06, 0x00, 0x20, 0x02, // mov byte [0x2000], 2: the write watchpoint
+        0xa0, 0x00, 0x30, // mov al, [0x3000]: the read watchpoint
+        0xa2, 0x00, 0x30, // mov [0x3000], al: a write, not watched for writes
+        0xe6, 0xf4, // out 0xf4, al
+    ];
+    mem.write_slice(&code, GuestAddress(0x1000)).unwrap();
+    let io = Arc::new(Io::default());
+    let vm = DbtAccel::new()
+        .create_vm(GuestMemory { mem, rom: vec![] }, io)
+        .unwrap();
+    let mut vcpu = vm.create_vcpu(0).unwrap();
+    let mut st = x86::CpuState::reset();
+    *st.seg_mut(x86::SegReg::Cs) = x86::Segment::real_mode(0, true);
+    st.rip = 0x1000;
+    vcpu.set_state(&st).unwrap();
+    let mut dbg = GuestDebug {
+        enabled: true,
+        ..Default::default()
+    };
+    dbg.hw[2] = Some(HwBreak::Watch {
+        addr: 0x2000,
+        len: 1,
+        kind: WatchKind::Write,
+    });
+    dbg.hw[3] = Some(HwBreak::Watch {
+        addr: 0x3000,
+        len: 2,
+        kind: WatchKind::Read,
+    });
+    vcpu.set_guest_debug(&dbg).unwrap();
+    assert_eq!(
+        vcpu.run().unwrap(),
+        VcpuExit::Debug(DebugEvent::Watchpoint {
+            slot: 2,
+            addr: 0x2000
+        })
+    );
+    assert_eq!(vcpu.state().unwrap().rip, 0x100a);
+    assert_eq!(
+        vcpu.run().unwrap(),
+        VcpuExit::Debug(DebugEvent::Watchpoint {
+            slot: 3,
+            addr: 0x3000
+        })
+    );
+    assert_eq!(vcpu.state().unwrap().rip, 0x100d);
+    assert_eq!(vcpu.run().unwrap(), VcpuExit::GuestExit(0));
+    // Without watchpoints the same pages are fast again (nothing stops).
+    vcpu.set_guest_debug(&GuestDebug::default()).unwrap();
+    vcpu.set_state(&st).unwrap();
+    assert_eq!(vcpu.run().unwrap(), VcpuExit::GuestExit(0));
+}

@@ -39,15 +39,50 @@ pub struct BlockKey {
 /// A decoded instruction and its semantics.
 pub struct Op {
     pub insn: Instruction,
+    /// The full semantics.
     pub exec: super::exec::Handler,
+    /// What the block's fast path runs: `exec`, or a variant that skips
+    /// flags no later instruction can observe (see [`elide_dead_flags`]).
+    pub fast: super::exec::Handler,
 }
 
 impl Op {
     fn new(insn: Instruction) -> Self {
+        let exec = super::fast::lookup(&insn);
         Op {
-            exec: super::fast::lookup(&insn),
+            exec,
+            fast: exec,
             insn,
         }
+    }
+}
+
+/// Backward liveness of the arithmetic flags over a block: a pure
+/// instruction (no fault possible, registers only) whose flag results are
+/// all overwritten by later pure instructions before any read, fault or
+/// block end gets a flag-free `fast` handler. The slow path (TF, single
+/// step, interrupt shadow) always runs `exec`.
+fn elide_dead_flags(ops: &mut [Op]) {
+    use iced_x86::RflagsBits as R;
+    const ARITH: u32 = R::OF | R::SF | R::ZF | R::AF | R::CF | R::PF;
+    // Flags certainly overwritten before being observed, after the op.
+    let mut dead = 0u32;
+    for op in ops.iter_mut().rev() {
+        let i = &op.insn;
+        if !super::fast::is_pure(i) {
+            dead = 0;
+            continue;
+        }
+        let w = i.rflags_modified() & ARITH;
+        let r = i.rflags_read() & ARITH;
+        let mut elided = false;
+        if w != 0 && w & !dead == 0 && r == 0 {
+            if let Some(h) = super::fast::dead_flag_variant(i) {
+                op.fast = h;
+                elided = true;
+            }
+        }
+        dead = if elided { dead & !r } else { (dead | w) & !r };
     }
 }
 
@@ -252,6 +287,7 @@ impl Cpu {
             self.cache.graveyard.push(b);
             return Ok(p);
         }
+        elide_dead_flags(&mut insns);
         if self.cache.map.len() >= MAX_BLOCKS {
             self.flush_code_cache();
         }

@@ -53,6 +53,97 @@ fn alu<const OP: u8>(cpu: &mut Cpu, i: &Instruction, b: u64) {
     cpu.set_flags(ARITH, f);
 }
 
+/// `alu` without the flags (their value is dead: see [`dead_flag_variant`]).
+#[inline(always)]
+fn alu_nf<const OP: u8>(cpu: &mut Cpu, i: &Instruction, b: u64) {
+    let r0 = i.op0_register();
+    let a = cpu.reg(r0);
+    let r = match OP {
+        ADD => a.wrapping_add(b),
+        SUB => a.wrapping_sub(b),
+        AND => a & b,
+        OR => a | b,
+        _ => a ^ b,
+    };
+    cpu.set_reg(r0, r & mask(reg_size(r0)));
+}
+
+fn alu_rr_nf<const OP: u8>(cpu: &mut Cpu, _bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()> {
+    let b = cpu.reg(i.op1_register());
+    alu_nf::<OP>(cpu, i, b);
+    Ok(())
+}
+
+fn alu_ri_nf<const OP: u8>(cpu: &mut Cpu, _bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()> {
+    let b = i.immediate(1) & mask(reg_size(i.op0_register()));
+    alu_nf::<OP>(cpu, i, b);
+    Ok(())
+}
+
+fn nop(_cpu: &mut Cpu, _bus: &mut dyn CpuBus, _i: &Instruction) -> XResult<()> {
+    Ok(())
+}
+
+fn incdec_nf<const DEC: bool>(
+    cpu: &mut Cpu,
+    _bus: &mut dyn CpuBus,
+    i: &Instruction,
+) -> XResult<()> {
+    let r0 = i.op0_register();
+    let a = cpu.reg(r0);
+    let r = if DEC {
+        a.wrapping_sub(1)
+    } else {
+        a.wrapping_add(1)
+    };
+    cpu.set_reg(r0, r & mask(reg_size(r0)));
+    Ok(())
+}
+
+/// The instruction cannot fault and touches only registers (and flags):
+/// flags it writes are unobservable if a later pure instruction of the
+/// same block overwrites them before anything reads them.
+pub fn is_pure(i: &Instruction) -> bool {
+    let two = i.op_count() == 2 && is_gpr(i, 0);
+    let rr = two && is_gpr(i, 1);
+    let ri = two && is_imm(i, 1);
+    match i.mnemonic() {
+        M::Add | M::Sub | M::And | M::Or | M::Xor | M::Cmp | M::Test | M::Mov => rr || ri,
+        M::Inc | M::Dec => i.op_count() == 1 && is_gpr(i, 0),
+        M::Lea | M::Nop => true,
+        _ => false,
+    }
+}
+
+/// A handler that skips the flag computation of a pure instruction.
+pub fn dead_flag_variant(i: &Instruction) -> Option<Handler> {
+    let two = i.op_count() == 2 && is_gpr(i, 0);
+    let rr = two && is_gpr(i, 1);
+    let ri = two && is_imm(i, 1);
+    macro_rules! pick {
+        ($op:expr) => {
+            if rr {
+                Some(alu_rr_nf::<{ $op }>)
+            } else if ri {
+                Some(alu_ri_nf::<{ $op }>)
+            } else {
+                None
+            }
+        };
+    }
+    match i.mnemonic() {
+        M::Add => pick!(ADD),
+        M::Sub => pick!(SUB),
+        M::And => pick!(AND),
+        M::Or => pick!(OR),
+        M::Xor => pick!(XOR),
+        M::Cmp | M::Test if rr || ri => Some(nop),
+        M::Inc if i.op_count() == 1 && is_gpr(i, 0) => Some(incdec_nf::<false>),
+        M::Dec if i.op_count() == 1 && is_gpr(i, 0) => Some(incdec_nf::<true>),
+        _ => None,
+    }
+}
+
 fn alu_rr<const OP: u8>(cpu: &mut Cpu, _bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()> {
     let b = cpu.reg(i.op1_register());
     alu::<OP>(cpu, i, b);

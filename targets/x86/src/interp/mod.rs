@@ -470,6 +470,7 @@ impl Cpu {
         let slow = self.state.rflags & rflags::TF != 0
             || self.debug_single_step
             || self.debug_hw_exec.iter().any(Option::is_some)
+            || self.mmu.watching()
             || self.state.interrupt_shadow;
         if slow {
             for op in blk.ops.iter() {
@@ -485,7 +486,7 @@ impl Cpu {
                 let i = &op.insn;
                 self.next_rip = i.next_ip() & self.ip_mask;
                 n += 1;
-                match (op.exec)(self, bus, i) {
+                match (op.fast)(self, bus, i) {
                     Ok(()) => self.state.rip = self.next_rip,
                     Err(e) => {
                         self.end_block = true;

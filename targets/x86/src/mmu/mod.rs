@@ -49,8 +49,19 @@ pub struct Mmu {
     has_large: bool,
     /// Debugger watchpoints (see [`Mmu::set_watchpoints`]).
     watch: [Option<Watchpoint>; 4],
+    watching: bool,
     /// The first watchpoint a data access hit: (slot, linear address).
     pub watch_hit: Option<(usize, u64)>,
+}
+
+/// Whether writes to the linear page of a TLB write tag are watched (the
+/// page must then stay on the slow path).
+fn watched_write(watch: &[Option<Watchpoint>; 4], tag: u64) -> bool {
+    let page = tag & PAGE_MASK;
+    watch
+        .iter()
+        .flatten()
+        .any(|w| w.write && page < w.addr.wrapping_add(w.len) && w.addr < page.wrapping_add(0x1000))
 }
 
 /// A debugger watchpoint on linear addresses `[addr, addr + len)`.
@@ -133,6 +144,7 @@ impl Mmu {
             pending_action: None,
             has_large: false,
             watch: [None; 4],
+            watching: false,
             watch_hit: None,
         }
     }
@@ -151,8 +163,16 @@ impl Mmu {
     /// the fast path.
     pub fn set_watchpoints(&mut self, w: [Option<Watchpoint>; 4]) {
         self.watch = w;
+        self.watching = w.iter().any(Option::is_some);
         self.watch_hit = None;
         self.flush_all();
+    }
+
+    /// Watchpoints are set: the interpreter checks [`Mmu::watch_hit`] after
+    /// each instruction.
+    #[inline]
+    pub fn watching(&self) -> bool {
+        self.watching
     }
 
     /// Records the first watchpoint that `[lin, lin + len)` hits.
@@ -351,7 +371,7 @@ impl Mmu {
         } else {
             self.read_in_page(bus, &e1, lin, buf);
         }
-        if self.watch.iter().any(Option::is_some) {
+        if self.watching {
             self.check_watch(lin, buf.len(), false);
         }
         Ok(())
@@ -382,7 +402,7 @@ impl Mmu {
         } else {
             self.write_in_page(bus, &e1, lin, data);
         }
-        if self.watch.iter().any(Option::is_some) {
+        if self.watching {
             self.check_watch(lin, data.len(), true);
         }
         Ok(())
@@ -443,6 +463,7 @@ impl Mmu {
                     if e.paddr == page
                         && e.tag_write & TAG_INVALID == 0
                         && e.attrs & ATTR_RAM_WRITE != 0
+                        && !watched_write(&self.watch, e.tag_write)
                     {
                         e.tag_write &= !TAG_SLOW;
                     }
@@ -457,7 +478,10 @@ impl Mmu {
         self.dirty_code.clear();
         for t in self.tlb.iter_mut() {
             for e in t.iter_mut() {
-                if e.tag_write & TAG_INVALID == 0 && e.attrs & ATTR_RAM_WRITE != 0 {
+                if e.tag_write & TAG_INVALID == 0
+                    && e.attrs & ATTR_RAM_WRITE != 0
+                    && !watched_write(&self.watch, e.tag_write)
+                {
                     e.tag_write &= !TAG_SLOW;
                 }
             }
@@ -468,7 +492,7 @@ impl Mmu {
     /// block must stop after the current instruction.
     #[inline(always)]
     pub fn events(&self) -> bool {
-        !self.dirty_code.is_empty() || self.pending_action.is_some() || self.watch_hit.is_some()
+        !self.dirty_code.is_empty() || self.pending_action.is_some()
     }
 
     /// Whether a physical page holds translated code.
