@@ -17,11 +17,13 @@ pub const SIGNATURE: u32 = 0x663;
 pub const VENDOR: &[u8; 12] = b"GenuineIntel";
 const BRAND: &[u8; 48] = b"hx86 virtual CPU                                ";
 
-/// Leaf 1 EDX: FPU DE PSE TSC MSR PAE CX8 (APIC) SEP PGE CMOV PAT PSE36
-/// CLFSH MMX FXSR SSE SSE2.
+/// Leaf 1 EDX: FPU DE PSE TSC MSR PAE MCE CX8 (APIC) SEP MCA PGE CMOV PAT
+/// PSE36 CLFSH MMX FXSR SSE SSE2. The machine-check architecture has no
+/// banks (MCG_CAP.Count = 0): nothing ever reports a machine check.
 pub fn leaf1_edx(cfg: &CpuConfig) -> u32 {
     let mut d =
         (1 << 0) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 8) | (1 << 11);
+    d |= (1 << 7) | (1 << 14);
     d |= (1 << 13) | (1 << 15) | (1 << 16) | (1 << 17) | (1 << 19);
     d |= (1 << 23) | (1 << 24) | (1 << 25) | (1 << 26);
     if cfg.apic {
@@ -30,10 +32,13 @@ pub fn leaf1_edx(cfg: &CpuConfig) -> u32 {
     d
 }
 
-/// Leaf 1 ECX: SSE3 SSSE3 CX16 SSE4.1 SSE4.2 MOVBE POPCNT XSAVE (OSXSAVE).
+/// Leaf 1 ECX: SSE3 SSSE3 CX16 SSE4.1 SSE4.2 MOVBE POPCNT XSAVE (OSXSAVE)
+/// and bit 31, "running under a hypervisor" (a virtual CPU: no performance
+/// counters, as guests expect of one).
 pub fn leaf1_ecx(st: &CpuState) -> u32 {
     let mut c =
         (1 << 0) | (1 << 9) | (1 << 13) | (1 << 19) | (1 << 20) | (1 << 22) | (1 << 23) | (1 << 26);
+    c |= 1 << 31;
     if st.cr4 & cr4::OSXSAVE != 0 {
         c |= 1 << 27;
     }

@@ -13,6 +13,9 @@ pub const FEATURE_CONTROL: u32 = 0x3a;
 pub const BIOS_SIGN_ID: u32 = 0x8b;
 /// IA32_PLATFORM_ID (read by Linux's microcode driver on family 6).
 pub const PLATFORM_ID: u32 = 0x17;
+/// IA32_MCG_CAP (no banks, no MCG_CTL) and IA32_MCG_STATUS.
+pub const MCG_CAP: u32 = 0x179;
+pub const MCG_STATUS: u32 = 0x17a;
 
 impl Cpu {
     fn unknown_msr(&mut self, n: u32, write: bool) -> Exception {
@@ -30,6 +33,8 @@ impl Cpu {
             msr::APIC_BASE => m.apic_base,
             FEATURE_CONTROL => 1,
             PLATFORM_ID => 0,
+            MCG_CAP => 0,
+            MCG_STATUS => 0,
             BIOS_SIGN_ID => 0,
             msr::MTRRCAP => 0,
             msr::SYSENTER_CS => m.sysenter_cs,
@@ -64,6 +69,8 @@ impl Cpu {
             msr::TSC => self.write_tsc(v),
             msr::APIC_BASE => self.state.msr.apic_base = v,
             BIOS_SIGN_ID => {}
+            // No machine-check banks: status writes of 0 are accepted.
+            MCG_STATUS if v == 0 => {}
             msr::SYSENTER_CS => self.state.msr.sysenter_cs = v & 0xffff,
             msr::SYSENTER_ESP => self.state.msr.sysenter_esp = canon(v)?,
             msr::SYSENTER_EIP => self.state.msr.sysenter_eip = canon(v)?,

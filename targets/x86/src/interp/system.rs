@@ -300,10 +300,12 @@ pub(crate) fn write_cr0(cpu: &mut Cpu, v: u64) -> XResult<()> {
     Ok(())
 }
 
-/// CR4 bits the model supports (VME/PVI, MCE, UMIP, FSGSBASE, PCIDE,
-/// SMEP/SMAP are not advertised and #GP when set).
+/// CR4 bits the model supports (VME/PVI, UMIP, FSGSBASE, PCIDE,
+/// SMEP/SMAP are not advertised and #GP when set; MCE is accepted: the
+/// machine-check architecture is advertised with no banks).
 const CR4_VALID: u64 = cr4::TSD
     | cr4::DE
+    | cr4::MCE
     | cr4::PSE
     | cr4::PAE
     | cr4::PGE
