@@ -758,6 +758,15 @@ fn malformed_packets_get_errors_and_the_stub_survives() {
             "X0,4:abcd",
             "qRcmd,zz",
             "T",
+            // Hostile sizes and addresses.
+            "Z2,fffffffffffffffe,10",
+            "Z2,1000,ffffffffff",
+            "Z3,ffffffffffffffff,8",
+            "Z0,ffffffffffff0000,1",
+            "mffffffffffff0000,ffffffffffffffff",
+            "qXfer:features:read:target.xml:ffffffffffff,10",
+            "p4a",
+            "P4a=0000000000000000",
         ] {
             let r = c.ask(bad);
             assert!(
@@ -766,6 +775,14 @@ fn malformed_packets_get_errors_and_the_stub_survives() {
                 ctx(&hx)
             );
         }
+        // Huge reads are cut to what fits; an endless monitor command
+        // gets an answer.
+        assert!(!c.ask("m0,ffffffff").is_empty());
+        assert!(c
+            .ask(&format!("qRcmd,{}", "69".repeat(3000)))
+            .starts_with('O'));
+        // Console output packets, then OK.
+        while c.packet().unwrap() != "OK" {}
         // Unknown packets: the empty reply.
         assert_eq!(c.ask("vFrobnicate"), "");
         // Line noise between packets is ignored; a NAK resends.

@@ -287,6 +287,7 @@ fn drive<'a>(t: &mut HxTarget<'a>, conn: &Conn, inbox: &Inbox) -> Result<End> {
     let mut sm = new_stub(t, conn)?;
     loop {
         if let Some(Request::Quit(code)) = t.request {
+            eprintln!("hx86: gdb: quit requested from the monitor");
             return Ok(End::Exit(code));
         }
         sm = match sm {

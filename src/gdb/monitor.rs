@@ -291,7 +291,8 @@ pub fn info_mem(s: &CpuState, m: &vm_memory::GuestMemoryMmap) -> String {
         return "PG disabled".to_string();
     };
     let mut o = String::new();
-    let mut cur: Option<(u64, u64, String)> = None;
+    // Ends are exclusive and may be 2^64 (a mapping at the very top).
+    let mut cur: Option<(u128, u128, String)> = None;
     let prot = |mp: &mem::Mapping| {
         format!(
             "{}r{}{}",
@@ -308,16 +309,14 @@ pub fn info_mem(s: &CpuState, m: &vm_memory::GuestMemoryMmap) -> String {
     };
     for mp in &maps {
         let p = prot(mp);
+        let (lin, size) = (mp.lin as u128, mp.size as u128);
         match &mut cur {
-            Some((start, end, cp)) if *end == mp.lin && *cp == p => {
-                *end = mp.lin + mp.size;
-                let _ = start;
-            }
+            Some((_, end, cp)) if *end == lin && *cp == p => *end = lin + size,
             _ => {
                 if let Some((a, b, cp)) = cur.take() {
                     let _ = writeln!(o, "{a:016x}-{b:016x} {:016x} {cp}", b - a);
                 }
-                cur = Some((mp.lin, mp.lin + mp.size, p));
+                cur = Some((lin, lin + size, p));
             }
         }
     }

@@ -503,14 +503,17 @@ impl<'a> HxTarget<'a> {
 }
 
 /// Splits `[addr, addr+len)` into naturally aligned pieces of 1, 2, 4 or 8
-/// bytes, as debug registers need.
+/// bytes, as debug registers need (empty when the range wraps around the
+/// address space).
 pub fn split_watch(addr: u64, len: u64) -> Vec<(u64, u8)> {
     let mut out = Vec::new();
+    let Some(end) = addr.checked_add(len) else {
+        return out;
+    };
     let mut a = addr;
-    let end = addr.saturating_add(len);
     while a < end {
         let mut size = 8u64;
-        while size > 1 && (!a.is_multiple_of(size) || a + size > end) {
+        while size > 1 && (!a.is_multiple_of(size) || a.checked_add(size).is_none_or(|e| e > end)) {
             size /= 2;
         }
         out.push((a, size as u8));
@@ -742,6 +745,9 @@ impl HwWatchpoint for HxTarget<'_> {
         }
         let kind = watch_kind(kind);
         let pieces = split_watch(addr, len);
+        if pieces.is_empty() {
+            return Ok(false);
+        }
         if !self.make_free(pieces.len()) {
             return Ok(false);
         }
@@ -801,5 +807,10 @@ mod tests {
         );
         assert_eq!(split_watch(0x1000, 16), vec![(0x1000, 8), (0x1008, 8)]);
         assert_eq!(split_watch(0x1006, 3), vec![(0x1006, 2), (0x1008, 1)]);
+        assert_eq!(
+            split_watch(u64::MAX - 2, 2),
+            vec![(u64::MAX - 2, 1), (u64::MAX - 1, 1)]
+        );
+        assert!(split_watch(u64::MAX - 1, 16).is_empty());
     }
 }
