@@ -936,3 +936,42 @@ fn stepi_enters_an_interrupt_handler() {
         assert_eq!(hx.wait(), Some(0x43), "{ctx}");
     }
 }
+
+#[test]
+fn more_breakpoints_than_debug_registers() {
+    if !gdb_available() {
+        return;
+    }
+    let addrs = [
+        0xffff_e000u64,
+        0xffff_e001,
+        0xffff_1000,
+        0xffff_1004,
+        0xffff_2000,
+        0xffff_2005,
+    ];
+    for accel in accels() {
+        let mut hx = Hx::start(accel, "tcp::0", &[]);
+        let mut script: Vec<String> = addrs.iter().map(|a| format!("break *{a:#x}")).collect();
+        for _ in 0..addrs.len() {
+            script.push("continue".into());
+        }
+        script.push("kill".into());
+        let script: Vec<&str> = script.iter().map(String::as_str).collect();
+        let out = gdb(&hx, &script);
+        let ctx = format!("-accel {accel}\n{out}\n{}", hx.dump());
+        if hx.stderr().contains("cannot stop on INT3 here") {
+            // Four debug registers, and no INT3 to fall back on: gdb is
+            // told, the guest is not harmed.
+            assert!(out.contains("Cannot insert breakpoint"), "{ctx}");
+        } else {
+            no_protocol_errors(&out, &ctx);
+            // The first four sit in debug registers, the others are INT3s.
+            for (i, a) in addrs.iter().enumerate() {
+                let want = format!("Breakpoint {}, 0x{a:016x}", i + 1);
+                assert!(out.contains(&want), "missing {want:?}\n{ctx}");
+            }
+        }
+        assert_eq!(hx.wait(), Some(0), "{ctx}");
+    }
+}

@@ -243,6 +243,10 @@ fn run_guest(t: &mut HxTarget<'_>, inbox: &Inbox) -> Result<RunEvent> {
                 }
                 return Ok(RunEvent::Stop(t.stop_reason(ev, want_step)));
             }
+            // A step over HLT ends there.
+            VcpuExit::Halt if want_step => {
+                return Ok(RunEvent::Stop(SingleThreadStopReason::DoneStep))
+            }
             VcpuExit::Halt => {
                 if !halted_note {
                     eprintln!("hx86: gdb: the guest halted with nothing to wake it; interrupt it from gdb (Ctrl-C)");
@@ -258,6 +262,10 @@ fn run_guest(t: &mut HxTarget<'_>, inbox: &Inbox) -> Result<RunEvent> {
                     return Ok(RunEvent::Exited(code));
                 }
                 t.invalidate();
+                // The machine was reset: a step ends at the reset vector.
+                if want_step {
+                    return Ok(RunEvent::Stop(SingleThreadStopReason::DoneStep));
+                }
             }
         }
     }
