@@ -175,6 +175,11 @@ impl IrqChip {
 
     /// Port read of the PIC, ELCR, PIT or port 0x61.
     pub fn pio_read(&mut self, port: u16, data: &mut [u8]) {
+        // A guest polling the PIC's IRR with interrupts off must still see
+        // the PIT's edges: bring the timers up to date first.
+        if matches!(port, 0x20 | 0x21 | 0xa0 | 0xa1) {
+            self.poll();
+        }
         let now = self.clock.now_ns();
         for (i, d) in data.iter_mut().enumerate() {
             let p = port.wrapping_add(i as u16);

@@ -235,3 +235,23 @@ fn hostile_bus_accesses() {
     let _ = c.acknowledge();
     let _ = c.next_deadline_ns();
 }
+
+#[test]
+fn polling_the_irr_with_interrupts_off_sees_the_pit() {
+    let (mut c, clock) = chip();
+    init_pic(&mut c);
+    c.pio_write(0x43, &[0x34]);
+    c.pio_write(0x40, &[0xa9]);
+    c.pio_write(0x40, &[0x04]);
+    let deadline = c.next_deadline_ns().unwrap();
+    // OCW3: read the IRR on the next read of port 0x20.
+    c.pio_write(0x20, &[0x0a]);
+    let mut irr = [0u8];
+    c.pio_read(0x20, &mut irr);
+    assert_eq!(irr[0] & 1, 0);
+    clock.set(deadline);
+    // No pending_interrupt()/poll() call in between: the read itself must
+    // bring the PIT up to date (a CPU with IF=0 never asks).
+    c.pio_read(0x20, &mut irr);
+    assert_eq!(irr[0] & 1, 1, "IRQ0 must show in the IRR");
+}
