@@ -1,0 +1,39 @@
+//! Runs the `xtest` differential tester (interpreter against the host CPU)
+//! on fixed seeds with bounded counts: any mismatch fails the test. The
+//! sequences depend only on the seed, so the run is deterministic (the host
+//! CPU is the reference: x86-64 Linux only).
+
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
+
+use std::process::Command;
+
+fn xtest(args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_xtest"))
+        .args(args)
+        .args(["--quiet", "--keep-going"])
+        .output()
+        .expect("run xtest");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "xtest {args:?} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(": 0 mismatches"), "{stdout}");
+}
+
+#[test]
+fn integer_sequences() {
+    xtest(&["--seed", "1", "--count", "3000"]);
+}
+
+#[test]
+fn long_integer_sequences() {
+    xtest(&["--seed", "2", "--count", "500", "--len", "24"]);
+}
+
+#[test]
+fn sse_sequences() {
+    xtest(&["--seed", "3", "--count", "1000", "--sse"]);
+}
