@@ -172,9 +172,7 @@ fn sse_table_host_checked() {
     a.mov(rax, rdi).unwrap();
     a.ret().unwrap();
     let code = a.assemble(TABLE_BODY).unwrap();
-    table_case("sse_table_host_checked", code, &input(), 24, descs)
-        .dbt_known_failure(crate::exceptions::SSE_PENDING)
-        .run();
+    table_case("sse_table_host_checked", code, &input(), 24, descs).run();
 }
 
 #[test]
@@ -193,11 +191,14 @@ fn sse_ring0_moves_and_arith() {
     end(&mut a).unwrap();
     g.load(&mut a);
     Case::new("sse_ring0_moves_and_arith", g)
-        .dbt_known_failure(crate::exceptions::SSE_PENDING)
         .check(|o| {
             o.ended();
             let f = |i: u64| f32::from_le_bytes(o.u32(DATA + 0x200 + i * 4).to_le_bytes());
-            assert_eq!(f(0), 1.5 + 2.0);
+            // xmm0 = input lanes 0..3, xmm1 = lanes 4..7.
+            assert_eq!(f(0).to_bits(), (1.5f32 + -0.0).to_bits());
+            assert_eq!(f(1).to_bits(), (-2.25f32 + 1.0e-40).to_bits());
+            assert_eq!(f(2), f32::INFINITY);
+            assert_eq!(f(3).to_bits(), (0.1f32 + 7.0).to_bits());
         })
         .run();
 }
