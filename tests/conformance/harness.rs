@@ -951,7 +951,6 @@ pub fn diff(a: &Outcome, b: &Outcome, flags_mask: u64, g: &Guest) -> Vec<String>
         None
     };
     let mut shown = 0;
-    let mut rf_noted = false;
     for (i, (p, q)) in a.mem.chunks(8).zip(b.mem.chunks(8)).enumerate() {
         let addr = (i * 8) as u64;
         let (mut p, mut q) = (
@@ -966,13 +965,6 @@ pub fn diff(a: &Outcome, b: &Outcome, flags_mask: u64, g: &Guest) -> Vec<String>
             p &= !0x40_0000_0040;
             q &= !0x40_0000_0040;
         }
-        if (p ^ q == 1 << 16 || p ^ q == 1 << 48) && a.backend == "kvm" && b.backend == "dbt" {
-            // Known DBT bug: RF is not set in the RFLAGS image pushed for
-            // fault-class exceptions (SDM Vol. 3A 6.8.3 / 17.3.1.1).
-            // Reported once per case, not failed.
-            rf_noted = true;
-            continue;
-        }
         if p != q {
             if shown < 16 {
                 d.push(format!("mem[{addr:#x}]: {na} {p:016x} vs {nb} {q:016x}"));
@@ -982,9 +974,6 @@ pub fn diff(a: &Outcome, b: &Outcome, flags_mask: u64, g: &Guest) -> Vec<String>
     }
     if shown > 16 {
         d.push(format!("... {} differing 8-byte words in all", shown));
-    }
-    if rf_noted {
-        eprintln!("  note: known DBT bug: RFLAGS.RF clear in a pushed fault frame (KVM sets it)");
     }
     d
 }

@@ -39,6 +39,20 @@ impl EventKind {
     }
 }
 
+/// The RFLAGS image an event pushes: RF is set for every fault-class
+/// exception but an instruction-breakpoint #DB (SDM Vol. 3A 17.3.1.1), so
+/// that IRET back to the faulting instruction does not retrigger an
+/// instruction breakpoint on it. #DF (an abort, raised by a fault during a
+/// fault's delivery) has it set too, as on hardware.
+fn pushed_rflags(flags: u64, v: u8, kind: EventKind) -> u64 {
+    let fault = matches!(v, 0 | 5..=8 | 10..=14 | 16 | 17 | 19 | 20 | 21);
+    if kind == EventKind::Exception && fault {
+        flags | rflags::RF
+    } else {
+        flags
+    }
+}
+
 /// Limit-checked linear address on a stack segment (not the current one).
 fn stack_lin(seg: &Segment, off: u64, size: u64, long: bool, err: u32) -> XResult<u64> {
     if long {
@@ -322,7 +336,7 @@ impl Cpu {
         let conforming = cs.attr & sa::DC != 0;
         let vm = self.state.rflags & rflags::VM != 0;
         let psize = if is32 { 4 } else { 2 };
-        let old_flags = self.state.rflags;
+        let old_flags = pushed_rflags(self.state.rflags, v, kind);
         let old_cs = self.state.seg(SegReg::Cs).selector as u64;
         let old_ss = self.state.seg(SegReg::Ss).selector as u64;
         let old_sp = self.state.gpr[4];
@@ -481,7 +495,7 @@ impl Cpu {
         };
         p.push(self, bus, old_ss, 8)?;
         p.push(self, bus, self.state.gpr[4], 8)?;
-        p.push(self, bus, self.state.rflags, 8)?;
+        p.push(self, bus, pushed_rflags(self.state.rflags, v, kind), 8)?;
         p.push(self, bus, self.state.seg(SegReg::Cs).selector as u64, 8)?;
         p.push(self, bus, ret, 8)?;
         if let Some(c) = code {

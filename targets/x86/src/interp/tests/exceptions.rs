@@ -4,6 +4,7 @@
 use iced_x86::code_asm::*;
 
 use super::*;
+use crate::consts::rflags;
 use crate::exception::vector;
 
 fn run64(f: impl FnOnce(&mut CodeAssembler)) -> M {
@@ -379,4 +380,23 @@ fn fuzz_long() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
     fuzz_rounds(4000, seed);
+}
+
+#[test]
+fn fault_frames_have_rf_set_and_trap_frames_do_not() {
+    // #DE (a fault): RF set in the pushed RFLAGS image.
+    let m = run64(|a| {
+        a.mov(eax, 5).unwrap();
+        a.xor(ecx, ecx).unwrap();
+        a.div(ecx).unwrap();
+        a.hlt().unwrap();
+    });
+    assert_ne!(m.rec_rflags() & rflags::RF, 0);
+    // INT3 (a trap): RF clear.
+    let m = run64(|a| {
+        a.int3().unwrap();
+        a.hlt().unwrap();
+    });
+    assert_eq!(m.rec().0, vector::BP as u64);
+    assert_eq!(m.rec_rflags() & rflags::RF, 0);
 }

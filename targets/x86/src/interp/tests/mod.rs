@@ -203,7 +203,7 @@ pub fn has_error_code(v: u8) -> bool {
 impl M {
     /// 64-bit handlers for vectors 0..32 recording at REC: [0] error code
     /// (or u64::MAX), [8] vector + 0x100, [16] pushed RIP, [24] pushed CS,
-    /// [32] pushed RSP, [40] CR2, then `cli; hlt`.
+    /// [32] pushed RSP, [40] CR2, [48] pushed RFLAGS, then `cli; hlt`.
     pub fn install_handlers64(&mut self) {
         for v in 0u8..32 {
             let at = HANDLERS + v as u64 * 0x100;
@@ -224,6 +224,8 @@ impl M {
                 a.mov(qword_ptr(REC + 32), rax).unwrap();
                 a.mov(rax, cr2).unwrap();
                 a.mov(qword_ptr(REC + 40), rax).unwrap();
+                a.mov(rax, qword_ptr(rsp + 16)).unwrap();
+                a.mov(qword_ptr(REC + 48), rax).unwrap();
                 a.cli().unwrap();
                 a.hlt().unwrap();
             });
@@ -262,6 +264,11 @@ impl M {
     }
 
     /// (vector, error code, pushed RIP) recorded by a handler.
+    /// The RFLAGS image the 64-bit handler found pushed.
+    pub fn rec_rflags(&self) -> u64 {
+        self.read_u64(REC + 48)
+    }
+
     pub fn rec(&self) -> (u64, u64, u64) {
         let v = self.read_u64(REC + 8);
         let v = if v >= 0x100 { v - 0x100 } else { u64::MAX };
