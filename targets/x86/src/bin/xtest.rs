@@ -2,13 +2,17 @@
 //!
 //! Generates random user-level instruction sequences (integer ALU with
 //! flags, shifts/rotates, mul/div, bit ops, cmov/setcc, string ops with
-//! small counts, BSWAP/MOVBE, CMPXCHG/XADD; SSE with `--sse`), runs each
-//! natively in a forked child (code and data pages at fixed addresses,
-//! shared with the parent; registers loaded from a start state, stored back
-//! after the sequence; SIGSEGV/SIGFPE/SIGILL and a time limit reported) and
-//! under `x86::Cpu` in 64-bit user mode from the same start state, and
-//! reports the first mismatch. Only architecturally defined flags are
-//! compared (iced-x86's `rflags_undefined()`, per instruction).
+//! small counts, BSWAP/MOVBE, CMPXCHG/XADD, BMI1/BMI2, CRC32, memory
+//! read-modify-write and BT bit strings, high-byte registers; SSE..SSE4.2
+//! with `--sse`), runs each natively in a forked child (code and data pages
+//! at fixed addresses, shared with the parent; registers loaded from a start
+//! state, stored back after the sequence; SIGSEGV/SIGFPE/SIGILL and a time
+//! limit reported) and under `x86::Cpu` in 64-bit user mode from the same
+//! start state, and reports the first mismatch. Only architecturally defined
+//! flags are compared (iced-x86's `rflags_undefined()`, per instruction, and
+//! OF after a shift/rotate by a count other than 1); a sequence in which an
+//! instruction reads a flag left undefined (LAHF after MUL, ...) is
+//! regenerated from the same stream, or skipped and counted.
 //!
 //! `xtest --seed N --count M [--len L] [--sse] [--quiet] [--keep-going]`;
 //! exits 1 on a mismatch (after all sequences with `--keep-going`).
@@ -146,8 +150,9 @@ fn gen_one(a: &mut CodeAssembler, rng: &mut Rng, sse: bool) -> Result<(), IcedEr
     let x = rng.pick(&GPRS);
     let y = rng.pick(&GPRS);
     let sz = rng.below(4);
-    let kinds = if sse { 17 } else { 16 };
-    match rng.below(kinds) {
+    let kinds = if sse { 19 } else { 16 };
+    let kind = rng.below(kinds);
+    match kind {
         0 => match rng.below(9) {
             0 => sized2!(a, add, sz, x, y),
             1 => sized2!(a, adc, sz, x, y),
@@ -493,6 +498,60 @@ fn gen_one(a: &mut CodeAssembler, rng: &mut Rng, sse: bool) -> Result<(), IcedEr
             ];
             let p = rng.pick(&xs);
             let q = rng.pick(&xs);
+            let imm = rng.below(256) as i32;
+            if kind > 16 {
+                // SSE2..SSE4.2 integer, shuffle, conversion and compare forms.
+                return match rng.below(48) {
+                    0 => a.pshufb(p, q),
+                    1 => a.palignr(p, q, rng.below(40) as i32),
+                    2 => a.pmaddwd(p, q),
+                    3 => a.psadbw(p, q),
+                    4 => a.pmulhuw(p, q),
+                    5 => a.packsswb(p, q),
+                    6 => a.packuswb(p, q),
+                    7 => a.psrlw(p, rng.below(20) as i32),
+                    8 => a.psrad(p, rng.below(40) as i32),
+                    9 => a.pslldq(p, rng.below(20) as i32),
+                    10 => a.pminub(p, q),
+                    11 => a.pmaxsw(p, q),
+                    12 => a.pavgb(p, q),
+                    13 => a.punpckhqdq(p, q),
+                    14 => a.cvtsi2sd(p, x),
+                    15 => a.cvttsd2si(r32(x), p),
+                    16 => a.cvtps2dq(p, q),
+                    17 => a.cvtdq2ps(p, q),
+                    18 => a.sqrtsd(p, q),
+                    19 => a.minps(p, q),
+                    20 => a.maxpd(p, q),
+                    21 => a.cmpps(p, q, rng.below(8) as i32),
+                    22 => a.andnps(p, q),
+                    23 => a.unpcklps(p, q),
+                    24 => a.movhlps(p, q),
+                    25 => a.movmskps(r32(x), p),
+                    26 => a.pmovmskb(r32(x), p),
+                    27 => a.pextrw(r32(x), p, imm),
+                    28 => a.pinsrw(p, r32(x), imm),
+                    29 => a.ptest(p, q),
+                    30 => a.pmulld(p, q),
+                    31 => a.pminsd(p, q),
+                    32 => a.pblendw(p, q, imm),
+                    33 => a.blendvps(p, q),
+                    34 => a.roundsd(p, q, rng.below(16) as i32),
+                    35 => a.pcmpgtq(p, q),
+                    36 => a.pcmpistri(p, q, imm & 0x7f),
+                    37 => a.insertps(p, q, imm),
+                    38 => a.extractps(r32(x), p, rng.below(4) as i32),
+                    39 => a.pmovzxbw(p, q),
+                    40 => a.pabsb(p, q),
+                    41 => a.phaddd(p, q),
+                    42 => a.psignb(p, q),
+                    43 => a.pmuldq(p, q),
+                    44 => a.packusdw(p, q),
+                    45 => a.cvtsd2ss(p, q),
+                    46 => a.pshufhw(p, q, imm),
+                    _ => a.comisd(p, q),
+                };
+            }
             match rng.below(12) {
                 0 => a.addps(p, q),
                 1 => a.mulsd(p, q),
