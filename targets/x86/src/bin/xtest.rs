@@ -23,7 +23,8 @@ use iced_x86::{
     Mnemonic, OpKind, Register, RflagsBits,
 };
 use x86::consts::{cr0, cr4, efer};
-use x86::{CpuState, Segment, StepResult, TestBus};
+use x86::interp::DebugStop;
+use x86::{CpuState, ExitReason, Segment, StepResult, TestBus};
 
 /// Virtual addresses (identical natively and in the guest).
 const CODE: u64 = 0x10_0000_0000;
@@ -763,28 +764,94 @@ enum Outcome {
     Fault(String),
 }
 
-fn run_interp(code: &[u8], data: &[u8], st: &St, end: u64) -> Outcome {
-    let mut bus = guest_bus(code, data);
+fn final_st(cpu: &x86::Cpu) -> St {
+    let s = &cpu.state;
+    let mut gpr = s.gpr;
+    gpr[4] = 0;
+    gpr[15] = 0;
+    St {
+        gpr,
+        flags: s.rflags,
+        xmm: s.fpu.xmm,
+    }
+}
+
+fn area(bus: &TestBus) -> Vec<u8> {
+    bus.ram[P_DATA as usize..P_DATA as usize + 0x400].to_vec()
+}
+
+/// Runs the sequence under the interpreter: stepped, or in blocks (`Cpu::run`,
+/// stopping at an INT3 placed at `end` with debugger breakpoints on).
+fn run_interp(code: &[u8], data: &[u8], st: &St, end: u64, blocks: bool) -> Outcome {
     let mut cpu = x86::Cpu::new(user_state(st));
+    if blocks {
+        let mut code = code.to_vec();
+        code[(end - CODE) as usize] = 0xcc;
+        let mut bus = guest_bus(&code, data);
+        cpu.debug_int3 = true;
+        let r = cpu.run(&mut bus, 100_000);
+        if r != ExitReason::Debug(DebugStop::Breakpoint) || cpu.state.rip != end {
+            return Outcome::Fault(format!("{r:?} at rip {:#x}", cpu.state.rip));
+        }
+        return Outcome::Done(final_st(&cpu), area(&bus));
+    }
+    let mut bus = guest_bus(code, data);
     for _ in 0..10_000 {
         if cpu.state.rip == end {
-            let s = &cpu.state;
-            let mut gpr = s.gpr;
-            gpr[4] = 0;
-            gpr[15] = 0;
-            let out = St {
-                gpr,
-                flags: s.rflags,
-                xmm: s.fpu.xmm,
-            };
-            let area = bus.ram[P_DATA as usize..P_DATA as usize + 0x400].to_vec();
-            return Outcome::Done(out, area);
+            return Outcome::Done(final_st(&cpu), area(&bus));
         }
         if let StepResult::Exit(e) = cpu.step(&mut bus) {
             return Outcome::Fault(format!("{e:?} at rip {:#x}", cpu.state.rip));
         }
     }
     Outcome::Fault(format!("did not reach the end (rip {:#x})", cpu.state.rip))
+}
+
+/// The first differences between the host's and the interpreter's outcome.
+fn compare(nat: &Outcome, emu: &Outcome, mask: u64) -> Option<String> {
+    match (nat, emu) {
+        (Outcome::Fault(_), Outcome::Fault(_)) => None,
+        (Outcome::Done(a, am), Outcome::Done(b, bm)) => {
+            let mut p = Vec::new();
+            for &i in &GPR_IDX {
+                if a.gpr[i] != b.gpr[i] {
+                    p.push(format!(
+                        "{}: host {:#x} interp {:#x}",
+                        x86::gpr::NAMES[i],
+                        a.gpr[i],
+                        b.gpr[i]
+                    ));
+                }
+            }
+            if a.flags & mask != b.flags & mask {
+                p.push(format!(
+                    "rflags (mask {mask:#x}): host {:#x} interp {:#x}",
+                    a.flags & mask,
+                    b.flags & mask
+                ));
+            }
+            for i in 0..16 {
+                if a.xmm[i] != b.xmm[i] {
+                    p.push(format!(
+                        "xmm{i}: host {:#034x} interp {:#034x}",
+                        u128::from_le_bytes(a.xmm[i]),
+                        u128::from_le_bytes(b.xmm[i])
+                    ));
+                }
+            }
+            if let Some(k) = (0..0x400).find(|&k| am[k] != bm[k]) {
+                p.push(format!(
+                    "memory [r15{:+#x}]: host {:#04x} interp {:#04x}",
+                    k as i64 - 0x400 + AREA as i64 - AREA as i64,
+                    am[k],
+                    bm[k]
+                ));
+            }
+            (!p.is_empty()).then(|| p.join("\n  "))
+        }
+        (Outcome::Done(..), Outcome::Fault(e)) => Some(format!("host ran to the end, interp: {e}")),
+        (Outcome::Fault(e), Outcome::Done(..)) => Some(format!("host: {e}, interp ran to the end")),
+    }
 }
 
 fn read_st(d: &[u8], off: u64) -> St {
@@ -1021,57 +1088,18 @@ fn main() {
             }
             Err(e) => Outcome::Fault(e),
         };
-        let emu = run_interp(&page, &data, &start, end);
+        let step = run_interp(&page, &data, &start, end, false);
+        let block = run_interp(&page, &data, &start, end, true);
         let mask = (STATUS | DF) & !undef;
-        let problem = match (&nat, &emu) {
-            (Outcome::Fault(_), Outcome::Fault(_)) => {
-                faults += 1;
-                None
-            }
-            (Outcome::Done(a, am), Outcome::Done(b, bm)) => {
-                let mut p = Vec::new();
-                for &i in &GPR_IDX {
-                    if a.gpr[i] != b.gpr[i] {
-                        p.push(format!(
-                            "{}: host {:#x} interp {:#x}",
-                            x86::gpr::NAMES[i],
-                            a.gpr[i],
-                            b.gpr[i]
-                        ));
-                    }
-                }
-                if a.flags & mask != b.flags & mask {
-                    p.push(format!(
-                        "rflags (mask {mask:#x}): host {:#x} interp {:#x}",
-                        a.flags & mask,
-                        b.flags & mask
-                    ));
-                }
-                for i in 0..16 {
-                    if a.xmm[i] != b.xmm[i] {
-                        p.push(format!(
-                            "xmm{i}: host {:#034x} interp {:#034x}",
-                            u128::from_le_bytes(a.xmm[i]),
-                            u128::from_le_bytes(b.xmm[i])
-                        ));
-                    }
-                }
-                if let Some(k) = (0..0x400).find(|&k| am[k] != bm[k]) {
-                    p.push(format!(
-                        "memory [r15{:+#x}]: host {:#04x} interp {:#04x}",
-                        k as i64 - 0x400 + AREA as i64 - AREA as i64,
-                        am[k],
-                        bm[k]
-                    ));
-                }
-                (!p.is_empty()).then(|| p.join("\n  "))
-            }
-            (Outcome::Done(..), Outcome::Fault(e)) => {
-                Some(format!("host ran to the end, interp: {e}"))
-            }
-            (Outcome::Fault(e), Outcome::Done(..)) => {
-                Some(format!("host: {e}, interp ran to the end"))
-            }
+        if matches!((&nat, &step), (Outcome::Fault(_), Outcome::Fault(_))) {
+            faults += 1;
+        }
+        // Stepped (one instruction at a time) and in blocks (the fast path,
+        // with flags elided when later instructions overwrite them).
+        let problem = match (compare(&nat, &step, mask), compare(&nat, &block, mask)) {
+            (None, None) => None,
+            (Some(p), _) => Some(format!("(stepped)\n  {p}")),
+            (None, Some(p)) => Some(format!("(in blocks only)\n  {p}")),
         };
         if let Some(p) = problem {
             println!(
