@@ -2,9 +2,9 @@
 //!
 //! Generates random user-level instruction sequences (integer ALU with
 //! flags, shifts/rotates, mul/div, bit ops, cmov/setcc, string ops with
-//! small counts, BSWAP/MOVBE, CMPXCHG/XADD, BMI1/BMI2, CRC32, memory
-//! read-modify-write and BT bit strings, high-byte registers; SSE..SSE4.2
-//! with `--sse`), runs each natively in a forked child (code and data pages
+//! small counts, BSWAP/MOVBE, CMPXCHG/XADD, BMI1/BMI2, CRC32, forward
+//! branches, PUSH/POP/PUSHFQ, memory read-modify-write and BT bit strings,
+//! high-byte registers; SSE..SSE4.2 with `--sse`), runs each natively in a forked child (code and data pages
 //! at fixed addresses, shared with the parent; registers loaded from a start
 //! state, stored back after the sequence; SIGSEGV/SIGFPE/SIGILL and a time
 //! limit reported) and under `x86::Cpu` in 64-bit user mode from the same
@@ -151,7 +151,7 @@ fn gen_one(a: &mut CodeAssembler, rng: &mut Rng, sse: bool) -> Result<(), IcedEr
     let x = rng.pick(&GPRS);
     let y = rng.pick(&GPRS);
     let sz = rng.below(4);
-    let kinds = if sse { 19 } else { 16 };
+    let kinds = if sse { 20 } else { 17 };
     let kind = rng.below(kinds);
     match kind {
         0 => match rng.below(9) {
@@ -492,6 +492,37 @@ fn gen_one(a: &mut CodeAssembler, rng: &mut Rng, sse: bool) -> Result<(), IcedEr
                 _ => a.movzx(r32(rng.pick(&[rax, rcx, rdx, rbx, rsi, rdi])), h),
             }
         }
+        16 => {
+            // A forward branch over one instruction (flags live across a
+            // block end), JRCXZ, or a stack round trip.
+            let mut skip = a.create_label();
+            match rng.below(8) {
+                0 => a.jo(skip)?,
+                1 => a.jb(skip)?,
+                2 => a.je(skip)?,
+                3 => a.jbe(skip)?,
+                4 => a.js(skip)?,
+                5 => a.jp(skip)?,
+                6 => a.jl(skip)?,
+                _ => a.jrcxz(skip)?,
+            }
+            match rng.below(5) {
+                0 => sized2!(a, add, sz, x, y)?,
+                1 => sized1!(a, inc, sz, x)?,
+                2 => a.mov(r32(x), r32(y))?,
+                3 => {
+                    a.push(x)?;
+                    a.pop(y)?;
+                }
+                _ => {
+                    a.pushfq()?;
+                    a.pop(x)?;
+                    a.and(x, 0x8d5)?;
+                }
+            }
+            a.set_label(&mut skip)?;
+            a.zero_bytes()
+        }
         _ => {
             let xs = [
                 xmm0, xmm1, xmm2, xmm3, xmm4, xmm5, xmm6, xmm7, xmm8, xmm9, xmm10, xmm11, xmm12,
@@ -500,7 +531,7 @@ fn gen_one(a: &mut CodeAssembler, rng: &mut Rng, sse: bool) -> Result<(), IcedEr
             let p = rng.pick(&xs);
             let q = rng.pick(&xs);
             let imm = rng.below(256) as i32;
-            if kind > 16 {
+            if kind > 17 {
                 // SSE2..SSE4.2 integer, shuffle, conversion and compare forms.
                 return match rng.below(48) {
                     0 => a.pshufb(p, q),
@@ -903,6 +934,7 @@ fn analyse(code: &[u8], end: u64) -> (Vec<String>, u64, bool) {
     let mut info = InstructionInfoFactory::new();
     let mut undef = 0u64;
     let mut reads_undef = false;
+    let mut branch_end = 0u64;
     let mut lines = Vec::new();
     let mut ins = Instruction::default();
     while dec.can_decode() {
@@ -950,8 +982,13 @@ fn analyse(code: &[u8], end: u64) -> (Vec<String>, u64, bool) {
             || ins.has_rep_prefix()
             || ins.has_repne_prefix();
         // A shift/rotate by a count that may be 0 (mod the mask) leaves
-        // flags as they were: they stay undefined if they were.
-        undef = if var_count {
+        // flags as they were: they stay undefined if they were. So does an
+        // instruction a forward branch may skip.
+        let skippable = ins.ip() < branch_end;
+        if ins.is_jcc_short_or_near() || ins.is_jcx_short() {
+            branch_end = branch_end.max(ins.near_branch_target());
+        }
+        undef = if var_count || skippable {
             undef | u
         } else {
             (undef & !defined) | u
