@@ -8,6 +8,18 @@
 use std::process::Command;
 
 fn xtest(args: &[&str]) {
+    // The sequences use these natively; a host without them cannot be the
+    // reference.
+    let host = is_x86_feature_detected!("bmi1")
+        && is_x86_feature_detected!("bmi2")
+        && is_x86_feature_detected!("lzcnt")
+        && is_x86_feature_detected!("popcnt")
+        && is_x86_feature_detected!("sse4.2")
+        && is_x86_feature_detected!("movbe");
+    if !host {
+        eprintln!("xtest: SKIPPED: the host lacks BMI1/BMI2/LZCNT/POPCNT/SSE4.2/MOVBE");
+        return;
+    }
     let out = Command::new(env!("CARGO_BIN_EXE_xtest"))
         .args(args)
         .args(["--quiet", "--keep-going"])
