@@ -4,8 +4,9 @@
 //! mem` / `info tlb`).
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
-use x86::consts::{cr0, cr4, efer};
-use x86::mmu::{walk, Access};
+use x86::consts::{cr4, efer};
+use x86::mmu::walk::paging_mode;
+use x86::mmu::{walk, Access, PagingMode};
 use x86::{BusAction, CpuBus, CpuState, RamPtr};
 
 /// Reads RAM/ROM at a physical address; false when any byte is not backed
@@ -39,27 +40,6 @@ fn read_u64(mem: &GuestMemoryMmap, paddr: u64) -> Option<u64> {
 fn read_u32(mem: &GuestMemoryMmap, paddr: u64) -> Option<u64> {
     let mut b = [0u8; 4];
     read_phys(mem, paddr, &mut b).then(|| u32::from_le_bytes(b) as u64)
-}
-
-/// The paging structure format in use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Paging {
-    None,
-    Bits32,
-    Pae,
-    Level4,
-}
-
-pub fn paging(st: &CpuState) -> Paging {
-    if st.cr0 & cr0::PG == 0 || st.cr0 & cr0::PE == 0 {
-        Paging::None
-    } else if st.efer & efer::LMA != 0 {
-        Paging::Level4
-    } else if st.cr4 & cr4::PAE != 0 {
-        Paging::Pae
-    } else {
-        Paging::Bits32
-    }
 }
 
 const P: u64 = 1;
@@ -111,7 +91,7 @@ pub fn translate(st: &CpuState, mem: &GuestMemoryMmap, lin: u64) -> Option<u64> 
     } else if ((lin as i64) << 16 >> 16) as u64 != lin {
         return None;
     }
-    if paging(st) == Paging::None {
+    if paging_mode(st) == PagingMode::None {
         return Some(lin);
     }
     let w = walk(st, &mut DebugBus(mem), lin, Access::Read, false).ok()?;
@@ -169,9 +149,9 @@ pub const MAX_MAPPINGS: usize = 1 << 20;
 pub fn mappings(st: &CpuState, mem: &GuestMemoryMmap) -> Option<Vec<Mapping>> {
     let mut out = Vec::new();
     let inherit = RW | US;
-    match paging(st) {
-        Paging::None => return None,
-        Paging::Bits32 => {
+    match paging_mode(st) {
+        PagingMode::None => return None,
+        PagingMode::Bits32 => {
             for i in 0..1024u64 {
                 let Some(pde) = read_u32(mem, (st.cr3 & 0xffff_f000) + i * 4) else {
                     continue;
@@ -209,7 +189,7 @@ pub fn mappings(st: &CpuState, mem: &GuestMemoryMmap) -> Option<Vec<Mapping>> {
                 }
             }
         }
-        Paging::Pae => {
+        PagingMode::Pae => {
             for i in 0..4u64 {
                 let Some(pdpte) = read_u64(mem, (st.cr3 & 0xffff_ffe0) + i * 8) else {
                     continue;
@@ -221,7 +201,7 @@ pub fn mappings(st: &CpuState, mem: &GuestMemoryMmap) -> Option<Vec<Mapping>> {
                 collect(mem, pdpte & ADDR_MASK, 21, i << 30, RW | US, &mut out);
             }
         }
-        Paging::Level4 => {
+        PagingMode::Level4 => {
             collect(mem, st.cr3 & ADDR_MASK, 39, 0, RW | US, &mut out);
         }
     }
@@ -269,6 +249,7 @@ fn collect(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use x86::consts::cr0;
 
     fn mem() -> GuestMemoryMmap {
         GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x40_0000)]).unwrap()

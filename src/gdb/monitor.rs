@@ -268,11 +268,11 @@ pub fn info_registers(s: &CpuState) -> String {
         o,
         "Mode: {}{}",
         s.mode().name(),
-        match mem::paging(s) {
-            mem::Paging::None => ", paging off",
-            mem::Paging::Bits32 => ", 32-bit paging",
-            mem::Paging::Pae => ", PAE paging",
-            mem::Paging::Level4 => ", 4-level paging",
+        match x86::mmu::walk::paging_mode(s) {
+            x86::mmu::PagingMode::None => ", paging off",
+            x86::mmu::PagingMode::Bits32 => ", 32-bit paging",
+            x86::mmu::PagingMode::Pae => ", PAE paging",
+            x86::mmu::PagingMode::Level4 => ", 4-level paging",
         }
     );
     if s.cr0 & cr0::PE == 0 {
