@@ -139,92 +139,80 @@ struct Image {
 }
 
 fn load_image(cfg: &MachineConfig) -> Result<Image> {
+    let (mem, rom) = create_memory(cfg)?;
+    let state = load_boot(cfg, &mem)?;
+    Ok(Image { mem, rom, state })
+}
+
+/// Guest memory for the machine, with the ROM (the demo or `-bios FILE`)
+/// in place; returns it and its read-only ranges.
+fn create_memory(cfg: &MachineConfig) -> Result<(GuestMemoryMmap, Vec<(u64, u64)>)> {
     match &cfg.boot {
         Boot::Demo => {
-            let rom = firmware::demo::demo_rom();
-            let (mem, ranges) =
-                firmware::create_guest_memory(cfg.ram_size, Some(&rom)).context("built-in demo")?;
-            Ok(Image {
-                mem,
-                rom: ranges,
-                state: firmware::bios::reset_state(),
-            })
+            firmware::create_guest_memory(cfg.ram_size, Some(&firmware::demo::demo_rom()))
+                .context("built-in demo")
         }
         Boot::Bios(path) => {
             let rom = read_file("-bios", path)?;
-            let (mem, ranges) = firmware::create_guest_memory(cfg.ram_size, Some(&rom))
-                .with_context(|| format!("-bios {}", path.display()))?;
-            Ok(Image {
-                mem,
-                rom: ranges,
-                state: firmware::bios::reset_state(),
-            })
+            firmware::create_guest_memory(cfg.ram_size, Some(&rom))
+                .with_context(|| format!("-bios {}", path.display()))
         }
-        Boot::Kernel {
-            path,
-            initrd,
-            cmdline,
-        } => {
-            let image = read_file("-kernel", path)?;
-            let (mem, ranges) = firmware::create_guest_memory(cfg.ram_size, None)
-                .with_context(|| format!("-kernel {}", path.display()))?;
-            let state = match firmware::detect(&image) {
-                firmware::KernelFormat::BzImage { .. } => {
-                    let initrd = match initrd {
-                        Some(p) => Some(read_file("-initrd", p)?),
-                        None => None,
-                    };
-                    // ACPI tables (MADT for the APICs, FADT/DSDT for power-off).
-                    let rsdp = firmware::acpi::write_acpi_tables(
-                        &mem,
-                        &firmware::acpi::AcpiConfig::default(),
-                    )
-                    .context("writing the ACPI tables")?;
-                    firmware::linux::load_linux_with(
-                        &mem,
-                        &image,
-                        &firmware::linux::LinuxBootOptions {
-                            initrd: initrd.as_deref(),
-                            cmdline,
-                            ram_size: cfg.ram_size,
-                            e820: None,
-                            acpi_rsdp_addr: Some(rsdp),
-                        },
-                    )
-                    .with_context(|| match initrd {
-                        Some(_) => {
-                            format!("-kernel {} -initrd {}", path.display(), initrd_name(cfg))
-                        }
-                        None => format!("-kernel {}", path.display()),
-                    })?
-                }
-                fmt => {
-                    if initrd.is_some() {
-                        bail!(
-                            "-initrd needs a Linux kernel (bzImage); {} is {}",
-                            path.display(),
-                            fmt.describe()
-                        );
-                    }
-                    firmware::load_kernel(&mem, &image, cmdline, cfg.ram_size)
-                        .with_context(|| format!("-kernel {}", path.display()))?
-                }
-            };
-            Ok(Image {
-                mem,
-                rom: ranges,
-                state,
-            })
-        }
+        Boot::Kernel { path, .. } => firmware::create_guest_memory(cfg.ram_size, None)
+            .with_context(|| format!("-kernel {}", path.display())),
     }
 }
 
-fn initrd_name(cfg: &MachineConfig) -> String {
-    match &cfg.boot {
-        Boot::Kernel {
-            initrd: Some(p), ..
-        } => p.display().to_string(),
-        _ => String::new(),
+/// Puts the boot image into `mem` and returns the state the vCPU starts
+/// in. ROM boots only need the reset state (the ROM is part of `mem`); a
+/// `-kernel` image (and its initrd and tables) is written again, so this
+/// also serves a machine reset.
+fn load_boot(cfg: &MachineConfig, mem: &GuestMemoryMmap) -> Result<CpuState> {
+    let Boot::Kernel {
+        path,
+        initrd,
+        cmdline,
+    } = &cfg.boot
+    else {
+        return Ok(firmware::bios::reset_state());
+    };
+    let image = read_file("-kernel", path)?;
+    match firmware::detect(&image) {
+        firmware::KernelFormat::BzImage { .. } => {
+            let initrd_bytes = match initrd {
+                Some(p) => Some(read_file("-initrd", p)?),
+                None => None,
+            };
+            // ACPI tables (MADT for the APICs, FADT/DSDT for power-off).
+            let rsdp =
+                firmware::acpi::write_acpi_tables(mem, &firmware::acpi::AcpiConfig::default())
+                    .context("writing the ACPI tables")?;
+            firmware::linux::load_linux_with(
+                mem,
+                &image,
+                &firmware::linux::LinuxBootOptions {
+                    initrd: initrd_bytes.as_deref(),
+                    cmdline,
+                    ram_size: cfg.ram_size,
+                    e820: None,
+                    acpi_rsdp_addr: Some(rsdp),
+                },
+            )
+            .with_context(|| match initrd {
+                Some(p) => format!("-kernel {} -initrd {}", path.display(), p.display()),
+                None => format!("-kernel {}", path.display()),
+            })
+        }
+        fmt => {
+            if initrd.is_some() {
+                bail!(
+                    "-initrd needs a Linux kernel (bzImage); {} is {}",
+                    path.display(),
+                    fmt.describe()
+                );
+            }
+            firmware::load_kernel(mem, &image, cmdline, cfg.ram_size)
+                .with_context(|| format!("-kernel {}", path.display()))
+        }
     }
 }
 
@@ -369,26 +357,23 @@ pub fn run(cfg: &MachineConfig) -> Result<i32> {
     log::debug!(target: "cpu_reset", "CPU 0 boot state: {:x?}", image.state);
     match &cfg.gdb {
         Some(g) => crate::gdb::run(cfg, g, accel.name(), vcpu.as_mut(), &image.mem),
-        None => run_loop(cfg, vcpu.as_mut()),
+        None => run_loop(cfg, vcpu.as_mut(), &image.mem),
     }
 }
 
-pub(crate) fn reset(cfg: &MachineConfig, vcpu: &mut dyn Vcpu) -> Result<()> {
+pub(crate) fn reset(cfg: &MachineConfig, vcpu: &mut dyn Vcpu, mem: &GuestMemoryMmap) -> Result<()> {
     // RAM keeps its contents across a reset, as on a PC; a -kernel image is
-    // loaded again so the machine restarts it, like QEMU's ROM reset does.
-    let state = match &cfg.boot {
-        Boot::Kernel { .. } => load_image(cfg)?.state,
-        _ => firmware::bios::reset_state(),
-    };
+    // loaded again into it so the machine restarts it, like QEMU's ROM reset.
+    let state = load_boot(cfg, mem)?;
     log::debug!(target: "cpu_reset", "CPU 0 reset: {state:x?}");
     vcpu.set_state(&state)
         .map_err(|e| anyhow!("resetting the CPU: {e}"))
 }
 
-fn run_loop(cfg: &MachineConfig, vcpu: &mut dyn Vcpu) -> Result<i32> {
+fn run_loop(cfg: &MachineConfig, vcpu: &mut dyn Vcpu, mem: &GuestMemoryMmap) -> Result<i32> {
     loop {
         let exit = vcpu.run().map_err(|e| anyhow!("vCPU 0: {e}"))?;
-        if let Some(code) = handle_exit(cfg, vcpu, exit)? {
+        if let Some(code) = handle_exit(cfg, vcpu, mem, exit)? {
             return Ok(code);
         }
     }
@@ -398,6 +383,7 @@ fn run_loop(cfg: &MachineConfig, vcpu: &mut dyn Vcpu) -> Result<i32> {
 pub(crate) fn handle_exit(
     cfg: &MachineConfig,
     vcpu: &mut dyn Vcpu,
+    mem: &GuestMemoryMmap,
     exit: VcpuExit,
 ) -> Result<Option<i32>> {
     match exit {
@@ -424,14 +410,14 @@ pub(crate) fn handle_exit(
                 return Ok(Some(1));
             }
             log::debug!(target: "cpu_reset", "triple fault at rip={:#x}: resetting", s.rip);
-            reset(cfg, vcpu)?;
+            reset(cfg, vcpu, mem)?;
         }
         VcpuExit::Reset => {
             if cfg.no_reboot {
                 eprintln!("hx86: the guest requested a reset; exiting because of -no-reboot");
                 return Ok(Some(0));
             }
-            reset(cfg, vcpu)?;
+            reset(cfg, vcpu, mem)?;
         }
         VcpuExit::Debug(ev) => {
             bail!("unexpected debug stop {ev:?} with no debugger attached")

@@ -118,7 +118,7 @@ pub fn run(
             // left over from a session that just ended is ignored.
             VcpuExit::Debug(ev) => log::debug!(target: "gdb", "debug stop {ev:?} ignored"),
             other => {
-                if let Some(code) = machine::handle_exit(cfg, vcpu, other)? {
+                if let Some(code) = machine::handle_exit(cfg, vcpu, mem, other)? {
                     return Ok(code);
                 }
             }
@@ -258,7 +258,7 @@ fn run_guest(t: &mut HxTarget<'_>, inbox: &Inbox) -> Result<RunEvent> {
                 }
             }
             other => {
-                if let Some(code) = machine::handle_exit(t.cfg, &mut *t.vcpu, other)? {
+                if let Some(code) = machine::handle_exit(t.cfg, &mut *t.vcpu, &t.mem, other)? {
                     return Ok(RunEvent::Exited(code));
                 }
                 t.invalidate();

@@ -62,7 +62,7 @@ pub fn run(t: &mut HxTarget<'_>, cmd: &[u8], mut out: ConsoleOutput<'_>) {
         ["info", ..] => "info: unknown item (registers, mem, tlb)".to_string(),
         ["xp", rest @ ..] => examine(t, rest, true),
         ["x", rest @ ..] => examine(t, rest, false),
-        ["system_reset"] => match crate::machine::reset(t.cfg, &mut *t.vcpu) {
+        ["system_reset"] => match crate::machine::reset(t.cfg, &mut *t.vcpu, &t.mem) {
             Ok(()) => {
                 t.invalidate();
                 "the machine was reset; gdb's register cache is stale: run \
