@@ -25,6 +25,9 @@ pub const CATEGORIES: &[(&str, &str)] = &[
         "ioport",
         "accesses to unassigned I/O ports and the POST port 0x80",
     ),
+    ("in_asm", "guest code of each block the JIT translates"),
+    ("out_asm", "host code the JIT generates for each block"),
+    ("stats", "DBT/JIT statistics when a vCPU stops"),
 ];
 
 struct Logger {

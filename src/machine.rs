@@ -84,6 +84,8 @@ pub struct MachineConfig {
     pub debug_exit: Option<(u64, u64)>,
     pub no_reboot: bool,
     pub accel: AccelKind,
+    /// DBT options from `-accel dbt,...`.
+    pub dbt: accel::dbt::DbtOptions,
     /// The gdb server (`-gdb`, `-s`, `-S`).
     pub gdb: Option<crate::gdb::GdbOptions>,
 }
@@ -324,7 +326,7 @@ fn build_io(
 /// How a run ended: the process exit status.
 pub fn run(cfg: &MachineConfig) -> Result<i32> {
     let image = load_image(cfg)?;
-    let (accel, why) = accel::select(cfg.accel).map_err(|e| anyhow!("{e}"))?;
+    let (accel, why) = accel::select_with(cfg.accel, &cfg.dbt).map_err(|e| anyhow!("{e}"))?;
     eprintln!("{why}");
     // Without an in-kernel irqchip the machine brings its own (the DBT).
     let chip = (!accel.in_kernel_irqchip())

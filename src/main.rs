@@ -16,6 +16,54 @@ use clap::Parser;
 use cli::Cli;
 use machine::{Boot, MachineConfig, SerialOut};
 
+/// The properties of `-accel NAME,prop=value,...` for the DBT.
+fn parse_dbt_opts(cli: &Cli) -> Result<accel::dbt::DbtOptions> {
+    let mut o = accel::dbt::DbtOptions::default();
+    let Some(spec) = &cli.accel else {
+        return Ok(o);
+    };
+    for p in spec.split(',').skip(1).filter(|p| !p.is_empty()) {
+        let (k, v) = p
+            .split_once('=')
+            .with_context(|| format!("-accel {spec}: expected PROP=VALUE, got '{p}'"))?;
+        let num =
+            || parse_num(v).with_context(|| format!("-accel {spec}: {k}: '{v}' is not a number"));
+        match k {
+            "jit" => match v {
+                "on" => {
+                    if o.jit.is_none() {
+                        o.jit = Some(Default::default());
+                    }
+                }
+                "off" => o.jit = None,
+                _ => bail!("-accel {spec}: jit={v}: use on or off"),
+            },
+            "jit-threshold" => {
+                let n = num()?;
+                if let Some(j) = o.jit.as_mut() {
+                    j.threshold = u32::try_from(n).context("jit-threshold too large")?;
+                }
+            }
+            "tb-size" => {
+                let n = num()?;
+                if !(1..=2048).contains(&n) {
+                    bail!("-accel {spec}: tb-size={v}: use 1..2048 (MiB)");
+                }
+                if let Some(j) = o.jit.as_mut() {
+                    j.cache_size = (n as usize) << 20;
+                }
+            }
+            "thread" | "one-insn-per-tb" | "split-wx" => {
+                log::warn!(target: "unimp", "-accel {spec}: property '{k}' is accepted and ignored");
+            }
+            _ => {
+                bail!("-accel {spec}: unknown property '{k}' (dbt has jit, jit-threshold, tb-size)")
+            }
+        }
+    }
+    Ok(o)
+}
+
 fn parse_accel(cli: &Cli) -> Result<AccelKind> {
     let name = match (&cli.accel, cli.enable_kvm) {
         (Some(a), _) => a.split(',').next().unwrap_or("").to_string(),
@@ -155,6 +203,7 @@ fn config(cli: &Cli) -> Result<MachineConfig> {
         debug_exit,
         no_reboot: cli.no_reboot,
         accel: parse_accel(cli)?,
+        dbt: parse_dbt_opts(cli)?,
         gdb,
     })
 }

@@ -200,6 +200,17 @@ pub enum AccelKind {
 /// Picks an accelerator. Returns it and a one-line explanation for stderr
 /// ("using KVM", or "KVM unavailable (/dev/kvm: permission denied), using dbt").
 pub fn select(kind: AccelKind) -> Result<(Box<dyn Accelerator>, String)> {
+    #[cfg(feature = "dbt")]
+    return select_with(kind, &dbt::DbtOptions::default());
+    #[cfg(not(feature = "dbt"))]
+    return select_with(kind);
+}
+
+/// [`select`] with the DBT's options (`-accel dbt,jit=off`, ...).
+pub fn select_with(
+    kind: AccelKind,
+    #[cfg(feature = "dbt")] dbt_opts: &dbt::DbtOptions,
+) -> Result<(Box<dyn Accelerator>, String)> {
     match kind {
         #[cfg(feature = "kvm")]
         AccelKind::Kvm => {
@@ -211,10 +222,10 @@ pub fn select(kind: AccelKind) -> Result<(Box<dyn Accelerator>, String)> {
             "KVM support was not compiled in (cargo feature `kvm`)".into(),
         )),
         #[cfg(feature = "dbt")]
-        AccelKind::Dbt => Ok((
-            Box::new(dbt::DbtAccel::new()),
-            "hx86: accelerator: dbt".to_string(),
-        )),
+        AccelKind::Dbt => {
+            let (a, tier) = dbt::DbtAccel::checked(dbt_opts.clone());
+            Ok((Box::new(a), format!("hx86: accelerator: dbt ({tier})")))
+        }
         #[cfg(not(feature = "dbt"))]
         AccelKind::Dbt => Err(Error::Unavailable(
             "the DBT was not compiled in (cargo feature `dbt`)".into(),
@@ -229,9 +240,10 @@ pub fn select(kind: AccelKind) -> Result<(Box<dyn Accelerator>, String)> {
             let why = "KVM support not compiled in".to_string();
             #[cfg(feature = "dbt")]
             {
+                let (a, tier) = dbt::DbtAccel::checked(dbt_opts.clone());
                 Ok((
-                    Box::new(dbt::DbtAccel::new()),
-                    format!("hx86: accelerator: dbt (KVM unavailable: {why})"),
+                    Box::new(a),
+                    format!("hx86: accelerator: dbt ({tier}; KVM unavailable: {why})"),
                 ))
             }
             #[cfg(not(feature = "dbt"))]

@@ -32,12 +32,68 @@ use crate::{
 };
 use bus::DbtBus;
 
+/// Options of the DBT (`-accel dbt,jit=on|off,jit-threshold=N,tb-size=MiB`).
+#[derive(Clone, Debug)]
+pub struct DbtOptions {
+    /// The JIT (tier 2), or `None` for the interpreter alone. Ignored
+    /// (with one message) where the JIT cannot run.
+    #[cfg(target_arch = "x86_64")]
+    pub jit: Option<x86::jit::JitConfig>,
+}
+
+impl Default for DbtOptions {
+    fn default() -> Self {
+        DbtOptions {
+            #[cfg(target_arch = "x86_64")]
+            jit: Some(x86::jit::JitConfig::default()),
+        }
+    }
+}
+
+impl DbtOptions {
+    /// The interpreter alone.
+    pub fn interpreter() -> Self {
+        DbtOptions {
+            #[cfg(target_arch = "x86_64")]
+            jit: None,
+        }
+    }
+}
+
 /// The binary-translation accelerator.
-pub struct DbtAccel;
+pub struct DbtAccel {
+    opts: DbtOptions,
+}
 
 impl DbtAccel {
+    /// The DBT with its defaults (the JIT on where the host supports it).
     pub fn new() -> Self {
-        DbtAccel
+        Self::with_options(DbtOptions::default())
+    }
+
+    pub fn with_options(opts: DbtOptions) -> Self {
+        DbtAccel { opts }
+    }
+
+    /// Like [`DbtAccel::with_options`], falling back to the interpreter
+    /// where the JIT cannot run; also says which tier runs ("JIT" or
+    /// "interpreter: why").
+    pub fn checked(mut opts: DbtOptions) -> (Self, String) {
+        #[cfg(target_arch = "x86_64")]
+        let tier = match &opts.jit {
+            None => "interpreter: jit=off".to_string(),
+            Some(_) => {
+                if x86::jit::Jit::available() {
+                    "JIT".to_string()
+                } else {
+                    opts.jit = None;
+                    "interpreter: the JIT cannot map executable memory here".to_string()
+                }
+            }
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let tier = "interpreter: the JIT needs an x86-64 host".to_string();
+        (DbtAccel { opts }, tier)
     }
 }
 
@@ -56,6 +112,7 @@ impl Accelerator for DbtAccel {
             mem,
             io,
             ic: Arc::new(Mutex::new(None)),
+            opts: self.opts.clone(),
         }))
     }
 }
@@ -67,6 +124,7 @@ pub struct DbtVm {
     mem: GuestMemory,
     io: Arc<dyn IoHandler>,
     ic: IcSlot,
+    opts: DbtOptions,
 }
 
 fn current_ic(slot: &IcSlot) -> Option<Arc<dyn InterruptController>> {
@@ -77,6 +135,14 @@ impl Vm for DbtVm {
     fn create_vcpu(&self, id: u32) -> Result<Box<dyn Vcpu>> {
         let mut cpu = Cpu::new(CpuState::reset());
         cpu.config.apic_id = id;
+        #[cfg(target_arch = "x86_64")]
+        if let Some(c) = &self.opts.jit {
+            if !cpu.set_jit(Some(c.clone())) && id == 0 {
+                log::warn!(
+                    "dbt: the JIT cannot map executable memory here; running the interpreter"
+                );
+            }
+        }
         Ok(Box::new(DbtVcpu {
             kick: cpu.kick_flag(),
             cpu,
@@ -161,6 +227,22 @@ impl DbtVcpu {
                 return true;
             }
             ic.wait(ic.next_deadline_ns());
+        }
+    }
+}
+
+impl Drop for DbtVcpu {
+    fn drop(&mut self) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(s) = self.cpu.jit_stats() {
+            log::info!(target: "stats",
+                "vCPU {}: {} guest instructions; JIT: {} blocks translated ({} bytes, {:.1} ms), {} flushes, {} links, {} entries, {} native / {} helper instructions translated",
+                self.cpu.config.apic_id, self.cpu.insn_count, s.blocks, s.code_bytes,
+                s.translate_ns as f64 / 1e6, s.flushes, s.links, s.entries, s.native_insns, s.helper_insns);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if self.cpu.jit_stats().is_none() {
+            log::info!(target: "stats", "vCPU {}: {} guest instructions (interpreter)", self.cpu.config.apic_id, self.cpu.insn_count);
         }
     }
 }

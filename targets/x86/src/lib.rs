@@ -14,6 +14,8 @@ pub mod consts;
 pub mod exception;
 pub mod gdb;
 pub mod interp;
+#[cfg(target_arch = "x86_64")]
+pub mod jit;
 pub mod mmu;
 pub mod state;
 pub mod testprog;

@@ -8,6 +8,7 @@
 //! page end is decoded on every execution and never cached.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize};
 use std::sync::Arc;
 
 use iced_x86::{Decoder, DecoderError, DecoderOptions, FlowControl, Instruction, Mnemonic};
@@ -90,6 +91,19 @@ fn elide_dead_flags(ops: &mut [Op]) {
 pub struct Block {
     pub key: BlockKey,
     pub ops: Vec<Op>,
+    /// The JIT's view of the block (heat, translation).
+    pub jit: BlockJit,
+}
+
+/// Per-block JIT state: how often the block ran, and its translation.
+#[derive(Debug, Default)]
+pub struct BlockJit {
+    pub(crate) heat: AtomicU32,
+    /// Host entry (0: none), valid for `generation` of the JIT only.
+    pub(crate) entry: AtomicUsize,
+    pub(crate) generation: AtomicU32,
+    /// CPL and CS limit the translation assumes.
+    pub(crate) assume: AtomicU64,
 }
 
 pub(crate) struct BlockCache {
@@ -159,6 +173,10 @@ impl Cpu {
             if let Some(keys) = self.cache.by_page.remove(&p) {
                 for k in keys {
                     if let Some(b) = self.cache.map.remove(&k) {
+                        #[cfg(target_arch = "x86_64")]
+                        if let Some(j) = self.jit.as_mut() {
+                            j.unlink_block(&b);
+                        }
                         self.cache.graveyard.push(b);
                     }
                 }
@@ -176,6 +194,10 @@ impl Cpu {
     /// Drops every cached block (and the code-page tracking).
     pub fn flush_code_cache(&mut self) {
         self.cache.flush();
+        #[cfg(target_arch = "x86_64")]
+        if let Some(j) = self.jit.as_mut() {
+            j.reset();
+        }
         self.mmu.clear_code_pages();
     }
 
@@ -281,6 +303,7 @@ impl Cpu {
             let b = Arc::new(Block {
                 key,
                 ops: vec![Op::new(i)],
+                jit: BlockJit::default(),
             });
             let p = Arc::as_ptr(&b);
             // Uncached: kept alive until the next block boundary.
@@ -292,7 +315,11 @@ impl Cpu {
             self.flush_code_cache();
         }
         self.mmu.mark_code(phys, used.max(1));
-        let b = Arc::new(Block { key, ops: insns });
+        let b = Arc::new(Block {
+            key,
+            ops: insns,
+            jit: BlockJit::default(),
+        });
         self.cache.map.insert(key, b.clone());
         self.cache
             .by_page

@@ -93,10 +93,11 @@ use crate::consts::rflags;
 use crate::exception::Exception;
 use crate::mmu::Mmu;
 use crate::state::{CpuMode, CpuState, SegReg};
-pub use block::{Block, BlockKey, Op};
+pub use block::{Block, BlockJit, BlockKey, Op};
 pub use cpuid::cpuid;
 pub use exec::{execute, Handler};
 pub use fast::lookup;
+pub(crate) use flags::cc_of as cond_code;
 pub use flags::cond;
 
 /// Why [`Cpu::run`] returned (maps onto `accel::VcpuExit`).
@@ -214,6 +215,16 @@ pub struct Cpu {
     pub debug_hw_exec: [Option<u64>; 4],
     /// Resume over the breakpoint the vCPU stopped at.
     debug_skip_bp: Option<u64>,
+    /// The JIT (tier 2), when on.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) jit: Option<Box<crate::jit::Jit>>,
+    /// Blocks generated code may still enter before returning to the
+    /// dispatcher (decremented at each block entry).
+    pub(crate) jit_budget: i32,
+    /// Guest flags saved by generated code (LAHF/SETO format).
+    pub(crate) jit_stash: u16,
+    /// The patchable exit generated code last left through (0: none).
+    pub(crate) jit_link_site: usize,
 }
 
 impl Cpu {
@@ -244,6 +255,11 @@ impl Cpu {
             debug_single_step: false,
             debug_hw_exec: [None; 4],
             debug_skip_bp: None,
+            #[cfg(target_arch = "x86_64")]
+            jit: None,
+            jit_budget: 0,
+            jit_stash: 0,
+            jit_link_site: 0,
         };
         c.update_mode();
         c
@@ -473,14 +489,19 @@ impl Cpu {
             || self.mmu.watching()
             || self.state.interrupt_shadow;
         if slow {
+            self.jit_link_site = 0;
             for op in blk.ops.iter() {
                 self.exec_one(bus, op);
                 if self.end_block {
                     break;
                 }
             }
+        } else if self.jit_enabled() && !self.ac && self.jit_run(bus, blk) {
+            // Ran as host code (tier 2).
+            self.state.rflags &= !rflags::RF;
         } else {
             // Fast path: no trap flag, no shadow, no single-stepping.
+            self.jit_link_site = 0;
             let mut n = 0;
             for op in blk.ops.iter() {
                 let i = &op.insn;
@@ -506,6 +527,19 @@ impl Cpu {
                 .get_or_insert(ExitReason::Debug(DebugStop::Watchpoint { slot, addr }));
         }
         self.exit.take()
+    }
+
+    #[inline(always)]
+    fn jit_enabled(&self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return self.jit.is_some();
+        #[cfg(not(target_arch = "x86_64"))]
+        return false;
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn jit_run(&mut self, _bus: &mut dyn CpuBus, _blk: &Block) -> bool {
+        false
     }
 
     #[inline]

@@ -1,0 +1,543 @@
+//! The translator's machinery: guest-state offsets, the flag-state machine,
+//! inline softmmu checks, out-of-line slow paths and block exits. The
+//! per-instruction emitters live in `insn.rs`.
+//!
+//! # Register conventions of generated code
+//!
+//! | host | holds |
+//! |------|-------|
+//! | rbx  | `*mut Cpu` (guest registers are memory operands `[rbx + off]`) |
+//! | r12  | `*mut Ctx` (the bus, for helpers) |
+//! | rax, rcx | flag save/restore scratch (LAHF/SAHF need AH) |
+//! | rsi  | effective address, then host pointer after the TLB check |
+//! | rdi, rdx, r8 | TLB lookup scratch |
+//! | r9, r10, r11 | operand values |
+//!
+//! # Guest flags
+//!
+//! At any point of a block the guest's arithmetic flags (OF SF ZF AF PF
+//! CF) are in one of three places ([`Fl`]): the guest `rflags` in memory,
+//! the host EFLAGS (right after a host ALU instruction computed them), or
+//! the stash (`Cpu::jit_stash`, LAHF/SETO format: AH = SF ZF AF PF CF,
+//! AL = OF), where they go before an inline TLB check clobbers EFLAGS.
+//! Exits, helpers and slow paths materialise them into `rflags`.
+
+use std::mem::offset_of;
+
+use dynasmrt::x64::X64Relocation;
+use dynasmrt::{dynasm, AssemblyOffset, DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler};
+
+use crate::interp::{Cpu, Op};
+use crate::mmu::tlb::{TlbEntry, PAGE_MASK, TLB_SIZE};
+use crate::state::{CpuState, Segment};
+
+pub(super) type Asm = VecAssembler<X64Relocation>;
+
+pub(super) const RIP: i32 = (offset_of!(Cpu, state) + offset_of!(CpuState, rip)) as i32;
+pub(super) const RFLAGS: i32 = (offset_of!(Cpu, state) + offset_of!(CpuState, rflags)) as i32;
+pub(super) const ICOUNT: i32 = offset_of!(Cpu, insn_count) as i32;
+pub(super) const BUDGET: i32 = offset_of!(Cpu, jit_budget) as i32;
+pub(super) const STASH: i32 = offset_of!(Cpu, jit_stash) as i32;
+pub(super) const LINK: i32 = offset_of!(Cpu, jit_link_site) as i32;
+pub(super) const RSP_OFF: i32 = gpr_off(4);
+
+pub(super) const fn gpr_off(n: usize) -> i32 {
+    (offset_of!(Cpu, state) + offset_of!(CpuState, gpr) + 8 * n) as i32
+}
+
+pub(super) const fn seg_base_off(s: usize) -> i32 {
+    (offset_of!(Cpu, state)
+        + offset_of!(CpuState, segs)
+        + s * std::mem::size_of::<Segment>()
+        + offset_of!(Segment, base)) as i32
+}
+
+/// Host register numbers.
+pub(super) const RSI: u8 = 6;
+pub(super) const R9: u8 = 9;
+pub(super) const R10: u8 = 10;
+pub(super) const R11: u8 = 11;
+
+/// The arithmetic flags of RFLAGS.
+const ARITH: u32 = 0x8d5;
+
+/// Where the guest's arithmetic flags are (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Fl {
+    Mem,
+    Host,
+    Stash,
+}
+
+/// Kind of access a TLB check is for (selects the tag).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Acc {
+    Read,
+    Write,
+}
+
+/// What a translation may assume about the vCPU (checked at block entry
+/// by the dispatcher, or implied by the linking rules).
+pub(super) struct TrCtx {
+    pub long64: bool,
+    pub ip_mask: u64,
+    /// CS limit (16/32-bit code: branch targets above it fault).
+    pub cs_limit: u64,
+    /// Base of the TLB (supervisor or user half) for this CPL.
+    pub tlb: u64,
+    /// Address the generated code exits through.
+    pub exit: usize,
+    /// Linear page of the block (links stay inside it).
+    pub page: u64,
+    pub cs_base: u64,
+}
+
+/// An out-of-line fallback: interpret the whole instruction.
+struct Slow {
+    label: DynamicLabel,
+    join: DynamicLabel,
+    count: usize,
+    op: *const Op,
+    rip: u64,
+    entry_fl: Fl,
+    exit_fl: Fl,
+}
+
+/// Per-instruction translation state.
+pub(super) struct Cur {
+    pub count: usize,
+    pub op: *const Op,
+    pub rip: u64,
+    pub next: u64,
+    slow: Option<(DynamicLabel, Fl)>,
+}
+
+/// The block translator.
+pub(super) struct Tr<'a> {
+    pub a: Asm,
+    pub fl: Fl,
+    pub ctx: &'a TrCtx,
+    pub cur: Cur,
+    slows: Vec<Slow>,
+    stops: Vec<(DynamicLabel, usize)>,
+    /// Patchable `jmp rel32` sites: (offset of the rel32, target RIP).
+    pub links: Vec<(AssemblyOffset, u64)>,
+    pub helper_calls: usize,
+    pub native: usize,
+    base: usize,
+}
+
+impl<'a> Tr<'a> {
+    pub fn new(base: usize, ctx: &'a TrCtx) -> Self {
+        Tr {
+            a: Asm::new(base),
+            fl: Fl::Mem,
+            ctx,
+            cur: Cur {
+                count: 0,
+                op: std::ptr::null(),
+                rip: 0,
+                next: 0,
+                slow: None,
+            },
+            slows: Vec::new(),
+            stops: Vec::new(),
+            links: Vec::new(),
+            helper_calls: 0,
+            native: 0,
+            base,
+        }
+    }
+
+    pub fn base(&self) -> usize {
+        self.base
+    }
+
+    // ---- flags -------------------------------------------------------
+
+    /// Merges AH (SF ZF AF PF CF) and AL (OF) into the guest RFLAGS.
+    fn merge_ax_into_rflags(&mut self, mask: u32) {
+        let keep = !(mask as i32);
+        dynasm!(self.a
+            ; .arch x64
+            ; movzx ecx, ah
+            ; and ecx, (mask & 0xd5) as i32
+            ; movzx eax, al
+            ; shl eax, 11
+            ; and eax, (mask & 0x800) as i32
+            ; or ecx, eax
+            ; and QWORD [rbx + RFLAGS], keep
+            ; or QWORD [rbx + RFLAGS], rcx
+        );
+    }
+
+    /// Makes the guest RFLAGS in memory current.
+    pub fn fl_to_mem(&mut self) {
+        match self.fl {
+            Fl::Mem => {}
+            Fl::Host => {
+                dynasm!(self.a ; .arch x64 ; lahf ; seto al);
+                self.merge_ax_into_rflags(ARITH);
+            }
+            Fl::Stash => {
+                dynasm!(self.a ; .arch x64 ; mov ax, WORD [rbx + STASH]);
+                self.merge_ax_into_rflags(ARITH);
+            }
+        }
+        self.fl = Fl::Mem;
+    }
+
+    /// Puts the guest flags into the host EFLAGS (before a reader).
+    pub fn fl_to_host(&mut self) {
+        match self.fl {
+            Fl::Host => {}
+            Fl::Stash => {
+                dynasm!(self.a
+                    ; .arch x64
+                    ; mov ax, WORD [rbx + STASH]
+                    ; add al, 0x7f
+                    ; sahf
+                );
+            }
+            Fl::Mem => {
+                dynasm!(self.a
+                    ; .arch x64
+                    ; mov eax, DWORD [rbx + RFLAGS]
+                    ; mov ecx, eax
+                    ; shr ecx, 11
+                    ; mov ah, al
+                    ; mov al, cl
+                    ; and al, 1
+                    ; add al, 0x7f
+                    ; sahf
+                );
+            }
+        }
+        self.fl = Fl::Host;
+    }
+
+    /// Before code that clobbers EFLAGS: keep live host flags in the stash.
+    pub fn fl_spill(&mut self) {
+        if self.fl == Fl::Host {
+            dynasm!(self.a
+                ; .arch x64
+                ; lahf
+                ; seto al
+                ; mov WORD [rbx + STASH], ax
+            );
+            self.fl = Fl::Stash;
+        }
+    }
+
+    /// Converts from `from` to `to` (slow-path joins).
+    fn fl_convert(&mut self, from: Fl, to: Fl) {
+        self.fl = from;
+        match to {
+            Fl::Mem => self.fl_to_mem(),
+            Fl::Host => self.fl_to_host(),
+            Fl::Stash => {
+                self.fl_to_host();
+                self.fl_spill();
+            }
+        }
+    }
+
+    // ---- instructions ------------------------------------------------
+
+    pub fn begin_insn(&mut self, count: usize, op: &Op, next: u64) {
+        self.cur = Cur {
+            count,
+            op: op as *const Op,
+            rip: op.insn.ip(),
+            next,
+            slow: None,
+        };
+    }
+
+    /// Ends a natively emitted instruction: its slow path (if any) joins
+    /// here with the same flag state.
+    pub fn end_insn(&mut self) {
+        if let Some((label, entry_fl)) = self.cur.slow.take() {
+            let join = self.a.new_dynamic_label();
+            dynasm!(self.a ; .arch x64 ; =>join);
+            self.slows.push(Slow {
+                label,
+                join,
+                count: self.cur.count,
+                op: self.cur.op,
+                rip: self.cur.rip,
+                entry_fl,
+                exit_fl: self.fl,
+            });
+        }
+        self.native += 1;
+    }
+
+    /// The label of the current instruction's slow path (created on first
+    /// use, after spilling the flags: the slow path sees the state before
+    /// the instruction).
+    pub fn slow_label(&mut self) -> DynamicLabel {
+        if let Some((l, _)) = self.cur.slow {
+            return l;
+        }
+        self.fl_spill();
+        let l = self.a.new_dynamic_label();
+        self.cur.slow = Some((l, self.fl));
+        l
+    }
+
+    /// Stores an immediate to a guest u64 field.
+    pub fn store_imm64(&mut self, off: i32, v: u64) {
+        if v as i64 == v as i32 as i64 {
+            dynasm!(self.a ; .arch x64 ; mov QWORD [rbx + off], v as i32);
+        } else {
+            dynasm!(self.a ; .arch x64 ; mov rax, QWORD v as i64 ; mov QWORD [rbx + off], rax);
+        }
+    }
+
+    /// Calls the interpreter for the current instruction (a helper call):
+    /// flags to memory, RIP of the instruction, then `jit_exec`. A nonzero
+    /// result ends the block (RIP already set by the interpreter).
+    fn call_exec(&mut self, op: *const Op, rip: u64, count: usize) {
+        self.store_imm64(RIP, rip);
+        let f = super::helpers::jit_exec as usize as i64;
+        dynasm!(self.a
+            ; .arch x64
+            ; mov rdi, rbx
+            ; mov rsi, r12
+            ; mov rdx, QWORD op as i64
+            ; mov rax, QWORD f
+            ; call rax
+            ; test eax, eax
+        );
+        let stop = self.stop_label(count);
+        dynasm!(self.a ; .arch x64 ; jnz =>stop);
+        self.helper_calls += 1;
+    }
+
+    fn stop_label(&mut self, count: usize) -> DynamicLabel {
+        if let Some((l, _)) = self.stops.iter().find(|(_, c)| *c == count) {
+            return *l;
+        }
+        let l = self.a.new_dynamic_label();
+        self.stops.push((l, count));
+        l
+    }
+
+    /// Emits the current instruction as a helper call.
+    pub fn helper_insn(&mut self) {
+        self.fl_to_mem();
+        let (op, rip, count) = (self.cur.op, self.cur.rip, self.cur.count);
+        self.call_exec(op, rip, count);
+    }
+
+    // ---- memory --------------------------------------------------------
+
+    /// Computes the effective address of the memory operand into RSI
+    /// (without segment base) if hx86 can do it inline; `None` otherwise.
+    /// Does not touch EFLAGS.
+    pub fn ea(&mut self, i: &iced_x86::Instruction) -> Option<()> {
+        use iced_x86::Register as R;
+        let base = i.memory_base();
+        let index = i.memory_index();
+        let disp = i.memory_displacement64();
+        let reg64 = |r: R| -> Option<Option<usize>> {
+            if r == R::None {
+                return Some(None);
+            }
+            let n = r as usize;
+            match n {
+                21..=36 => Some(Some((n - 21) & 15)),
+                37..=52 => Some(Some((n - 37) & 15)),
+                53..=68 => Some(Some((n - 53) & 15)),
+                _ => None,
+            }
+        };
+        let (b, x) = if base == R::RIP || base == R::EIP {
+            if index != R::None {
+                return None;
+            }
+            (None, None)
+        } else {
+            (reg64(base)?, reg64(index)?)
+        };
+        let disp_i32 = disp as i64 == disp as i32 as i64;
+        match b {
+            Some(n) => dynasm!(self.a ; .arch x64 ; mov rsi, QWORD [rbx + gpr_off(n)]),
+            None => {
+                dynasm!(self.a ; .arch x64 ; mov rsi, QWORD disp as i64);
+            }
+        }
+        if let Some(n) = x {
+            dynasm!(self.a ; .arch x64 ; mov rdi, QWORD [rbx + gpr_off(n)]);
+            match i.memory_index_scale() {
+                1 => dynasm!(self.a ; .arch x64 ; lea rsi, [rsi + rdi]),
+                2 => dynasm!(self.a ; .arch x64 ; lea rsi, [rsi + rdi * 2]),
+                4 => dynasm!(self.a ; .arch x64 ; lea rsi, [rsi + rdi * 4]),
+                _ => dynasm!(self.a ; .arch x64 ; lea rsi, [rsi + rdi * 8]),
+            }
+        }
+        if b.is_some() && disp != 0 {
+            if disp_i32 {
+                dynasm!(self.a ; .arch x64 ; lea rsi, [rsi + disp as i32]);
+            } else {
+                dynasm!(self.a ; .arch x64 ; mov rdi, QWORD disp as i64 ; lea rsi, [rsi + rdi]);
+            }
+        }
+        Some(())
+    }
+
+    /// Address size of the memory operand in bytes (2, 4, 8).
+    pub fn addr_size(i: &iced_x86::Instruction) -> u32 {
+        use iced_x86::Register as R;
+        let r = if i.memory_base() != R::None {
+            i.memory_base()
+        } else {
+            i.memory_index()
+        };
+        match r as usize {
+            21..=36 => 2,
+            37..=52 | 69 => 4,
+            0 => match i.code_size() {
+                iced_x86::CodeSize::Code16 => 2,
+                iced_x86::CodeSize::Code32 => 4,
+                _ => 8,
+            },
+            _ => 8,
+        }
+    }
+
+    /// The linear address of a memory operand into RSI (64-bit mode only:
+    /// no limits; FS/GS add their base). `None`: not inline.
+    pub fn lin(&mut self, i: &iced_x86::Instruction) -> Option<()> {
+        use iced_x86::Register as R;
+        if !self.ctx.long64 {
+            return None;
+        }
+        let asz = Self::addr_size(i);
+        if asz == 2 {
+            return None;
+        }
+        self.ea(i)?;
+        if asz == 4 {
+            dynasm!(self.a ; .arch x64 ; mov esi, esi);
+        }
+        match i.memory_segment() {
+            R::FS => {
+                dynasm!(self.a ; .arch x64 ; mov rdi, QWORD [rbx + seg_base_off(4)] ; lea rsi, [rsi + rdi])
+            }
+            R::GS => {
+                dynasm!(self.a ; .arch x64 ; mov rdi, QWORD [rbx + seg_base_off(5)] ; lea rsi, [rsi + rdi])
+            }
+            R::ES | R::CS | R::SS | R::DS => {}
+            _ => return None,
+        }
+        Some(())
+    }
+
+    /// Inline TLB check of `size` bytes at linear RSI for `acc`; on a hit
+    /// RSI becomes the host pointer, on a miss (other page, slow tag,
+    /// page crossing, non-canonical) the instruction's slow path runs.
+    pub fn tlb(&mut self, acc: Acc, size: u32) {
+        let slow = self.slow_label();
+        let tag = match acc {
+            Acc::Read => offset_of!(TlbEntry, tag_read),
+            Acc::Write => offset_of!(TlbEntry, tag_write),
+        } as i32;
+        let addend = offset_of!(TlbEntry, addend) as i32;
+        let tlb = self.ctx.tlb as i64;
+        dynasm!(self.a
+            ; .arch x64
+            ; mov rdi, rsi
+            ; shr rdi, 12
+            ; and edi, (TLB_SIZE - 1) as i32
+            ; imul edi, edi, std::mem::size_of::<TlbEntry>() as i32
+            ; mov r8, QWORD tlb
+            ; add r8, rdi
+            ; lea rdx, [rsi + (size as i32 - 1)]
+            ; and rdx, PAGE_MASK as i32
+            ; cmp rdx, QWORD [r8 + tag]
+            ; jne =>slow
+            ; add rsi, QWORD [r8 + addend]
+        );
+    }
+
+    /// Sends the current instruction to its slow path unless host register
+    /// `r` holds a canonical address (flags must be spilled).
+    pub fn check_canonical(&mut self, r: u8) {
+        let slow = self.slow_label();
+        dynasm!(self.a
+            ; .arch x64
+            ; mov rdx, Rq(r)
+            ; shl rdx, 16
+            ; sar rdx, 16
+            ; cmp rdx, Rq(r)
+            ; jne =>slow
+        );
+    }
+
+    // ---- exits ---------------------------------------------------------
+
+    /// Leaves the block after `count` instructions. `rip`: store this RIP
+    /// (None: already stored). `link`: a patchable direct jump to the
+    /// block at `rip` (same page) precedes the exit.
+    pub fn exit(&mut self, count: usize, rip: Option<u64>, link: bool) {
+        self.fl_to_mem();
+        dynasm!(self.a ; .arch x64 ; add QWORD [rbx + ICOUNT], count as i32);
+        let exit = self.ctx.exit;
+        match rip {
+            Some(r) if link => {
+                // jmp rel32, initially to the next instruction.
+                self.a.extend([0xe9u8, 0, 0, 0, 0]);
+                let site = self.a.offset();
+                self.links.push((AssemblyOffset(site.0 - 4), r));
+                self.store_imm64(RIP, r);
+                let abs = (self.base() + site.0 - 4) as i64;
+                dynasm!(self.a
+                    ; .arch x64
+                    ; mov rax, QWORD abs
+                    ; mov QWORD [rbx + LINK], rax
+                );
+            }
+            Some(r) => self.store_imm64(RIP, r),
+            None => {}
+        }
+        self.jmp_abs(exit);
+    }
+
+    /// `jmp rel32` to an absolute host address.
+    pub fn jmp_abs(&mut self, target: usize) {
+        let here = self.base + self.a.offset().0 + 5;
+        let rel = target as i64 - here as i64;
+        self.a.push(0xe9);
+        self.a.extend((rel as i32).to_le_bytes());
+    }
+
+    /// Whether a direct branch to `target` may be linked.
+    pub fn linkable(&self, target: u64) -> bool {
+        (self.ctx.cs_base.wrapping_add(target) & PAGE_MASK) == self.ctx.page
+    }
+
+    /// Emits the out-of-line parts: slow paths and stop exits.
+    pub fn finish(&mut self) {
+        let slows = std::mem::take(&mut self.slows);
+        for s in slows {
+            dynasm!(self.a ; .arch x64 ; =>s.label);
+            self.fl = s.entry_fl;
+            self.fl_to_mem();
+            self.call_exec(s.op, s.rip, s.count);
+            self.fl_convert(Fl::Mem, s.exit_fl);
+            dynasm!(self.a ; .arch x64 ; jmp =>s.join);
+        }
+        let exit = self.ctx.exit;
+        let stops = std::mem::take(&mut self.stops);
+        for (l, count) in stops {
+            dynasm!(self.a
+                ; .arch x64
+                ; =>l
+                ; add QWORD [rbx + ICOUNT], count as i32
+            );
+            self.jmp_abs(exit);
+        }
+    }
+}

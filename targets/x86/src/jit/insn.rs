@@ -1,0 +1,761 @@
+//! Native emitters, one per instruction family: MOV/MOVZX/MOVSX/LEA,
+//! ALU (ADD OR ADC SBB AND SUB XOR CMP TEST), INC/DEC/NEG/NOT, SETcc,
+//! CMOVcc, XCHG, sign extensions, and the control transfers (Jcc, JMP,
+//! CALL, RET, PUSH, POP). Anything else (and any form these do not cover)
+//! is a helper call into the interpreter.
+
+use dynasmrt::{dynasm, DynasmApi, DynasmLabelApi};
+use iced_x86::{Instruction, Mnemonic as M, OpKind, Register};
+
+use super::emit::{gpr_off, Acc, Fl, Tr, R10, R9, RIP, RSI, RSP_OFF};
+
+/// How the instruction was emitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Emitted {
+    /// Native code, falls through to the next instruction.
+    Native,
+    /// Native code that left the block itself.
+    NativeExit,
+    /// Not handled natively: the caller emits a helper call.
+    Helper,
+}
+
+/// A guest GPR as (offset in `Cpu`, size in bytes).
+fn greg(r: Register) -> Option<(i32, u32)> {
+    let n = r as usize;
+    Some(match n {
+        1..=4 => (gpr_off(n - 1), 1),
+        5..=8 => (gpr_off(n - 5) + 1, 1),
+        9..=20 => (gpr_off((n - 5) & 15), 1),
+        21..=36 => (gpr_off((n - 21) & 15), 2),
+        37..=52 => (gpr_off((n - 37) & 15), 4),
+        53..=68 => (gpr_off((n - 53) & 15), 8),
+        _ => return None,
+    })
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Opd {
+    Reg(i32, u32),
+    Mem,
+    Imm(u64),
+}
+
+fn opd(i: &Instruction, n: u32) -> Option<Opd> {
+    match i.op_kind(n) {
+        OpKind::Register => greg(i.op_register(n)).map(|(o, s)| Opd::Reg(o, s)),
+        OpKind::Memory => Some(Opd::Mem),
+        OpKind::Immediate8
+        | OpKind::Immediate16
+        | OpKind::Immediate32
+        | OpKind::Immediate64
+        | OpKind::Immediate8to16
+        | OpKind::Immediate8to32
+        | OpKind::Immediate8to64
+        | OpKind::Immediate32to64 => Some(Opd::Imm(i.immediate(n))),
+        _ => None,
+    }
+}
+
+fn opd_size(i: &Instruction, o: Opd) -> u32 {
+    match o {
+        Opd::Reg(_, s) => s,
+        _ => i.memory_size().size() as u32,
+    }
+}
+
+// ---- raw encodings (host register numbers 0..15) -------------------------
+
+fn prefixes(tr: &mut Tr, size: u32, reg: u8, rm: u8) {
+    if size == 2 {
+        tr.a.push(0x66);
+    }
+    let rex = 0x40 | (((size == 8) as u8) << 3) | (((reg >> 3) & 1) << 2) | ((rm >> 3) & 1);
+    let byte_needs = size == 1 && ((4..8).contains(&reg) || (4..8).contains(&rm));
+    if rex != 0x40 || byte_needs {
+        tr.a.push(rex);
+    }
+}
+
+fn modrm(tr: &mut Tr, reg: u8, rm: u8) {
+    tr.a.push(0xc0 | ((reg & 7) << 3) | (rm & 7));
+}
+
+/// `op dst, src` for ALU op `/digit` (0 ADD .. 7 CMP).
+fn alu_rr(tr: &mut Tr, op: u8, size: u32, dst: u8, src: u8) {
+    prefixes(tr, size, src, dst);
+    tr.a.push(op * 8 + (size != 1) as u8);
+    modrm(tr, src, dst);
+}
+
+fn imm_bytes(tr: &mut Tr, size: u32, imm: u64) {
+    match size {
+        1 => tr.a.push(imm as u8),
+        2 => tr.a.extend((imm as u16).to_le_bytes()),
+        _ => tr.a.extend((imm as u32).to_le_bytes()),
+    }
+}
+
+fn alu_ri(tr: &mut Tr, op: u8, size: u32, dst: u8, imm: u64) {
+    prefixes(tr, size, 0, dst);
+    let fits8 = match size {
+        2 => imm as u16 as i16 as i8 as i16 == imm as u16 as i16,
+        _ => imm as u32 as i32 as i8 as i32 == imm as u32 as i32,
+    };
+    if size == 1 {
+        tr.a.push(0x80);
+        modrm(tr, op, dst);
+        tr.a.push(imm as u8);
+    } else if fits8 {
+        tr.a.push(0x83);
+        modrm(tr, op, dst);
+        tr.a.push(imm as u8);
+    } else {
+        tr.a.push(0x81);
+        modrm(tr, op, dst);
+        imm_bytes(tr, size, imm);
+    }
+}
+
+fn test_rr(tr: &mut Tr, size: u32, dst: u8, src: u8) {
+    prefixes(tr, size, src, dst);
+    tr.a.push(if size == 1 { 0x84 } else { 0x85 });
+    modrm(tr, src, dst);
+}
+
+fn test_ri(tr: &mut Tr, size: u32, dst: u8, imm: u64) {
+    prefixes(tr, size, 0, dst);
+    tr.a.push(if size == 1 { 0xf6 } else { 0xf7 });
+    modrm(tr, 0, dst);
+    imm_bytes(tr, size, imm);
+}
+
+/// F6/F7 /ext (2 NOT, 3 NEG) or FE/FF /ext (0 INC, 1 DEC).
+fn unary(tr: &mut Tr, group: u8, ext: u8, size: u32, r: u8) {
+    prefixes(tr, size, 0, r);
+    tr.a.push(group + (size != 1) as u8);
+    modrm(tr, ext, r);
+}
+
+fn setcc(tr: &mut Tr, cc: u8, r: u8) {
+    prefixes(tr, 1, 0, r);
+    tr.a.extend([0x0f, 0x90 + cc]);
+    modrm(tr, 0, r);
+}
+
+fn cmovcc(tr: &mut Tr, cc: u8, size: u32, dst: u8, src: u8) {
+    prefixes(tr, size, dst, src);
+    tr.a.extend([0x0f, 0x40 + cc]);
+    modrm(tr, dst, src);
+}
+
+// ---- guest register and memory access ----------------------------------
+
+fn load_reg(tr: &mut Tr, hr: u8, off: i32, size: u32) {
+    match size {
+        1 => dynasm!(tr.a ; .arch x64 ; movzx Rd(hr), BYTE [rbx + off]),
+        2 => dynasm!(tr.a ; .arch x64 ; movzx Rd(hr), WORD [rbx + off]),
+        4 => dynasm!(tr.a ; .arch x64 ; mov Rd(hr), DWORD [rbx + off]),
+        _ => dynasm!(tr.a ; .arch x64 ; mov Rq(hr), QWORD [rbx + off]),
+    }
+}
+
+/// Stores a result; a 4-byte result must be zero-extended in `hr` (every
+/// 32-bit host operation leaves it so), which gives x86's zero-extension.
+fn store_reg(tr: &mut Tr, hr: u8, off: i32, size: u32) {
+    match size {
+        1 => dynasm!(tr.a ; .arch x64 ; mov BYTE [rbx + off], Rb(hr)),
+        2 => dynasm!(tr.a ; .arch x64 ; mov WORD [rbx + off], Rw(hr)),
+        _ => dynasm!(tr.a ; .arch x64 ; mov QWORD [rbx + off], Rq(hr)),
+    }
+}
+
+fn load_mem(tr: &mut Tr, hr: u8, size: u32) {
+    match size {
+        1 => dynasm!(tr.a ; .arch x64 ; movzx Rd(hr), BYTE [rsi]),
+        2 => dynasm!(tr.a ; .arch x64 ; movzx Rd(hr), WORD [rsi]),
+        4 => dynasm!(tr.a ; .arch x64 ; mov Rd(hr), DWORD [rsi]),
+        _ => dynasm!(tr.a ; .arch x64 ; mov Rq(hr), QWORD [rsi]),
+    }
+}
+
+fn store_mem(tr: &mut Tr, hr: u8, size: u32) {
+    match size {
+        1 => dynasm!(tr.a ; .arch x64 ; mov BYTE [rsi], Rb(hr)),
+        2 => dynasm!(tr.a ; .arch x64 ; mov WORD [rsi], Rw(hr)),
+        4 => dynasm!(tr.a ; .arch x64 ; mov DWORD [rsi], Rd(hr)),
+        _ => dynasm!(tr.a ; .arch x64 ; mov QWORD [rsi], Rq(hr)),
+    }
+}
+
+fn load_imm(tr: &mut Tr, hr: u8, size: u32, v: u64) {
+    match size {
+        8 => dynasm!(tr.a ; .arch x64 ; mov Rq(hr), QWORD v as i64),
+        _ => dynasm!(tr.a ; .arch x64 ; mov Rd(hr), (v as u32) as i32),
+    }
+}
+
+/// Whether the memory operand can be accessed inline (64-bit mode, 32/64
+/// bit addressing, GPR base/index or RIP-relative, a real segment).
+fn mem_ok(tr: &Tr, i: &Instruction) -> bool {
+    use iced_x86::Register as R;
+    if !tr.ctx.long64 || Tr::addr_size(i) == 2 {
+        return false;
+    }
+    let gpr_or_none = |r: R| r == R::None || (21..=68).contains(&(r as usize));
+    let base_ok = gpr_or_none(i.memory_base()) || i.memory_base() == R::RIP;
+    base_ok
+        && gpr_or_none(i.memory_index())
+        && matches!(
+            i.memory_segment(),
+            R::ES | R::CS | R::SS | R::DS | R::FS | R::GS
+        )
+}
+
+/// Computes the linear address and does the TLB check: RSI = host pointer.
+fn mem_access(tr: &mut Tr, i: &Instruction, acc: Acc, size: u32) {
+    tr.slow_label();
+    tr.lin(i).expect("mem_ok checked");
+    tr.tlb(acc, size);
+}
+
+fn cc(i: &Instruction) -> u8 {
+    crate::interp::cond_code(i)
+}
+
+// ---- instruction families -------------------------------------------------
+
+/// Emits instruction `i` natively if it can.
+pub(super) fn emit(tr: &mut Tr, i: &Instruction) -> Emitted {
+    if i.has_lock_prefix() || i.has_rep_prefix() || i.has_repne_prefix() {
+        return Emitted::Helper;
+    }
+    let mem = (0..i.op_count()).any(|n| i.op_kind(n) == OpKind::Memory);
+    if mem && !matches!(i.mnemonic(), M::Lea | M::Nop) && !mem_ok(tr, i) {
+        return Emitted::Helper;
+    }
+    let r = match i.mnemonic() {
+        M::Mov => mov(tr, i),
+        M::Movzx => ext(tr, i, false),
+        M::Movsx | M::Movsxd => ext(tr, i, true),
+        M::Lea => lea(tr, i),
+        M::Add => alu(tr, i, 0),
+        M::Or => alu(tr, i, 1),
+        M::Adc => alu(tr, i, 2),
+        M::Sbb => alu(tr, i, 3),
+        M::And => alu(tr, i, 4),
+        M::Sub => alu(tr, i, 5),
+        M::Xor => alu(tr, i, 6),
+        M::Cmp => alu(tr, i, 7),
+        M::Test => alu(tr, i, 8),
+        M::Inc => un(tr, i, 0xfe, 0),
+        M::Dec => un(tr, i, 0xfe, 1),
+        M::Not => un(tr, i, 0xf6, 2),
+        M::Neg => un(tr, i, 0xf6, 3),
+        M::Nop => Some(Emitted::Native),
+        M::Xchg => xchg(tr, i),
+        M::Cdqe | M::Cwde | M::Cbw | M::Cqo | M::Cdq | M::Cwd => sext_acc(tr, i),
+        M::Seta
+        | M::Setae
+        | M::Setb
+        | M::Setbe
+        | M::Sete
+        | M::Setg
+        | M::Setge
+        | M::Setl
+        | M::Setle
+        | M::Setne
+        | M::Setno
+        | M::Setnp
+        | M::Setns
+        | M::Seto
+        | M::Setp
+        | M::Sets => set(tr, i),
+        M::Cmova
+        | M::Cmovae
+        | M::Cmovb
+        | M::Cmovbe
+        | M::Cmove
+        | M::Cmovg
+        | M::Cmovge
+        | M::Cmovl
+        | M::Cmovle
+        | M::Cmovne
+        | M::Cmovno
+        | M::Cmovnp
+        | M::Cmovns
+        | M::Cmovo
+        | M::Cmovp
+        | M::Cmovs => cmov(tr, i),
+        M::Ja
+        | M::Jae
+        | M::Jb
+        | M::Jbe
+        | M::Je
+        | M::Jg
+        | M::Jge
+        | M::Jl
+        | M::Jle
+        | M::Jne
+        | M::Jno
+        | M::Jnp
+        | M::Jns
+        | M::Jo
+        | M::Jp
+        | M::Js => jcc(tr, i),
+        M::Jmp => jmp(tr, i),
+        M::Call => call(tr, i),
+        M::Ret => ret(tr, i),
+        M::Push => push(tr, i),
+        M::Pop => pop(tr, i),
+        _ => None,
+    };
+    r.unwrap_or(Emitted::Helper)
+}
+
+fn mov(tr: &mut Tr, i: &Instruction) -> Option<Emitted> {
+    let (d, s) = (opd(i, 0)?, opd(i, 1)?);
+    let size = opd_size(i, d);
+    match (d, s) {
+        (Opd::Reg(..), Opd::Reg(..)) | (Opd::Reg(..), Opd::Imm(_)) | (Opd::Reg(..), Opd::Mem) => {}
+        (Opd::Mem, Opd::Reg(..)) | (Opd::Mem, Opd::Imm(_)) => {}
+        _ => return None,
+    }
+    match s {
+        Opd::Reg(o, sz) => load_reg(tr, R9, o, sz),
+        Opd::Imm(v) => load_imm(tr, R9, size, v),
+        Opd::Mem => {
+            mem_access(tr, i, Acc::Read, size);
+            load_mem(tr, R9, size);
+        }
+    }
+    match d {
+        Opd::Reg(o, sz) => store_reg(tr, R9, o, sz),
+        _ => {
+            mem_access(tr, i, Acc::Write, size);
+            store_mem(tr, R9, size);
+        }
+    }
+    tr.end_insn();
+    Some(Emitted::Native)
+}
+
+fn ext(tr: &mut Tr, i: &Instruction, sign: bool) -> Option<Emitted> {
+    let Opd::Reg(doff, dsz) = opd(i, 0)? else {
+        return None;
+    };
+    let s = opd(i, 1)?;
+    let ssz = opd_size(i, s);
+    let src_is_mem = matches!(s, Opd::Mem);
+    if src_is_mem {
+        mem_access(tr, i, Acc::Read, ssz);
+    }
+    let soff = match s {
+        Opd::Reg(o, _) => o,
+        Opd::Mem => 0,
+        Opd::Imm(_) => return None,
+    };
+    match (sign, ssz, src_is_mem) {
+        (false, _, false) => load_reg(tr, R9, soff, ssz),
+        (false, _, true) => load_mem(tr, R9, ssz),
+        (true, 1, false) => dynasm!(tr.a ; .arch x64 ; movsx r9, BYTE [rbx + soff]),
+        (true, 2, false) => dynasm!(tr.a ; .arch x64 ; movsx r9, WORD [rbx + soff]),
+        (true, 4, false) => dynasm!(tr.a ; .arch x64 ; movsxd r9, DWORD [rbx + soff]),
+        (true, 1, true) => dynasm!(tr.a ; .arch x64 ; movsx r9, BYTE [rsi]),
+        (true, 2, true) => dynasm!(tr.a ; .arch x64 ; movsx r9, WORD [rsi]),
+        (true, 4, true) => dynasm!(tr.a ; .arch x64 ; movsxd r9, DWORD [rsi]),
+        (true, _, false) => load_reg(tr, R9, soff, ssz),
+        (true, _, true) => load_mem(tr, R9, ssz),
+    }
+    if sign && dsz == 4 {
+        dynasm!(tr.a ; .arch x64 ; mov r9d, r9d);
+    }
+    store_reg(tr, R9, doff, dsz);
+    tr.end_insn();
+    Some(Emitted::Native)
+}
+
+fn lea(tr: &mut Tr, i: &Instruction) -> Option<Emitted> {
+    use iced_x86::Register as R;
+    let Opd::Reg(doff, dsz) = opd(i, 0)? else {
+        return None;
+    };
+    let gpr_or_none = |r: R| r == R::None || (21..=68).contains(&(r as usize));
+    if !(gpr_or_none(i.memory_base()) || i.memory_base() == R::RIP)
+        || !gpr_or_none(i.memory_index())
+    {
+        return None;
+    }
+    tr.ea(i)?;
+    let t = dsz.min(Tr::addr_size(i));
+    match t {
+        2 => dynasm!(tr.a ; .arch x64 ; movzx esi, si),
+        4 => dynasm!(tr.a ; .arch x64 ; mov esi, esi),
+        _ => {}
+    }
+    store_reg(tr, RSI, doff, dsz);
+    tr.end_insn();
+    Some(Emitted::Native)
+}
+
+/// ALU op `/digit` 0..7, or 8 for TEST.
+fn alu(tr: &mut Tr, i: &Instruction, op: u8) -> Option<Emitted> {
+    let (d, s) = (opd(i, 0)?, opd(i, 1)?);
+    let size = opd_size(i, d);
+    let writes = op != 7 && op != 8;
+    match (d, s) {
+        (Opd::Imm(_), _) | (Opd::Mem, Opd::Mem) => return None,
+        _ => {}
+    }
+    match d {
+        Opd::Reg(o, sz) => load_reg(tr, R9, o, sz),
+        _ => {
+            mem_access(tr, i, if writes { Acc::Write } else { Acc::Read }, size);
+            load_mem(tr, R9, size);
+        }
+    }
+    match s {
+        Opd::Reg(o, sz) => load_reg(tr, R10, o, sz),
+        Opd::Mem => {
+            mem_access(tr, i, Acc::Read, size);
+            load_mem(tr, R10, size);
+        }
+        Opd::Imm(_) => {}
+    }
+    if op == 2 || op == 3 {
+        tr.fl_to_host();
+    }
+    match (s, op) {
+        (Opd::Imm(v), 8) => test_ri(tr, size, R9, v),
+        (Opd::Imm(v), _) => alu_ri(tr, op, size, R9, v),
+        (_, 8) => test_rr(tr, size, R9, R10),
+        _ => alu_rr(tr, op, size, R9, R10),
+    }
+    tr.fl = Fl::Host;
+    if writes {
+        match d {
+            Opd::Reg(o, sz) => store_reg(tr, R9, o, sz),
+            _ => store_mem(tr, R9, size),
+        }
+    }
+    tr.end_insn();
+    Some(Emitted::Native)
+}
+
+fn un(tr: &mut Tr, i: &Instruction, group: u8, ext: u8) -> Option<Emitted> {
+    if i.op_count() != 1 {
+        return None;
+    }
+    let d = opd(i, 0)?;
+    let size = opd_size(i, d);
+    match d {
+        Opd::Reg(o, sz) => load_reg(tr, R9, o, sz),
+        Opd::Mem => {
+            mem_access(tr, i, Acc::Write, size);
+            load_mem(tr, R9, size);
+        }
+        Opd::Imm(_) => return None,
+    }
+    if group == 0xfe {
+        // INC/DEC keep CF.
+        tr.fl_to_host();
+    }
+    unary(tr, group, ext, size, R9);
+    if !(group == 0xf6 && ext == 2) {
+        tr.fl = Fl::Host;
+    }
+    match d {
+        Opd::Reg(o, sz) => store_reg(tr, R9, o, sz),
+        _ => store_mem(tr, R9, size),
+    }
+    tr.end_insn();
+    Some(Emitted::Native)
+}
+
+fn xchg(tr: &mut Tr, i: &Instruction) -> Option<Emitted> {
+    let (Opd::Reg(a, sa), Opd::Reg(b, sb)) = (opd(i, 0)?, opd(i, 1)?) else {
+        return None;
+    };
+    load_reg(tr, R9, a, sa);
+    load_reg(tr, R10, b, sb);
+    store_reg(tr, R10, a, sa);
+    store_reg(tr, R9, b, sb);
+    tr.end_insn();
+    Some(Emitted::Native)
+}
+
+fn sext_acc(tr: &mut Tr, i: &Instruction) -> Option<Emitted> {
+    let oax = gpr_off(0);
+    let odx = gpr_off(2);
+    match i.mnemonic() {
+        M::Cdqe => {
+            dynasm!(tr.a ; .arch x64 ; movsxd r9, DWORD [rbx + oax] ; mov QWORD [rbx + oax], r9)
+        }
+        M::Cwde => {
+            dynasm!(tr.a ; .arch x64 ; movsx r9d, WORD [rbx + oax] ; mov QWORD [rbx + oax], r9)
+        }
+        M::Cbw => {
+            dynasm!(tr.a ; .arch x64 ; movsx r9d, BYTE [rbx + oax] ; mov WORD [rbx + oax], r9w)
+        }
+        M::Cqo => {
+            tr.fl_spill();
+            dynasm!(tr.a ; .arch x64 ; mov r9, QWORD [rbx + oax] ; sar r9, 63 ; mov QWORD [rbx + odx], r9)
+        }
+        M::Cdq => {
+            tr.fl_spill();
+            dynasm!(tr.a ; .arch x64 ; mov r9d, DWORD [rbx + oax] ; sar r9d, 31 ; mov QWORD [rbx + odx], r9)
+        }
+        _ => {
+            tr.fl_spill();
+            dynasm!(tr.a ; .arch x64 ; movsx r9d, WORD [rbx + oax] ; sar r9d, 15 ; mov WORD [rbx + odx], r9w)
+        }
+    }
+    tr.end_insn();
+    Some(Emitted::Native)
+}
+
+fn set(tr: &mut Tr, i: &Instruction) -> Option<Emitted> {
+    let d = opd(i, 0)?;
+    if let Opd::Mem = d {
+        mem_access(tr, i, Acc::Write, 1);
+    }
+    tr.fl_to_host();
+    setcc(tr, cc(i), R9);
+    match d {
+        Opd::Reg(o, _) => store_reg(tr, R9, o, 1),
+        Opd::Mem => store_mem(tr, R9, 1),
+        Opd::Imm(_) => return None,
+    }
+    tr.end_insn();
+    Some(Emitted::Native)
+}
+
+fn cmov(tr: &mut Tr, i: &Instruction) -> Option<Emitted> {
+    let Opd::Reg(doff, size) = opd(i, 0)? else {
+        return None;
+    };
+    match opd(i, 1)? {
+        Opd::Reg(o, sz) => load_reg(tr, R10, o, sz),
+        Opd::Mem => {
+            mem_access(tr, i, Acc::Read, size);
+            load_mem(tr, R10, size);
+        }
+        Opd::Imm(_) => return None,
+    }
+    load_reg(tr, R9, doff, size);
+    tr.fl_to_host();
+    cmovcc(tr, cc(i), size, R9, R10);
+    store_reg(tr, R9, doff, size);
+    tr.end_insn();
+    Some(Emitted::Native)
+}
+
+/// A direct branch target the translation may use (the interpreter's
+/// `branch` checks: canonical in 64-bit mode, within the CS limit
+/// otherwise).
+fn target_ok(tr: &Tr, t: u64) -> bool {
+    if tr.ctx.long64 {
+        crate::mmu::seg::is_canonical(t)
+    } else {
+        t <= tr.ctx.cs_limit
+    }
+}
+
+fn jcc(tr: &mut Tr, i: &Instruction) -> Option<Emitted> {
+    let t = i.near_branch_target();
+    if !target_ok(tr, t) {
+        return None;
+    }
+    let next = tr.cur.next;
+    let count = tr.cur.count + 1;
+    tr.fl_to_host();
+    let taken = tr.a.new_dynamic_label();
+    jcc_to(tr, cc(i), taken);
+    tr.end_insn();
+    let link = tr.linkable(next);
+    tr.exit(count, Some(next), link);
+    dynasm!(tr.a ; .arch x64 ; =>taken);
+    tr.fl = Fl::Host;
+    let link = tr.linkable(t);
+    tr.exit(count, Some(t), link);
+    Some(Emitted::NativeExit)
+}
+
+fn jcc_to(tr: &mut Tr, cc: u8, l: dynasmrt::DynamicLabel) {
+    match cc {
+        0 => dynasm!(tr.a ; .arch x64 ; jo =>l),
+        1 => dynasm!(tr.a ; .arch x64 ; jno =>l),
+        2 => dynasm!(tr.a ; .arch x64 ; jb =>l),
+        3 => dynasm!(tr.a ; .arch x64 ; jae =>l),
+        4 => dynasm!(tr.a ; .arch x64 ; je =>l),
+        5 => dynasm!(tr.a ; .arch x64 ; jne =>l),
+        6 => dynasm!(tr.a ; .arch x64 ; jbe =>l),
+        7 => dynasm!(tr.a ; .arch x64 ; ja =>l),
+        8 => dynasm!(tr.a ; .arch x64 ; js =>l),
+        9 => dynasm!(tr.a ; .arch x64 ; jns =>l),
+        10 => dynasm!(tr.a ; .arch x64 ; jp =>l),
+        11 => dynasm!(tr.a ; .arch x64 ; jnp =>l),
+        12 => dynasm!(tr.a ; .arch x64 ; jl =>l),
+        13 => dynasm!(tr.a ; .arch x64 ; jge =>l),
+        14 => dynasm!(tr.a ; .arch x64 ; jle =>l),
+        _ => dynasm!(tr.a ; .arch x64 ; jg =>l),
+    }
+}
+
+fn is_near_direct(i: &Instruction) -> bool {
+    matches!(
+        i.op0_kind(),
+        OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64
+    )
+}
+
+/// Loads an indirect branch target (register or memory) into r9.
+fn indirect_target(tr: &mut Tr, i: &Instruction) -> Option<()> {
+    match opd(i, 0)? {
+        Opd::Reg(o, 8) => load_reg(tr, R9, o, 8),
+        Opd::Mem if i.memory_size().size() == 8 => {
+            mem_access(tr, i, Acc::Read, 8);
+            load_mem(tr, R9, 8);
+        }
+        _ => return None,
+    }
+    tr.slow_label();
+    tr.check_canonical(R9);
+    Some(())
+}
+
+fn jmp(tr: &mut Tr, i: &Instruction) -> Option<Emitted> {
+    let count = tr.cur.count + 1;
+    if is_near_direct(i) {
+        let t = i.near_branch_target();
+        if !target_ok(tr, t) {
+            return None;
+        }
+        tr.end_insn();
+        let link = tr.linkable(t);
+        tr.exit(count, Some(t), link);
+        return Some(Emitted::NativeExit);
+    }
+    if !tr.ctx.long64 || i.op0_kind() == OpKind::Memory && !mem_ok(tr, i) {
+        return None;
+    }
+    indirect_target(tr, i)?;
+    dynasm!(tr.a ; .arch x64 ; mov QWORD [rbx + RIP], r9);
+    tr.end_insn();
+    tr.exit(count, None, false);
+    Some(Emitted::NativeExit)
+}
+
+/// 64-bit push of r9 (flags already spilled by the caller's slow label).
+fn push_r9(tr: &mut Tr) {
+    dynasm!(tr.a ; .arch x64 ; mov rsi, QWORD [rbx + RSP_OFF] ; lea rsi, [rsi - 8]);
+    tr.tlb(Acc::Write, 8);
+    dynasm!(tr.a
+        ; .arch x64
+        ; mov QWORD [rsi], r9
+        ; mov rdi, QWORD [rbx + RSP_OFF]
+        ; lea rdi, [rdi - 8]
+        ; mov QWORD [rbx + RSP_OFF], rdi
+    );
+}
+
+fn call(tr: &mut Tr, i: &Instruction) -> Option<Emitted> {
+    if !tr.ctx.long64 || i.stack_pointer_increment() != -8 {
+        return None;
+    }
+    let count = tr.cur.count + 1;
+    let next = tr.cur.next;
+    if is_near_direct(i) {
+        let t = i.near_branch_target();
+        if !target_ok(tr, t) {
+            return None;
+        }
+        tr.slow_label();
+        load_imm(tr, R9, 8, next);
+        push_r9(tr);
+        tr.end_insn();
+        let link = tr.linkable(t);
+        tr.exit(count, Some(t), link);
+        return Some(Emitted::NativeExit);
+    }
+    if i.op0_kind() == OpKind::Memory && !mem_ok(tr, i) {
+        return None;
+    }
+    indirect_target(tr, i)?;
+    dynasm!(tr.a ; .arch x64 ; mov r10, r9);
+    load_imm(tr, R9, 8, next);
+    push_r9(tr);
+    dynasm!(tr.a ; .arch x64 ; mov QWORD [rbx + RIP], r10);
+    tr.end_insn();
+    tr.exit(count, None, false);
+    Some(Emitted::NativeExit)
+}
+
+fn ret(tr: &mut Tr, i: &Instruction) -> Option<Emitted> {
+    if !tr.ctx.long64
+        || !matches!(
+            i.code(),
+            iced_x86::Code::Retnq | iced_x86::Code::Retnq_imm16
+        )
+    {
+        return None;
+    }
+    let count = tr.cur.count + 1;
+    let extra = if i.op_count() == 1 {
+        i.immediate(0) as i32
+    } else {
+        0
+    };
+    tr.slow_label();
+    dynasm!(tr.a ; .arch x64 ; mov rsi, QWORD [rbx + RSP_OFF]);
+    tr.tlb(Acc::Read, 8);
+    load_mem(tr, R9, 8);
+    tr.check_canonical(R9);
+    dynasm!(tr.a
+        ; .arch x64
+        ; mov rdi, QWORD [rbx + RSP_OFF]
+        ; lea rdi, [rdi + 8 + extra]
+        ; mov QWORD [rbx + RSP_OFF], rdi
+        ; mov QWORD [rbx + RIP], r9
+    );
+    tr.end_insn();
+    tr.exit(count, None, false);
+    Some(Emitted::NativeExit)
+}
+
+fn push(tr: &mut Tr, i: &Instruction) -> Option<Emitted> {
+    if !tr.ctx.long64 || i.stack_pointer_increment() != -8 {
+        return None;
+    }
+    match opd(i, 0)? {
+        Opd::Reg(o, 8) => load_reg(tr, R9, o, 8),
+        Opd::Imm(v) => load_imm(tr, R9, 8, v),
+        _ => return None,
+    }
+    tr.slow_label();
+    push_r9(tr);
+    tr.end_insn();
+    Some(Emitted::Native)
+}
+
+fn pop(tr: &mut Tr, i: &Instruction) -> Option<Emitted> {
+    if !tr.ctx.long64 || i.stack_pointer_increment() != 8 {
+        return None;
+    }
+    let Opd::Reg(o, 8) = opd(i, 0)? else {
+        return None;
+    };
+    tr.slow_label();
+    dynasm!(tr.a ; .arch x64 ; mov rsi, QWORD [rbx + RSP_OFF]);
+    tr.tlb(Acc::Read, 8);
+    load_mem(tr, R9, 8);
+    dynasm!(tr.a
+        ; .arch x64
+        ; mov rdi, QWORD [rbx + RSP_OFF]
+        ; lea rdi, [rdi + 8]
+        ; mov QWORD [rbx + RSP_OFF], rdi
+    );
+    store_reg(tr, R9, o, 8);
+    tr.end_insn();
+    Some(Emitted::Native)
+}

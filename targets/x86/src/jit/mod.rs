@@ -1,0 +1,455 @@
+//! Tier 2 of the DBT: a JIT that turns hot guest blocks into x86-64 host
+//! code with dynasmrt (x86-64 hosts only).
+//!
+//! The interpreter's decoded [`Block`]s are the unit: each counts its
+//! executions, and when one reaches [`JitConfig::threshold`] it is
+//! translated ([`emit`], [`insn`]) into the code [`region`]. The
+//! dispatcher ([`Cpu::run`]) then enters the host code instead of
+//! interpreting the block, through a trampoline that keeps the `Cpu` in
+//! rbx. Generated code keeps guest registers in `CpuState` (memory
+//! operands), guest flags in host EFLAGS between instructions, does the
+//! softmmu TLB lookup inline, and calls the interpreter's semantics for
+//! everything it does not emit natively and for every slow memory access
+//! (miss, MMIO, code page, page crossing, fault), so a fault is delivered
+//! by the interpreter with the state of the faulting instruction.
+//!
+//! Direct jumps to a block on the same guest page are linked (patched
+//! into a host `jmp`) the first time the dispatcher sees the exit reach a
+//! translated target; invalidating a block unlinks the jumps into it. A
+//! budget decremented at every block entry bounds how long chained code
+//! runs before the dispatcher polls interrupts, timers and kicks.
+//!
+//! See docs/jit.md for the whole story.
+
+mod emit;
+mod helpers;
+mod insn;
+mod region;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use dynasmrt::{dynasm, DynasmApi, DynasmLabelApi};
+
+use crate::bus::CpuBus;
+pub use crate::interp::BlockJit;
+use crate::interp::{Block, Cpu};
+use crate::mmu::tlb::{TlbEntry, PAGE_MASK, TLB_SIZE};
+use crate::SegReg;
+use emit::{Tr, TrCtx, BUDGET, RIP};
+pub use helpers::Ctx;
+use insn::Emitted;
+use region::Region;
+
+/// JIT options (`-accel dbt,jit=on,jit-threshold=N,tb-size=MiB`).
+#[derive(Clone, Debug)]
+pub struct JitConfig {
+    /// Executions of a block before it is translated (0 or 1: at once).
+    pub threshold: u32,
+    /// Size of the code region in bytes (flushed whole when full).
+    pub cache_size: usize,
+}
+
+impl Default for JitConfig {
+    fn default() -> Self {
+        JitConfig {
+            threshold: 2,
+            cache_size: 64 << 20,
+        }
+    }
+}
+
+/// Counters for `-d stats`.
+#[derive(Clone, Debug, Default)]
+pub struct JitStats {
+    pub blocks: u64,
+    pub flushes: u64,
+    pub links: u64,
+    pub native_insns: u64,
+    pub helper_insns: u64,
+    pub code_bytes: u64,
+    pub translate_ns: u64,
+    pub entries: u64,
+}
+
+/// Where a patchable exit jumps to, and what the source assumed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Site {
+    rip: u64,
+    phys_page: u64,
+    cs_base: u64,
+    bitness: u32,
+    assume: u64,
+}
+
+/// One vCPU's JIT: code region, link bookkeeping, statistics.
+pub struct Jit {
+    region: Region,
+    enter: usize,
+    exit: usize,
+    generation: u32,
+    sites: HashMap<usize, Site>,
+    /// Entry address -> link sites patched to jump there.
+    links: HashMap<usize, Vec<usize>>,
+    pub config: JitConfig,
+    pub stats: JitStats,
+    /// Log guest (`in_asm`) and host (`out_asm`) code of translations.
+    dump_in: bool,
+    dump_out: bool,
+}
+
+type EnterFn = unsafe extern "sysv64" fn(*mut Cpu, *mut Ctx<'_>, usize) -> u32;
+
+impl Jit {
+    /// Maps the code region; `None` if the host refuses executable memory.
+    pub fn new(config: JitConfig) -> Option<Box<Jit>> {
+        let mut region = Region::new(config.cache_size.max(1 << 20))?;
+        let mut a = emit::Asm::new(region.cursor());
+        let exit_off = a.offset();
+        dynasm!(a
+            ; .arch x64
+            ; add rsp, 8
+            ; pop r15
+            ; pop r14
+            ; pop r13
+            ; pop r12
+            ; pop rbp
+            ; pop rbx
+            ; ret
+        );
+        let enter_off = a.offset();
+        dynasm!(a
+            ; .arch x64
+            ; push rbx
+            ; push rbp
+            ; push r12
+            ; push r13
+            ; push r14
+            ; push r15
+            ; sub rsp, 8
+            ; mov rbx, rdi
+            ; mov r12, rsi
+            ; xor eax, eax
+            ; jmp rdx
+        );
+        let code = a.finalize().ok()?;
+        let base = region.append(&code)?;
+        region.reserve_current();
+        Some(Box::new(Jit {
+            region,
+            enter: base + enter_off.0,
+            exit: base + exit_off.0,
+            generation: 1,
+            sites: HashMap::new(),
+            links: HashMap::new(),
+            config,
+            stats: JitStats::default(),
+            dump_in: log::log_enabled!(target: "in_asm", log::Level::Info),
+            dump_out: log::log_enabled!(target: "out_asm", log::Level::Info),
+        }))
+    }
+
+    /// Whether this host can run the JIT (maps a small region).
+    pub fn available() -> bool {
+        Jit::new(JitConfig {
+            threshold: 1,
+            cache_size: 1 << 20,
+        })
+        .is_some()
+    }
+
+    /// Drops every translation (the region is reused from its start).
+    pub fn reset(&mut self) {
+        self.region.reset();
+        self.generation = self.generation.wrapping_add(1).max(1);
+        self.sites.clear();
+        self.links.clear();
+        self.stats.flushes += 1;
+    }
+
+    /// The host entry of `b`'s translation, if current.
+    fn entry_of(&self, b: &Block) -> usize {
+        if b.jit.generation.load(Ordering::Relaxed) == self.generation {
+            b.jit.entry.load(Ordering::Relaxed)
+        } else {
+            0
+        }
+    }
+
+    /// A block is being dropped: jumps linked into it go back to their
+    /// exits.
+    pub(crate) fn unlink_block(&mut self, b: &Block) {
+        let e = self.entry_of(b);
+        if e == 0 {
+            return;
+        }
+        b.jit.entry.store(0, Ordering::Relaxed);
+        if let Some(sites) = self.links.remove(&e) {
+            for s in sites {
+                self.region.patch_rel32(s, 0);
+            }
+        }
+    }
+
+    /// Translates `b`; `None` if the region is full.
+    fn translate(&mut self, ctx: &TrCtx, b: &Block, bitness: u32, assume: u64) -> Option<usize> {
+        let mut tr = Tr::new(self.region.cursor(), ctx);
+        let budget_exit = tr.a.new_dynamic_label();
+        dynasm!(tr.a
+            ; .arch x64
+            ; sub DWORD [rbx + BUDGET], 1
+            ; js =>budget_exit
+        );
+        let n = b.ops.len();
+        let mut ended = false;
+        for (k, op) in b.ops.iter().enumerate() {
+            let next = op.insn.next_ip() & ctx.ip_mask;
+            tr.begin_insn(k, op, next);
+            let before = tr.a.offset();
+            match insn::emit(&mut tr, &op.insn) {
+                Emitted::Native => {}
+                Emitted::NativeExit => {
+                    ended = true;
+                    break;
+                }
+                Emitted::Helper => {
+                    debug_assert_eq!(before, tr.a.offset(), "{:?}", op.insn.code());
+                    tr.helper_insn();
+                    if k + 1 == n {
+                        tr.exit(n, None, false);
+                        ended = true;
+                    }
+                }
+            }
+        }
+        if !ended {
+            let last = &b.ops[n - 1].insn;
+            let next = last.next_ip() & ctx.ip_mask;
+            let link = tr.linkable(next);
+            tr.exit(n, Some(next), link);
+        }
+        dynasm!(tr.a ; .arch x64 ; =>budget_exit);
+        tr.store_imm64(RIP, b.key.rip);
+        let exit = ctx.exit;
+        tr.jmp_abs(exit);
+        tr.finish();
+        let base = tr.base();
+        let links = std::mem::take(&mut tr.links);
+        let (native, helpers) = (tr.native, tr.helper_calls);
+        let code = tr.a.finalize().ok()?;
+        if code.len() > self.region.free() {
+            return None;
+        }
+        let at = self.region.append(&code)?;
+        debug_assert_eq!(at, base);
+        for (off, rip) in links {
+            self.sites.insert(
+                at + off.0,
+                Site {
+                    rip,
+                    phys_page: b.key.phys & PAGE_MASK,
+                    cs_base: b.key.cs_base,
+                    bitness,
+                    assume,
+                },
+            );
+        }
+        self.stats.blocks += 1;
+        self.stats.code_bytes += code.len() as u64;
+        self.stats.native_insns += native as u64;
+        self.stats.helper_insns += helpers as u64;
+        if self.dump_in || self.dump_out {
+            self.dump(b, &code, at);
+        }
+        Some(at)
+    }
+
+    fn dump(&self, b: &Block, code: &[u8], at: usize) {
+        use iced_x86::{Formatter, IntelFormatter};
+        if self.dump_in {
+            let mut f = IntelFormatter::new();
+            let mut s = format!("IN: block {:#x} (phys {:#x})\n", b.key.rip, b.key.phys);
+            for op in &b.ops {
+                let mut t = String::new();
+                f.format(&op.insn, &mut t);
+                s.push_str(&format!("  {:#018x}  {t}\n", op.insn.ip()));
+            }
+            log::info!(target: "in_asm", "{s}");
+        }
+        if self.dump_out {
+            use capstone::prelude::*;
+            let s = match Capstone::new()
+                .x86()
+                .mode(arch::x86::ArchMode::Mode64)
+                .syntax(arch::x86::ArchSyntax::Intel)
+                .build()
+            {
+                Ok(cs) => match cs.disasm_all(code, at as u64) {
+                    Ok(insns) => insns
+                        .iter()
+                        .map(|i| {
+                            format!(
+                                "  {:#x}:  {} {}\n",
+                                i.address(),
+                                i.mnemonic().unwrap_or(""),
+                                i.op_str().unwrap_or("")
+                            )
+                        })
+                        .collect::<String>(),
+                    Err(e) => format!("  (capstone: {e})\n"),
+                },
+                Err(e) => format!("  (capstone: {e})\n"),
+            };
+            log::info!(target: "out_asm", "OUT: block {:#x}, {} bytes at {at:#x}\n{s}", b.key.rip, code.len());
+        }
+    }
+
+    /// Patches the exit at `site` to jump straight to `entry` if the block
+    /// it reached is the one the exit was for, under the same assumptions.
+    fn link(&mut self, site: usize, b: &Block, bitness: u32, entry: usize) {
+        let Some(s) = self.sites.get(&site) else {
+            return;
+        };
+        let want = Site {
+            rip: b.key.rip,
+            phys_page: b.key.phys & PAGE_MASK,
+            cs_base: b.key.cs_base,
+            bitness: b.key.bitness,
+            assume: b.jit.assume.load(Ordering::Relaxed),
+        };
+        if *s != want || bitness != b.key.bitness {
+            return;
+        }
+        let rel = entry as i64 - (site as i64 + 4);
+        let Ok(rel) = i32::try_from(rel) else { return };
+        self.region.patch_rel32(site, rel);
+        self.links.entry(entry).or_default().push(site);
+        self.stats.links += 1;
+    }
+}
+
+impl Cpu {
+    /// What a translation assumes beyond the block key: CPL and, outside
+    /// 64-bit mode, the CS limit.
+    fn jit_assume(&self) -> u64 {
+        let limit = if self.long64 {
+            0
+        } else {
+            self.state.seg(SegReg::Cs).limit as u64
+        };
+        (self.cpl as u64) << 32 | limit
+    }
+
+    /// Runs `blk` as host code if it is (or becomes) translated. Returns
+    /// false when the caller must interpret it.
+    pub(crate) fn jit_run(&mut self, bus: &mut dyn CpuBus, blk: &Block) -> bool {
+        let site = std::mem::take(&mut self.jit_link_site);
+        let Some(mut jit) = self.jit.take() else {
+            return false;
+        };
+        let assume = self.jit_assume();
+        let mut entry = jit.entry_of(blk);
+        if entry == 0 {
+            let heat = blk.jit.heat.fetch_add(1, Ordering::Relaxed) + 1;
+            if heat >= jit.config.threshold {
+                entry = self.jit_translate(&mut jit, blk, assume);
+            }
+        } else if blk.jit.assume.load(Ordering::Relaxed) != assume {
+            entry = 0;
+        }
+        if entry == 0 {
+            self.jit = Some(jit);
+            return false;
+        }
+        if site != 0 {
+            jit.link(site, blk, self.bitness(), entry);
+        }
+        jit.stats.entries += 1;
+        let enter = jit.enter;
+        self.jit = Some(jit);
+        self.jit_budget = 64;
+        let mut ctx = Ctx { bus };
+        // SAFETY: `enter` is the trampoline made in `Jit::new` with the
+        // `EnterFn` ABI; `entry` is the live translation of `blk` (the
+        // region is only reset by the dispatcher, never while generated
+        // code runs), which only touches `self` through the pointer and
+        // `ctx` through helpers, and leaves through the shared exit stub.
+        unsafe {
+            let f: EnterFn = std::mem::transmute::<usize, EnterFn>(enter);
+            f(self as *mut Cpu, &mut ctx, entry);
+        }
+        true
+    }
+
+    fn jit_translate(&mut self, jit: &mut Jit, blk: &Block, assume: u64) -> usize {
+        let t0 = Instant::now();
+        let lin = blk.key.cs_base.wrapping_add(blk.key.rip);
+        let lin = if self.long64 { lin } else { lin & 0xffff_ffff };
+        let tlb = self.tlb_ptr() as u64
+            + (self.user as u64) * (TLB_SIZE * std::mem::size_of::<TlbEntry>()) as u64;
+        let ctx = TrCtx {
+            long64: self.long64,
+            ip_mask: self.ip_mask,
+            cs_limit: self.state.seg(SegReg::Cs).limit as u64,
+            tlb,
+            exit: jit.exit,
+            page: lin & PAGE_MASK,
+            cs_base: blk.key.cs_base,
+        };
+        let bitness = self.bitness();
+        let entry = match jit.translate(&ctx, blk, bitness, assume) {
+            Some(e) => e,
+            None => {
+                // Full: drop every block (this one stays alive in the
+                // graveyard until the next boundary) and start over.
+                self.flush_code_cache();
+                jit.reset();
+                jit.translate(&ctx, blk, bitness, assume).unwrap_or(0)
+            }
+        };
+        if entry != 0 {
+            blk.jit.entry.store(entry, Ordering::Relaxed);
+            blk.jit.generation.store(jit.generation, Ordering::Relaxed);
+            blk.jit.assume.store(assume, Ordering::Relaxed);
+        }
+        jit.stats.translate_ns += t0.elapsed().as_nanos() as u64;
+        entry
+    }
+
+    /// Turns the JIT on (`Some`) or off. `false` if the host cannot run
+    /// it (not x86-64, or no executable memory).
+    pub fn set_jit(&mut self, config: Option<JitConfig>) -> bool {
+        self.flush_code_cache();
+        match config {
+            None => {
+                self.jit = None;
+                true
+            }
+            Some(c) => {
+                self.jit = Jit::new(c);
+                self.jit.is_some()
+            }
+        }
+    }
+
+    /// JIT statistics, if the JIT is on.
+    pub fn jit_stats(&self) -> Option<&JitStats> {
+        self.jit.as_ref().map(|j| &j.stats)
+    }
+
+    /// Interprets one instruction for generated code (see
+    /// [`helpers::jit_exec`]).
+    pub(crate) fn exec_for_jit(&mut self, bus: &mut dyn CpuBus, op: &crate::interp::Op) -> bool {
+        let i = &op.insn;
+        self.next_rip = i.next_ip() & self.ip_mask;
+        match (op.fast)(self, bus, i) {
+            Ok(()) => self.state.rip = self.next_rip,
+            Err(e) => {
+                self.end_block = true;
+                self.deliver_exception(bus, e);
+            }
+        }
+        self.end_block || self.mmu.events() || self.exit.is_some() || self.state.interrupt_shadow
+    }
+}
