@@ -1,6 +1,6 @@
 //! Guests run end to end by the binary under every usable accelerator: the
 //! built-in demo, a `-bios` ROM, ELF32/ELF64 `-kernel` images, the
-//! debug-exit status and a triple fault.
+//! debug-exit status and a triple fault; the compute ROM under the DBT.
 
 mod common;
 
@@ -35,6 +35,32 @@ fn demo_guest_prints_modes_and_primes() {
             o.dump()
         );
     }
+}
+
+/// The compute benchmark ROM (sieve, CRC-32, heap sort in long mode) at a
+/// small size under the DBT prints the checksums that `firmware`'s Rust
+/// reference computes, and powers off.
+#[test]
+fn compute_rom_prints_the_reference_checksums() {
+    use firmware::compute::{compute_rom, reference, result_line, ComputeConfig};
+    let cfg = ComputeConfig::small();
+    let want = result_line(&cfg, &reference(&cfg));
+    let d = scratch("compute");
+    let rom = write(&d, "compute.rom", &compute_rom(&cfg).unwrap());
+    let o = run(&["-accel", "dbt", "-bios", &rom, "-m", "16M"]);
+    assert_eq!(o.status, Some(0), "{}", o.dump());
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "hx86 compute: real mode",
+            "hx86 compute: protected mode",
+            "hx86 compute: long mode",
+            want.as_str()
+        ],
+        "{}",
+        o.dump()
+    );
 }
 
 /// A real-mode ROM: prints a message from ROM data and exits via

@@ -1,7 +1,7 @@
 //! The same `-bios` ROMs under hx86 and under `qemu-system-x86_64 -accel
 //! tcg` must print the same thing. The ROMs: the built-in demo (real ->
-//! protected -> long mode, sieve) and a real-mode ROM exercising string
-//! I/O. Skips, saying so, when QEMU is not installed, unless
+//! protected -> long mode, sieve), the compute ROM (small size) and a
+//! real-mode ROM exercising string I/O. Skips, saying so, when QEMU is not installed, unless
 //! HX86_REQUIRE_QEMU=1 (set by .ci/run, which installs it).
 
 mod common;
@@ -73,6 +73,15 @@ fn same_output(name: &str, rom_bytes: &[u8]) {
 #[test]
 fn demo_rom_prints_the_same_as_qemu() {
     same_output("qemu-demo", &firmware::demo::demo_rom());
+}
+
+#[test]
+fn compute_rom_prints_the_same_as_qemu() {
+    let cfg = firmware::compute::ComputeConfig::small();
+    same_output(
+        "qemu-compute",
+        &firmware::compute::compute_rom(&cfg).unwrap(),
+    );
 }
 
 #[test]

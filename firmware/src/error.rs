@@ -84,6 +84,11 @@ pub enum Error {
     #[error("too many e820 entries: {count} (at most {max})")]
     TooManyE820Entries { count: usize, max: usize },
 
+    #[error("invalid compute ROM parameters: {0}")]
+    ComputeConfig(String),
+    #[error("cannot assemble the {name} ROM: {reason}")]
+    RomBuild { name: &'static str, reason: String },
+
     #[error("invalid ACPI configuration: {0}")]
     Acpi(String),
     #[error(

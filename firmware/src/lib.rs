@@ -10,6 +10,7 @@
 //! * [`mptable`]: the Intel MP table, for kernels booted without ACPI.
 //! * [`bios`]: the state a `-bios` ROM starts in.
 //! * [`demo`]: the built-in demo guest ROM.
+//! * [`compute`]: a CPU-bound benchmark guest ROM (sieve, CRC32, sort).
 //!
 //! Every loader validates its input and fails with a typed [`Error`] whose
 //! message is meant for the user; no input file makes it panic.
@@ -17,6 +18,8 @@
 pub mod acpi;
 pub mod bios;
 pub mod boot;
+mod bootrom;
+pub mod compute;
 pub mod demo;
 mod elf;
 mod error;

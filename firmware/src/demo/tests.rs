@@ -1,5 +1,6 @@
 use super::*;
-use iced_x86::{Decoder, DecoderOptions, FlowControl, Mnemonic};
+use crate::bootrom::{standard_messages, GDTR_OFF, SEL_CODE32, SEL_CODE64};
+use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, Register};
 
 fn decode(rom: &[u8], bitness: u32, off: usize, ip: u64, count: usize) -> Vec<Instruction> {
     let mut d = Decoder::with_ip(bitness, &rom[off..], ip, DecoderOptions::NONE);
@@ -41,7 +42,7 @@ fn every_section_decodes_at_its_bitness() {
     assert_eq!(far.far_branch32(), 0xFFFF_2000);
     assert!(pm.iter().any(|i| i.mnemonic() == Mnemonic::Wrmsr));
 
-    let lm = decode(&rom, 64, CODE64_OFFSET, 0xFFFF_2000, 100);
+    let lm = decode(&rom, 64, CODE64_OFFSET, 0xFFFF_2000, 150);
     assert!(lm.iter().all(|i| !i.is_invalid()));
     assert!(lm.iter().any(|i| i.mnemonic() == Mnemonic::Hlt));
     assert!(lm.iter().any(|i| i.mnemonic() == Mnemonic::Div));
@@ -59,8 +60,14 @@ fn gdt_and_messages_are_in_the_data_area() {
     assert!(seg.is_code() && seg.big() && seg.limit == 0xFFFF_FFFF);
     let d = u64::from_le_bytes(rom[24..32].try_into().unwrap());
     assert!(x86::Segment::from_descriptor(SEL_CODE64, d).long());
-    for (off, text) in MESSAGES {
+    let standard = standard_messages("demo");
+    let all = standard
+        .iter()
+        .map(|(o, t)| (*o, t.as_str()))
+        .chain(MESSAGES);
+    for (off, text) in all {
         assert_eq!(&rom[off..off + text.len()], text.as_bytes());
         assert_eq!(rom[off + text.len()], 0);
     }
+    assert_eq!(standard[0].1, "hx86 demo: real mode\n");
 }
