@@ -53,11 +53,16 @@ fn parse_dbt_opts(cli: &Cli) -> Result<accel::dbt::DbtOptions> {
                     j.cache_size = (n as usize) << 20;
                 }
             }
+            "perf-map" => {
+                if let Some(j) = o.jit.as_mut() {
+                    j.perf_map = v == "on";
+                }
+            }
             "thread" | "one-insn-per-tb" | "split-wx" => {
                 log::warn!(target: "unimp", "-accel {spec}: property '{k}' is accepted and ignored");
             }
             _ => {
-                bail!("-accel {spec}: unknown property '{k}' (dbt has jit, jit-threshold, tb-size)")
+                bail!("-accel {spec}: unknown property '{k}' (dbt has jit, jit-threshold, tb-size, perf-map)")
             }
         }
     }

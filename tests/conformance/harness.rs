@@ -1082,7 +1082,7 @@ impl Case {
                 kvm_out = Some(o);
             }
         }
-        let dbt = accel::dbt::DbtAccel::new();
+        let dbt = accel::dbt::DbtAccel::with_options(accel::dbt::DbtOptions::interpreter());
         let d = match run_on(&dbt, &self.guest) {
             Err(e) => {
                 eprintln!("[{name}] dbt: NOT YET SUPPORTED: {e}");
@@ -1097,6 +1097,19 @@ impl Case {
         if let Some(k) = &kvm_out {
             problems.extend(diff(k, &d, self.flags_mask, &self.guest));
         }
+        // The JIT, translating every block at its first execution, must
+        // agree with the interpreter exactly (state, memory, exception
+        // record, output).
+        let jit = jit_accel();
+        let j = run_on(&jit, &self.guest).unwrap_or_else(|e| panic!("[{name}] jit: {e}"));
+        let jd = diff(&d, &j, u64::MAX, &self.guest);
+        assert!(
+            jd.is_empty(),
+            "[{name}] jit: differs from the interpreter:\n  {}",
+            jd.join("\n  ")
+        );
+        assert_eq!(d.exc(), j.exc(), "[{name}] jit: exception record differs");
+        eprintln!("[{name}] jit: same as the interpreter");
         if problems.is_empty() {
             eprintln!("[{name}] dbt: ok");
             if let Some(why) = &self.dbt_known {
@@ -1114,6 +1127,15 @@ impl Case {
             _ => panic!("{report}"),
         }
     }
+}
+
+/// The DBT with the JIT translating every block at once.
+fn jit_accel() -> accel::dbt::DbtAccel {
+    let mut o = accel::dbt::DbtOptions::default();
+    if let Some(j) = o.jit.as_mut() {
+        j.threshold = 1;
+    }
+    accel::dbt::DbtAccel::with_options(o)
 }
 
 fn strict() -> bool {

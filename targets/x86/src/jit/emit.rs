@@ -125,6 +125,9 @@ pub(super) struct Tr<'a> {
     pub helper_calls: usize,
     pub native: usize,
     base: usize,
+    /// Per instruction: arithmetic flags (iced bits) certainly overwritten
+    /// before anything observes them, after the instruction.
+    pub dead_after: Vec<u32>,
 }
 
 impl<'a> Tr<'a> {
@@ -146,6 +149,7 @@ impl<'a> Tr<'a> {
             helper_calls: 0,
             native: 0,
             base,
+            dead_after: Vec::new(),
         }
     }
 
@@ -284,6 +288,11 @@ impl<'a> Tr<'a> {
         let l = self.a.new_dynamic_label();
         self.cur.slow = Some((l, self.fl));
         l
+    }
+
+    /// Flags dead after the current instruction.
+    pub fn dead(&self) -> u32 {
+        self.dead_after.get(self.cur.count).copied().unwrap_or(0)
     }
 
     /// Stores an immediate to a guest u64 field.

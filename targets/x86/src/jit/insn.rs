@@ -308,6 +308,12 @@ pub(super) fn emit(tr: &mut Tr, i: &Instruction) -> Emitted {
         M::Ret => ret(tr, i),
         M::Push => push(tr, i),
         M::Pop => pop(tr, i),
+        M::Rol => shift(tr, i, 0),
+        M::Ror => shift(tr, i, 1),
+        M::Shl | M::Sal => shift(tr, i, 4),
+        M::Shr => shift(tr, i, 5),
+        M::Sar => shift(tr, i, 7),
+        M::Imul => imul(tr, i),
         _ => None,
     };
     r.unwrap_or(Emitted::Helper)
@@ -756,6 +762,150 @@ fn pop(tr: &mut Tr, i: &Instruction) -> Option<Emitted> {
         ; mov QWORD [rbx + RSP_OFF], rdi
     );
     store_reg(tr, R9, o, 8);
+    tr.end_insn();
+    Some(Emitted::Native)
+}
+
+/// Arithmetic flags.
+pub(super) const ARITH: u32 = 0x3f;
+
+/// Flags (iced `RflagsBits`, arithmetic ones) the instruction writes when
+/// emitted natively; shifts by a masked count of 0 write none.
+pub(super) fn written(i: &Instruction) -> u32 {
+    if let Some(c) = shift_count(i) {
+        if c == 0 {
+            return 0;
+        }
+    }
+    i.rflags_modified() & ARITH
+}
+
+/// Flags the instruction reads.
+pub(super) fn read(i: &Instruction) -> u32 {
+    i.rflags_read() & ARITH
+}
+
+/// The instruction is emitted natively, touches only registers and cannot
+/// fault: flags it writes are unobservable if a later pure instruction
+/// overwrites them first (see `Tr::dead`).
+pub(super) fn pure(i: &Instruction) -> bool {
+    if i.has_lock_prefix() || i.has_rep_prefix() || i.has_repne_prefix() {
+        return false;
+    }
+    let regs =
+        (0..i.op_count()).all(|n| matches!(opd(i, n), Some(Opd::Reg(..)) | Some(Opd::Imm(_))));
+    match i.mnemonic() {
+        M::Lea | M::Nop => true,
+        M::Mov | M::Movzx | M::Movsx | M::Movsxd | M::Xchg => regs,
+        M::Add | M::Or | M::Adc | M::Sbb | M::And | M::Sub | M::Xor | M::Cmp | M::Test => regs,
+        M::Inc | M::Dec | M::Not | M::Neg => regs,
+        M::Cdqe | M::Cwde | M::Cbw | M::Cqo | M::Cdq | M::Cwd => true,
+        M::Rol | M::Ror | M::Shl | M::Sal | M::Shr | M::Sar => regs && shift_count(i).is_some(),
+        M::Imul => regs && i.op_count() >= 2,
+        _ => {
+            i.condition_code() != iced_x86::ConditionCode::None
+                && regs
+                && !matches!(i.flow_control(), iced_x86::FlowControl::ConditionalBranch)
+        }
+    }
+}
+
+/// The masked immediate count of a shift/rotate (None: not a shift by an
+/// immediate).
+fn shift_count(i: &Instruction) -> Option<u32> {
+    if !matches!(
+        i.mnemonic(),
+        M::Rol | M::Ror | M::Shl | M::Sal | M::Shr | M::Sar
+    ) || i.op_count() != 2
+    {
+        return None;
+    }
+    if i.op1_kind() != OpKind::Immediate8 {
+        return None;
+    }
+    let size = match opd(i, 0)? {
+        Opd::Reg(_, s) => s,
+        _ => i.memory_size().size() as u32,
+    };
+    Some(i.immediate(1) as u32 & if size == 8 { 63 } else { 31 })
+}
+
+/// Shifts and rotates by an immediate, register destination. The host
+/// and the interpreter may differ on the flags the SDM leaves undefined
+/// (OF for counts above 1, AF), so these are native only when the flags
+/// they write are dead; otherwise the interpreter runs them.
+fn shift(tr: &mut Tr, i: &Instruction, ext: u8) -> Option<Emitted> {
+    let c = shift_count(i)?;
+    let Opd::Reg(off, size) = opd(i, 0)? else {
+        return None;
+    };
+    let w = written(i);
+    if w & !tr.dead() != 0 {
+        return None;
+    }
+    load_reg(tr, R9, off, size);
+    if c != 0 {
+        prefixes(tr, size, 0, R9);
+        tr.a.push(if size == 1 { 0xc0 } else { 0xc1 });
+        modrm(tr, ext, R9);
+        tr.a.push(c as u8);
+        // Rotates keep SF ZF AF PF: the flag state stays where it was
+        // unless the host already held the flags.
+        if ext >= 4 || tr.fl == Fl::Host {
+            tr.fl = Fl::Host;
+        }
+    }
+    store_reg(tr, R9, off, size);
+    tr.end_insn();
+    Some(Emitted::Native)
+}
+
+/// Two- and three-operand IMUL (native when SF ZF AF PF, undefined, are
+/// dead; CF/OF are exact on every host).
+fn imul(tr: &mut Tr, i: &Instruction) -> Option<Emitted> {
+    if i.op_count() < 2 {
+        return None;
+    }
+    let Opd::Reg(doff, size) = opd(i, 0)? else {
+        return None;
+    };
+    if size == 1
+        || written(i) & !tr.dead() & !(iced_x86::RflagsBits::OF | iced_x86::RflagsBits::CF) != 0
+    {
+        return None;
+    }
+    let src = opd(i, 1)?;
+    if let Opd::Imm(_) = src {
+        return None;
+    }
+    let imm = if i.op_count() == 3 {
+        Some(i.immediate(2))
+    } else {
+        None
+    };
+    match src {
+        Opd::Reg(o, sz) => load_reg(tr, R10, o, sz),
+        _ => {
+            mem_access(tr, i, Acc::Read, size);
+            load_mem(tr, R10, size);
+        }
+    }
+    match imm {
+        None => {
+            load_reg(tr, R9, doff, size);
+            prefixes(tr, size, R9, R10);
+            tr.a.extend([0x0f, 0xaf]);
+            modrm(tr, R9, R10);
+        }
+        Some(v) => {
+            prefixes(tr, size, R9, R10);
+            tr.a.push(0x69);
+            modrm(tr, R9, R10);
+            imm_bytes(tr, size, v);
+        }
+    }
+    tr.fl = Fl::Host;
+    store_reg(tr, R9, doff, size);
     tr.end_insn();
     Some(Emitted::Native)
 }

@@ -49,6 +49,8 @@ pub struct JitConfig {
     pub threshold: u32,
     /// Size of the code region in bytes (flushed whole when full).
     pub cache_size: usize,
+    /// Write `/tmp/perf-<pid>.map` for `perf` (`-accel dbt,perf-map=on`).
+    pub perf_map: bool,
 }
 
 impl Default for JitConfig {
@@ -56,6 +58,7 @@ impl Default for JitConfig {
         JitConfig {
             threshold: 2,
             cache_size: 64 << 20,
+            perf_map: false,
         }
     }
 }
@@ -97,6 +100,8 @@ pub struct Jit {
     /// Log guest (`in_asm`) and host (`out_asm`) code of translations.
     dump_in: bool,
     dump_out: bool,
+    /// `/tmp/perf-<pid>.map`, so `perf` names translated blocks.
+    perf_map: Option<std::fs::File>,
 }
 
 type EnterFn = unsafe extern "sysv64" fn(*mut Cpu, *mut Ctx<'_>, usize) -> u32;
@@ -143,10 +148,19 @@ impl Jit {
             generation: 1,
             sites: HashMap::new(),
             links: HashMap::new(),
-            config,
             stats: JitStats::default(),
             dump_in: log::log_enabled!(target: "in_asm", log::Level::Info),
             dump_out: log::log_enabled!(target: "out_asm", log::Level::Info),
+            perf_map: if config.perf_map {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(format!("/tmp/perf-{}.map", std::process::id()))
+                    .ok()
+            } else {
+                None
+            },
+            config,
         }))
     }
 
@@ -155,6 +169,7 @@ impl Jit {
         Jit::new(JitConfig {
             threshold: 1,
             cache_size: 1 << 20,
+            perf_map: false,
         })
         .is_some()
     }
@@ -202,6 +217,20 @@ impl Jit {
             ; js =>budget_exit
         );
         let n = b.ops.len();
+        // Backward flag liveness: after the last instruction (a block exit)
+        // everything is live; an instruction that may fault, calls a
+        // helper or leaves observes everything before it.
+        tr.dead_after = vec![0; n];
+        let mut dead = 0u32;
+        for k in (0..n).rev() {
+            tr.dead_after[k] = dead;
+            let i = &b.ops[k].insn;
+            dead = if insn::pure(i) {
+                (dead | insn::written(i)) & !insn::read(i)
+            } else {
+                0
+            };
+        }
         let mut ended = false;
         for (k, op) in b.ops.iter().enumerate() {
             let next = op.insn.next_ip() & ctx.ip_mask;
@@ -259,6 +288,10 @@ impl Jit {
         self.stats.code_bytes += code.len() as u64;
         self.stats.native_insns += native as u64;
         self.stats.helper_insns += helpers as u64;
+        if let Some(f) = self.perf_map.as_mut() {
+            use std::io::Write;
+            let _ = writeln!(f, "{at:x} {:x} guest_{:x}", code.len(), b.key.rip);
+        }
         if self.dump_in || self.dump_out {
             self.dump(b, &code, at);
         }
