@@ -56,7 +56,6 @@ pub(super) const fn seg_base_off(s: usize) -> i32 {
 pub(super) const RSI: u8 = 6;
 pub(super) const R9: u8 = 9;
 pub(super) const R10: u8 = 10;
-pub(super) const R11: u8 = 11;
 
 /// The arithmetic flags of RFLAGS.
 const ARITH: u32 = 0x8d5;
@@ -90,6 +89,10 @@ pub(super) struct TrCtx {
     /// Linear page of the block (links stay inside it).
     pub page: u64,
     pub cs_base: u64,
+    /// The indirect-jump cache ([`super::Ijc`]) and this block's mode tag
+    /// (nonzero), for exits whose target block is looked up inline.
+    pub ijc: u64,
+    pub mode: u64,
 }
 
 /// An out-of-line fallback: interpret the whole instruction.
@@ -309,7 +312,7 @@ impl<'a> Tr<'a> {
     /// result ends the block (RIP already set by the interpreter).
     fn call_exec(&mut self, op: *const Op, rip: u64, count: usize) {
         self.store_imm64(RIP, rip);
-        let f = super::helpers::jit_exec as usize as i64;
+        let f = super::helpers::jit_exec as *const () as usize as i64;
         dynasm!(self.a
             ; .arch x64
             ; mov rdi, rbx
@@ -491,26 +494,88 @@ impl<'a> Tr<'a> {
     /// (None: already stored). `link`: a patchable direct jump to the
     /// block at `rip` (same page) precedes the exit.
     pub fn exit(&mut self, count: usize, rip: Option<u64>, link: bool) {
+        let r = match (rip, link) {
+            // Another page: look the target up instead of linking.
+            (Some(r), false) => return self.exit_lookup(count, Some(r)),
+            (r, _) => r,
+        };
         self.fl_to_mem();
         dynasm!(self.a ; .arch x64 ; add QWORD [rbx + ICOUNT], count as i32);
-        let exit = self.ctx.exit;
-        match rip {
-            Some(r) if link => {
-                // jmp rel32, initially to the next instruction.
-                self.a.extend([0xe9u8, 0, 0, 0, 0]);
-                let site = self.a.offset();
-                self.links.push((AssemblyOffset(site.0 - 4), r));
-                self.store_imm64(RIP, r);
-                let abs = (self.base() + site.0 - 4) as i64;
-                dynasm!(self.a
-                    ; .arch x64
-                    ; mov rax, QWORD abs
-                    ; mov QWORD [rbx + LINK], rax
-                );
-            }
-            Some(r) => self.store_imm64(RIP, r),
-            None => {}
+        if let Some(r) = r {
+            // jmp rel32, initially to the next instruction.
+            self.a.extend([0xe9u8, 0, 0, 0, 0]);
+            let site = self.a.offset();
+            self.links.push((AssemblyOffset(site.0 - 4), r));
+            self.store_imm64(RIP, r);
+            let abs = (self.base() + site.0 - 4) as i64;
+            dynasm!(self.a
+                ; .arch x64
+                ; mov rax, QWORD abs
+                ; mov QWORD [rbx + LINK], rax
+            );
         }
+        let exit = self.ctx.exit;
+        self.jmp_abs(exit);
+    }
+
+    /// Leaves the block after `count` instructions for `target` (or the
+    /// RIP already stored); in 64-bit code the target block is
+    /// first looked up in the indirect-jump cache and entered directly
+    /// when its entry matches RIP and mode and the TLB still maps the
+    /// target page to the block's physical page.
+    pub fn exit_lookup(&mut self, count: usize, target: Option<u64>) {
+        self.fl_to_mem();
+        dynasm!(self.a ; .arch x64 ; add QWORD [rbx + ICOUNT], count as i32);
+        match target {
+            Some(t) => {
+                dynasm!(self.a ; .arch x64 ; mov r9, QWORD t as i64 ; mov QWORD [rbx + RIP], r9)
+            }
+            // Stored by the fast path or by the interpreter (slow path).
+            None => dynasm!(self.a ; .arch x64 ; mov r9, QWORD [rbx + RIP]),
+        }
+        let exit = self.ctx.exit;
+        if !self.ctx.long64 || self.ctx.ijc == 0 {
+            self.jmp_abs(exit);
+            return;
+        }
+        let miss = self.a.new_dynamic_label();
+        let (ijc, mode, tlb) = (
+            self.ctx.ijc as i64,
+            self.ctx.mode as i64,
+            self.ctx.tlb as i64,
+        );
+        let tag_exec = offset_of!(TlbEntry, tag_exec) as i32;
+        let paddr = offset_of!(TlbEntry, paddr) as i32;
+        dynasm!(self.a
+            ; .arch x64
+            ; mov rdi, r9
+            ; shr rdi, 12
+            ; xor rdi, r9
+            ; and edi, (super::IJC_SIZE - 1) as i32
+            ; shl edi, 5
+            ; mov r8, QWORD ijc
+            ; add r8, rdi
+            ; cmp r9, QWORD [r8]
+            ; jne =>miss
+            ; mov rax, QWORD mode
+            ; cmp rax, QWORD [r8 + 24]
+            ; jne =>miss
+            ; mov rdi, r9
+            ; shr rdi, 12
+            ; and edi, (TLB_SIZE - 1) as i32
+            ; imul edi, edi, std::mem::size_of::<TlbEntry>() as i32
+            ; mov rdx, QWORD tlb
+            ; add rdx, rdi
+            ; mov rdi, r9
+            ; and rdi, PAGE_MASK as i32
+            ; cmp rdi, QWORD [rdx + tag_exec]
+            ; jne =>miss
+            ; mov rdi, QWORD [rdx + paddr]
+            ; cmp rdi, QWORD [r8 + 8]
+            ; jne =>miss
+            ; jmp QWORD [r8 + 16]
+            ; =>miss
+        );
         self.jmp_abs(exit);
     }
 

@@ -648,7 +648,7 @@ fn jmp(tr: &mut Tr, i: &Instruction) -> Option<Emitted> {
     indirect_target(tr, i)?;
     dynasm!(tr.a ; .arch x64 ; mov QWORD [rbx + RIP], r9);
     tr.end_insn();
-    tr.exit(count, None, false);
+    tr.exit_lookup(count, None);
     Some(Emitted::NativeExit)
 }
 
@@ -693,7 +693,7 @@ fn call(tr: &mut Tr, i: &Instruction) -> Option<Emitted> {
     push_r9(tr);
     dynasm!(tr.a ; .arch x64 ; mov QWORD [rbx + RIP], r10);
     tr.end_insn();
-    tr.exit(count, None, false);
+    tr.exit_lookup(count, None);
     Some(Emitted::NativeExit)
 }
 
@@ -725,7 +725,7 @@ fn ret(tr: &mut Tr, i: &Instruction) -> Option<Emitted> {
         ; mov QWORD [rbx + RIP], r9
     );
     tr.end_insn();
-    tr.exit(count, None, false);
+    tr.exit_lookup(count, None);
     Some(Emitted::NativeExit)
 }
 
@@ -830,30 +830,75 @@ fn shift_count(i: &Instruction) -> Option<u32> {
     Some(i.immediate(1) as u32 & if size == 8 { 63 } else { 31 })
 }
 
-/// Shifts and rotates by an immediate, register destination. The host
-/// and the interpreter may differ on the flags the SDM leaves undefined
-/// (OF for counts above 1, AF), so these are native only when the flags
-/// they write are dead; otherwise the interpreter runs them.
+/// Shifts and rotates by an immediate, register destination, 32/64-bit.
+/// The host computes the defined flags; where the SDM leaves one undefined
+/// (OF for counts above 1, AF) the interpreter's choice is patched in
+/// (via the stash) unless the flags are dead anyway.
 fn shift(tr: &mut Tr, i: &Instruction, ext: u8) -> Option<Emitted> {
     let c = shift_count(i)?;
     let Opd::Reg(off, size) = opd(i, 0)? else {
         return None;
     };
-    let w = written(i);
-    if w & !tr.dead() != 0 {
+    if size < 4 {
         return None;
     }
+    let bits = (size * 8) as i8;
+    let live = written(i) & !tr.dead() != 0;
     load_reg(tr, R9, off, size);
-    if c != 0 {
-        prefixes(tr, size, 0, R9);
-        tr.a.push(if size == 1 { 0xc0 } else { 0xc1 });
-        modrm(tr, ext, R9);
-        tr.a.push(c as u8);
-        // Rotates keep SF ZF AF PF: the flag state stays where it was
-        // unless the host already held the flags.
-        if ext >= 4 || tr.fl == Fl::Host {
+    if c == 0 {
+        store_reg(tr, R9, off, size);
+        tr.end_insn();
+        return Some(Emitted::Native);
+    }
+    let rotate = ext < 4;
+    if live && rotate {
+        // Rotates keep SF ZF AF PF.
+        tr.fl_to_host();
+    }
+    if live && ext == 5 {
+        dynasm!(tr.a ; .arch x64 ; mov r11, r9);
+    }
+    prefixes(tr, size, 0, R9);
+    tr.a.push(0xc1);
+    modrm(tr, ext, R9);
+    tr.a.push(c as u8);
+    if !live {
+        if !rotate || tr.fl == Fl::Host {
             tr.fl = Fl::Host;
         }
+    } else {
+        dynasm!(tr.a ; .arch x64 ; lahf);
+        if !rotate {
+            // AF: the interpreter leaves it clear.
+            dynasm!(tr.a ; .arch x64 ; and ah, -17i8);
+        }
+        match ext {
+            // SHL, ROL: OF = MSB(result) XOR CF.
+            4 | 0 => dynasm!(tr.a
+                ; .arch x64
+                ; mov r11, r9
+                ; shr r11, bits - 1
+                ; mov al, ah
+                ; and al, 1
+                ; xor al, r11b
+            ),
+            // SHR: OF = MSB(original).
+            5 => dynasm!(tr.a ; .arch x64 ; shr r11, bits - 1 ; mov al, r11b),
+            // ROR: OF = MSB(result) XOR the bit below it.
+            1 => dynasm!(tr.a
+                ; .arch x64
+                ; mov r11, r9
+                ; shr r11, bits - 2
+                ; mov al, r11b
+                ; shr al, 1
+                ; xor al, r11b
+                ; and al, 1
+            ),
+            // SAR: OF = 0.
+            _ => dynasm!(tr.a ; .arch x64 ; mov al, 0),
+        }
+        dynasm!(tr.a ; .arch x64 ; mov WORD [rbx + super::emit::STASH], ax);
+        tr.fl = Fl::Stash;
     }
     store_reg(tr, R9, off, size);
     tr.end_insn();

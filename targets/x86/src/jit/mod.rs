@@ -76,6 +76,37 @@ pub struct JitStats {
     pub entries: u64,
 }
 
+/// Entries of the indirect-jump cache.
+pub(crate) const IJC_SIZE: usize = 4096;
+
+/// One indirect-jump cache entry (layout used by generated code).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct IjcEntry {
+    rip: u64,
+    phys_page: u64,
+    entry: u64,
+    /// Mode tag of the block (0: empty).
+    mode: u64,
+}
+
+/// The indirect-jump cache: 64-bit blocks by RIP, filled by the
+/// dispatcher, probed inline by exits whose target is not linked.
+type Ijc = [IjcEntry; IJC_SIZE];
+
+fn ijc_index(rip: u64) -> usize {
+    ((rip ^ (rip >> 12)) as usize) & (IJC_SIZE - 1)
+}
+
+/// A nonzero tag for what a block assumes besides its RIP and page.
+fn mode_tag(cs_base: u64, bitness: u32, assume: u64) -> u64 {
+    let h = cs_base
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .wrapping_add(assume.wrapping_mul(0xff51_afd7_ed55_8ccd))
+        .wrapping_add(bitness as u64);
+    h | 1 << 63
+}
+
 /// Where a patchable exit jumps to, and what the source assumed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Site {
@@ -95,6 +126,7 @@ pub struct Jit {
     sites: HashMap<usize, Site>,
     /// Entry address -> link sites patched to jump there.
     links: HashMap<usize, Vec<usize>>,
+    ijc: Box<Ijc>,
     pub config: JitConfig,
     pub stats: JitStats,
     /// Log guest (`in_asm`) and host (`out_asm`) code of translations.
@@ -148,6 +180,7 @@ impl Jit {
             generation: 1,
             sites: HashMap::new(),
             links: HashMap::new(),
+            ijc: Box::new([IjcEntry::default(); IJC_SIZE]),
             stats: JitStats::default(),
             dump_in: log::log_enabled!(target: "in_asm", log::Level::Info),
             dump_out: log::log_enabled!(target: "out_asm", log::Level::Info),
@@ -180,6 +213,7 @@ impl Jit {
         self.generation = self.generation.wrapping_add(1).max(1);
         self.sites.clear();
         self.links.clear();
+        self.ijc.fill(IjcEntry::default());
         self.stats.flushes += 1;
     }
 
@@ -200,6 +234,10 @@ impl Jit {
             return;
         }
         b.jit.entry.store(0, Ordering::Relaxed);
+        let slot = &mut self.ijc[ijc_index(b.key.rip)];
+        if slot.entry == e as u64 {
+            *slot = IjcEntry::default();
+        }
         if let Some(sites) = self.links.remove(&e) {
             for s in sites {
                 self.region.patch_rel32(s, 0);
@@ -399,9 +437,17 @@ impl Cpu {
             jit.link(site, blk, self.bitness(), entry);
         }
         jit.stats.entries += 1;
+        if blk.key.cs_base == 0 && blk.key.bitness == 64 {
+            jit.ijc[ijc_index(blk.key.rip)] = IjcEntry {
+                rip: blk.key.rip,
+                phys_page: blk.key.phys & PAGE_MASK,
+                entry: entry as u64,
+                mode: mode_tag(0, 64, assume),
+            };
+        }
         let enter = jit.enter;
         self.jit = Some(jit);
-        self.jit_budget = 64;
+        self.jit_budget = 512;
         let mut ctx = Ctx { bus };
         // SAFETY: `enter` is the trampoline made in `Jit::new` with the
         // `EnterFn` ABI; `entry` is the live translation of `blk` (the
@@ -429,6 +475,8 @@ impl Cpu {
             exit: jit.exit,
             page: lin & PAGE_MASK,
             cs_base: blk.key.cs_base,
+            ijc: jit.ijc.as_ptr() as u64,
+            mode: mode_tag(blk.key.cs_base, blk.key.bitness, assume),
         };
         let bitness = self.bitness();
         let entry = match jit.translate(&ctx, blk, bitness, assume) {

@@ -56,14 +56,6 @@ impl Region {
         self.size - self.used
     }
 
-    pub fn size(&self) -> usize {
-        self.size
-    }
-
-    pub fn used(&self) -> usize {
-        self.used
-    }
-
     /// Copies `code` (assembled for address [`Region::cursor`]) in and
     /// returns its address, or `None` if it does not fit.
     pub fn append(&mut self, code: &[u8]) -> Option<usize> {
