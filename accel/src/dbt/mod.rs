@@ -236,8 +236,8 @@ impl Drop for DbtVcpu {
         #[cfg(target_arch = "x86_64")]
         if let Some(s) = self.cpu.jit_stats() {
             log::info!(target: "stats",
-                "vCPU {}: {} guest instructions; JIT: {} blocks translated ({} bytes, {:.1} ms), {} flushes, {} links, {} entries, {} native / {} helper instructions translated",
-                self.cpu.config.apic_id, self.cpu.insn_count, s.blocks, s.code_bytes,
+                "vCPU {}: {} guest instructions, {} blocks decoded ({} page-crossing); JIT: {} blocks translated ({} bytes, {:.1} ms), {} flushes, {} links, {} entries, {} native / {} helper instructions translated",
+                self.cpu.config.apic_id, self.cpu.insn_count, self.cpu.decoded_blocks, self.cpu.crossing_decodes, s.blocks, s.code_bytes,
                 s.translate_ns as f64 / 1e6, s.flushes, s.links, s.entries, s.native_insns, s.helper_insns);
         }
         #[cfg(target_arch = "x86_64")]

@@ -21,6 +21,8 @@ use crate::mmu::Access;
 use crate::SegReg;
 
 pub const MAX_BLOCK_INSNS: usize = 64;
+/// Bytes read for decoding one block (enough for its longest form).
+const MAX_BLOCK_BYTES: usize = 1024;
 const JMP_CACHE_SIZE: usize = 4096;
 /// The cache is flushed whole when it holds more blocks than this.
 const MAX_BLOCKS: usize = 1 << 16;
@@ -93,6 +95,9 @@ pub struct Block {
     pub ops: Vec<Op>,
     /// The JIT's view of the block (heat, translation).
     pub jit: BlockJit,
+    /// A one-instruction block whose instruction straddles a page end: the
+    /// physical page its tail was read from (checked on every lookup).
+    pub phys2: Option<u64>,
 }
 
 /// Per-block JIT state: how often the block ran, and its translation.
@@ -239,6 +244,7 @@ impl Cpu {
                 && k.bitness == bitness
                 && e.tag_exec == lin & PAGE_MASK
                 && (e.paddr | (lin & 0xfff)) == k.phys
+                && b.phys2.is_none()
             {
                 return Ok(Arc::as_ptr(b));
             }
@@ -254,20 +260,37 @@ impl Cpu {
             bitness,
         };
         if let Some(b) = &self.cache.jmp[ji] {
-            if b.key == key {
+            if b.key == key && b.phys2.is_none() {
                 return Ok(Arc::as_ptr(b));
             }
         }
         if let Some(b) = self.cache.map.get(&key) {
             let b = b.clone();
-            let p = Arc::as_ptr(&b);
-            self.cache.jmp[ji] = Some(b);
-            return Ok(p);
+            let valid = match b.phys2 {
+                None => true,
+                Some(p2) => {
+                    let lin2 = self.next_page(lin);
+                    self.mmu
+                        .phys_addr(&self.state, bus, lin2, Access::Exec, self.user)?
+                        & PAGE_MASK
+                        == p2
+                }
+            };
+            if valid {
+                let p = Arc::as_ptr(&b);
+                if b.phys2.is_none() {
+                    self.cache.jmp[ji] = Some(b);
+                }
+                return Ok(p);
+            }
         }
-        // Decode a new block from the bytes up to the page end / CS limit.
+        // Decode a new block from the bytes up to the page end / CS limit
+        // (at most what MAX_BLOCK_INSNS instructions can use).
         let off = (lin & 0xfff) as usize;
         let avail = ((4096 - off) as u64).min(max_len) as usize;
-        let mut buf = vec![0u8; avail];
+        let mut bytes = [0u8; MAX_BLOCK_BYTES];
+        let buf = &mut bytes[..avail.min(MAX_BLOCK_BYTES)];
+        let avail = buf.len();
         if e.attrs & ATTR_RAM_READ != 0 {
             // SAFETY: the entry maps the whole 4 KiB page on the host and
             // `off + avail <= 4096`.
@@ -279,9 +302,11 @@ impl Cpu {
                 )
             };
         } else {
-            bus.read_phys(phys, &mut buf);
+            bus.read_phys(phys, buf);
         }
-        let mut dec = Decoder::with_ip(key.bitness, &buf, rip, DecoderOptions::NONE);
+        self.decoded_blocks += 1;
+        let buf = &*buf;
+        let mut dec = Decoder::with_ip(key.bitness, buf, rip, DecoderOptions::NONE);
         let mut insns = Vec::new();
         let mut insn = Instruction::default();
         let mut used = 0usize;
@@ -299,15 +324,30 @@ impl Cpu {
         }
         if insns.is_empty() {
             // The first instruction straddles the page end or the CS limit.
-            let i = self.decode_crossing(bus, lin, rip, key.bitness, &buf, max_len)?;
+            self.crossing_decodes += 1;
+            let (i, phys2) = self.decode_crossing(bus, lin, rip, key.bitness, buf, max_len)?;
             let b = Arc::new(Block {
                 key,
                 ops: vec![Op::new(i)],
                 jit: BlockJit::default(),
+                phys2,
             });
             let p = Arc::as_ptr(&b);
-            // Uncached: kept alive until the next block boundary.
-            self.cache.graveyard.push(b);
+            match phys2 {
+                // Cached under both pages: a write to either drops it.
+                Some(p2) if off + i.len() > 4096 => {
+                    let head = 4096 - off;
+                    self.mmu.mark_code(phys, head);
+                    self.mmu.mark_code(p2, i.len() - head);
+                    self.cache.map.insert(key, b);
+                    for pg in [phys & PAGE_MASK, p2] {
+                        self.cache.by_page.entry(pg).or_default().push(key);
+                    }
+                }
+                // Uncached (CS-limit cases): kept alive until the next
+                // block boundary.
+                _ => self.cache.graveyard.push(b),
+            }
             return Ok(p);
         }
         elide_dead_flags(&mut insns);
@@ -319,6 +359,7 @@ impl Cpu {
             key,
             ops: insns,
             jit: BlockJit::default(),
+            phys2: None,
         });
         self.cache.map.insert(key, b.clone());
         self.cache
@@ -331,6 +372,20 @@ impl Cpu {
         Ok(p)
     }
 
+    /// Linear address of the page after `lin`'s (wrapping at 4 GiB
+    /// outside 64-bit mode).
+    fn next_page(&self, lin: u64) -> u64 {
+        let lin2 = (lin & PAGE_MASK).wrapping_add(0x1000);
+        if self.long64 {
+            lin2
+        } else {
+            lin2 & 0xffff_ffff
+        }
+    }
+
+    /// Decodes an instruction that straddles the page end (or runs into
+    /// the CS limit); also returns the physical page of its tail when it
+    /// needed the next page.
     fn decode_crossing(
         &mut self,
         bus: &mut dyn CpuBus,
@@ -339,28 +394,25 @@ impl Cpu {
         bitness: u32,
         first: &[u8],
         max_len: u64,
-    ) -> XResult<Instruction> {
+    ) -> XResult<(Instruction, Option<u64>)> {
         let mut bytes = [0u8; 15];
         let n1 = first.len().min(15);
         bytes[..n1].copy_from_slice(&first[..n1]);
         let total = (max_len.min(15)) as usize;
+        let mut phys2 = None;
         if total > n1 {
-            let lin2 = (lin & PAGE_MASK).wrapping_add(0x1000);
-            let lin2 = if self.long64 {
-                lin2
-            } else {
-                lin2 & 0xffff_ffff
-            };
+            let lin2 = self.next_page(lin);
             // Only fault on the second page if the instruction needs it.
             let mut dec = Decoder::with_ip(bitness, &bytes[..n1], rip, DecoderOptions::NONE);
             let i = dec.decode();
             if !i.is_invalid() {
-                return Ok(i);
+                return Ok((i, None));
             }
             let p2 = self
                 .mmu
                 .phys_addr(&self.state, bus, lin2, Access::Exec, self.user)?;
             bus.read_phys(p2, &mut bytes[n1..total]);
+            phys2 = Some(p2 & PAGE_MASK);
         }
         let mut dec = Decoder::with_ip(bitness, &bytes[..total], rip, DecoderOptions::NONE);
         let i = dec.decode();
@@ -368,6 +420,6 @@ impl Cpu {
             // Runs past the CS limit (or 15 bytes): #GP(0).
             return Err(Exception::gp0());
         }
-        Ok(i)
+        Ok((i, phys2))
     }
 }

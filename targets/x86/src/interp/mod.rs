@@ -200,6 +200,10 @@ pub struct Cpu {
     unknown_msrs: HashSet<u32>,
     /// Instructions retired (including faulted ones).
     pub insn_count: u64,
+    /// Blocks decoded (cached ones, and single page-crossing instructions
+    /// decoded on every execution), for `-d stats`.
+    pub decoded_blocks: u64,
+    pub crossing_decodes: u64,
     tsc_base: Instant,
     tsc_at_base: u64,
     /// Vector being delivered (double-fault detection).
@@ -247,6 +251,8 @@ impl Cpu {
             unimp_seen: HashSet::new(),
             unknown_msrs: HashSet::new(),
             insn_count: 0,
+            decoded_blocks: 0,
+            crossing_decodes: 0,
             tsc_base: Instant::now(),
             tsc_at_base: state.tsc,
             delivering: None,

@@ -416,6 +416,10 @@ impl Cpu {
     /// false when the caller must interpret it.
     pub(crate) fn jit_run(&mut self, bus: &mut dyn CpuBus, blk: &Block) -> bool {
         let site = std::mem::take(&mut self.jit_link_site);
+        if blk.phys2.is_some() {
+            // Straddles two pages: links and the jump cache check one.
+            return false;
+        }
         let Some(mut jit) = self.jit.take() else {
             return false;
         };
