@@ -127,6 +127,7 @@ pub struct Jit {
     /// Entry address -> link sites patched to jump there.
     links: HashMap<usize, Vec<usize>>,
     ijc: Box<Ijc>,
+    pub prof: HashMap<u64, u64>,
     pub config: JitConfig,
     pub stats: JitStats,
     /// Log guest (`in_asm`) and host (`out_asm`) code of translations.
@@ -181,6 +182,7 @@ impl Jit {
             sites: HashMap::new(),
             links: HashMap::new(),
             ijc: Box::new([IjcEntry::default(); IJC_SIZE]),
+            prof: HashMap::new(),
             stats: JitStats::default(),
             dump_in: log::log_enabled!(target: "in_asm", log::Level::Info),
             dump_out: log::log_enabled!(target: "out_asm", log::Level::Info),
@@ -254,6 +256,26 @@ impl Jit {
             ; sub DWORD [rbx + BUDGET], 1
             ; js =>budget_exit
         );
+        if let Some(p2) = b.phys2 {
+            // The instruction straddles into the next page: whoever enters
+            // (dispatcher, link, jump cache) checks that the TLB still maps
+            // that page where the bytes were read from.
+            let lin2 = ctx.page.wrapping_add(0x1000);
+            let lin2 = if ctx.long64 { lin2 } else { lin2 & 0xffff_ffff };
+            let e = ctx.tlb + (crate::mmu::tlb_index(lin2) * std::mem::size_of::<TlbEntry>()) as u64;
+            let tag_exec = std::mem::offset_of!(TlbEntry, tag_exec) as i32;
+            let paddr = std::mem::offset_of!(TlbEntry, paddr) as i32;
+            dynasm!(tr.a
+                ; .arch x64
+                ; mov rdx, QWORD e as i64
+                ; mov rdi, QWORD lin2 as i64
+                ; cmp rdi, QWORD [rdx + tag_exec]
+                ; jne =>budget_exit
+                ; mov rdi, QWORD p2 as i64
+                ; cmp rdi, QWORD [rdx + paddr]
+                ; jne =>budget_exit
+            );
+        }
         let n = b.ops.len();
         // Backward flag liveness: after the last instruction (a block exit)
         // everything is live; an instruction that may fault, calls a
@@ -400,6 +422,18 @@ impl Jit {
     }
 }
 
+impl Drop for Jit {
+    fn drop(&mut self) {
+        if !self.prof.is_empty() {
+            let mut v: Vec<_> = self.prof.iter().collect();
+            v.sort_by_key(|e| std::cmp::Reverse(*e.1));
+            for (r, n) in v.iter().take(25) {
+                eprintln!("PROF {r:#x} {n}");
+            }
+        }
+    }
+}
+
 impl Cpu {
     /// What a translation assumes beyond the block key: CPL and, outside
     /// 64-bit mode, the CS limit.
@@ -416,10 +450,6 @@ impl Cpu {
     /// false when the caller must interpret it.
     pub(crate) fn jit_run(&mut self, bus: &mut dyn CpuBus, blk: &Block) -> bool {
         let site = std::mem::take(&mut self.jit_link_site);
-        if blk.phys2.is_some() {
-            // Straddles two pages: links and the jump cache check one.
-            return false;
-        }
         let Some(mut jit) = self.jit.take() else {
             return false;
         };
@@ -441,6 +471,9 @@ impl Cpu {
             jit.link(site, blk, self.bitness(), entry);
         }
         jit.stats.entries += 1;
+        if std::env::var_os("HX86_PROF").is_some() {
+            *jit.prof.entry(blk.key.rip).or_default() += 1;
+        }
         if blk.key.cs_base == 0 && blk.key.bitness == 64 {
             jit.ijc[ijc_index(blk.key.rip)] = IjcEntry {
                 rip: blk.key.rip,
