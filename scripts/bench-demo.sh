@@ -7,6 +7,7 @@
 # Usage: scripts/bench-demo.sh [RUNS]      (default 5; the median is reported)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-common.sh
 runs="${1:-5}"
 cargo build --release -q
 cargo run --release -q -p firmware --example write-demo-rom -- target/demo.rom >/dev/null
@@ -23,7 +24,7 @@ time_cmd() {
         t1=$(date +%s.%N)
         ts+=("$(echo "$t1 - $t0" | bc -l)")
     done
-    printf '%s\n' "${ts[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
+    printf '%s\n' "${ts[@]}" | median
 }
 
 qemu_args=(-bios target/demo.rom -display none -monitor none -serial stdio

@@ -5,6 +5,8 @@
 //! Then `hx86 -bios OUT.rom`, or
 //! `qemu-system-x86_64 -bios OUT.rom -nographic -device isa-debug-exit,iobase=0xf4,iosize=4`.
 
+use std::io::Write;
+
 use firmware::compute::{compute_rom, reference, result_line, ComputeConfig};
 
 fn run() -> Result<(), String> {
@@ -17,8 +19,10 @@ fn run() -> Result<(), String> {
     let rom = compute_rom(&cfg).map_err(|e| e.to_string())?;
     std::fs::write(&path, rom)
         .map_err(|e| format!("cannot write {}: {e}", path.to_string_lossy()))?;
-    println!("{}", result_line(&cfg, &reference(&cfg)));
-    println!("RAM needed: {} KiB", cfg.ram_needed().div_ceil(1024));
+    // A closed stdout (`| head -1`) is no error.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", result_line(&cfg, &reference(&cfg)));
+    let _ = writeln!(out, "RAM needed: {} KiB", cfg.ram_needed().div_ceil(1024));
     Ok(())
 }
 
