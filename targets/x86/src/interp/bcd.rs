@@ -41,6 +41,11 @@ pub fn das(cpu: &mut Cpu) -> XResult<()> {
     let mut a = old_al;
     let mut f = 0;
     if old_al & 0xf > 9 || cpu.flag(AF) {
+        // The borrow of this step sets CF too (SDM; no "else CF = 0"
+        // below, unlike DAA).
+        if a < 6 {
+            f |= CF;
+        }
         a = a.wrapping_sub(6);
         f |= AF;
     }
@@ -57,12 +62,12 @@ pub fn das(cpu: &mut Cpu) -> XResult<()> {
 fn aaa_aas(cpu: &mut Cpu, add: bool) -> XResult<()> {
     let ax = cpu.state.gpr[RAX] as u16;
     let (nax, f) = if (ax & 0xf) > 9 || cpu.flag(AF) {
+        // AX +/- 6 as a 16-bit operation (AL's carry/borrow reaches AH),
+        // then AH +/- 1 (SDM; what Intel CPUs do).
         let n = if add {
             ax.wrapping_add(0x106)
         } else {
-            let lo = (ax as u8).wrapping_sub(6);
-            let hi = ((ax >> 8) as u8).wrapping_sub(1);
-            ((hi as u16) << 8) | lo as u16
+            ax.wrapping_sub(6).wrapping_sub(0x100)
         };
         (n, AF | CF)
     } else {
@@ -102,4 +107,49 @@ pub fn aad(cpu: &mut Cpu, i: &Instruction) -> XResult<()> {
     cpu.set_gpr_sized(RAX, 2, nal);
     cpu.set_flags(CF | AF | SF | ZF | PF | OF, flags::szp(nal, 1));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use iced_x86::code_asm::*;
+
+    use crate::consts::rflags;
+    use crate::interp::tests::{asm, CODE, M};
+    use crate::interp::ExitReason;
+
+    #[test]
+    fn aas_borrows_from_al_into_ah() {
+        // AF = 1, AL = 3: AX - 6 borrows from AH, then AH - 1:
+        // 0x0503 -> 0x04FD -> 0x03FD -> AL & 0xF = 0x030D.
+        let code = asm(32, CODE, |a| {
+            a.push(0x10).unwrap();
+            a.popfd().unwrap();
+            a.mov(eax, 0x0503).unwrap();
+            a.aas().unwrap();
+            a.hlt().unwrap();
+        });
+        let mut m = M::prot32(&code);
+        assert_eq!(m.run(), ExitReason::Halt);
+        assert_eq!(m.gpr(0) & 0xffff, 0x030d);
+        let f = m.cpu.state.rflags;
+        assert_eq!(f & (rflags::CF | rflags::AF), rflags::CF | rflags::AF);
+    }
+
+    #[test]
+    fn das_borrow_of_the_low_adjustment_sets_cf() {
+        // AL = 3, AF = 1, CF = 0: AL - 6 borrows (CF = 1), AL <= 0x99 so
+        // no -0x60 step.
+        let code = asm(32, CODE, |a| {
+            a.push(0x10).unwrap();
+            a.popfd().unwrap();
+            a.mov(eax, 0x03).unwrap();
+            a.das().unwrap();
+            a.hlt().unwrap();
+        });
+        let mut m = M::prot32(&code);
+        assert_eq!(m.run(), ExitReason::Halt);
+        assert_eq!(m.gpr(0) & 0xff, 0xfd);
+        let f = m.cpu.state.rflags;
+        assert_eq!(f & (rflags::CF | rflags::AF), rflags::CF | rflags::AF);
+    }
 }

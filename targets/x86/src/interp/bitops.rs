@@ -3,7 +3,7 @@
 
 use iced_x86::{Instruction, OpKind};
 
-use super::flags::{mask, sext};
+use super::flags::sext;
 use super::operand::Loc;
 use super::Cpu;
 use crate::bus::CpuBus;
@@ -32,7 +32,7 @@ pub fn bt(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction, op: BtOp) -> XRe
         let off = sext(cpu.reg(i.op1_register()), size) as i64;
         let disp = (off >> (bits.trailing_zeros())) * size as i64;
         let ea = cpu.ea(i).wrapping_add(disp as u64);
-        let ea = ea & addr_mask(cpu, i);
+        let ea = ea & super::operand::addr_mask(cpu, i);
         let lin = cpu.lin(cpu.mem_seg(i), ea, size as u64, access)?;
         (Loc::Lin(lin), (off as u64) & (bits - 1))
     } else {
@@ -55,23 +55,6 @@ pub fn bt(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction, op: BtOp) -> XRe
 }
 
 /// Address-size mask of the memory operand.
-fn addr_mask(cpu: &Cpu, i: &Instruction) -> u64 {
-    let r = if i.memory_base() != iced_x86::Register::None {
-        i.memory_base()
-    } else {
-        i.memory_index()
-    };
-    if r == iced_x86::Register::None {
-        return match i.memory_displ_size() {
-            2 => 0xffff,
-            4 => 0xffff_ffff,
-            _ if cpu.long64 => u64::MAX,
-            _ => 0xffff_ffff,
-        };
-    }
-    mask(super::operand::reg_size(r))
-}
-
 pub fn bsf(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()> {
     let size = cpu.op_size(i, 0);
     let s = cpu.read_op(bus, i, 1, size)?;

@@ -209,11 +209,40 @@ pub fn bound(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()
     let ea = cpu.ea(i);
     let lo = sext(cpu.read_sized(bus, seg, ea, size)?, size) as i64;
     let hi = sext(
-        cpu.read_sized(bus, seg, ea.wrapping_add(size as u64) & mask(4), size)?,
+        cpu.read_sized(bus, seg, cpu.ea_add(i, ea, size as u64), size)?,
         size,
     ) as i64;
     if idx < lo || idx > hi {
         return Err(Exception::new(vector::BR));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use iced_x86::code_asm::*;
+
+    use crate::exception::vector;
+    use crate::interp::tests::{asm, CODE, M};
+    use crate::interp::ExitReason;
+
+    #[test]
+    fn bound_upper_bound_wraps_with_16bit_addressing() {
+        // BOUND AX, [BX] with BX = 0xFFFE: lower bound at 0xFFFE, upper
+        // bound at (0xFFFE + 2) mod 64 KiB = 0.
+        for (index, expect) in [(0x15u32, u64::MAX), (0x25, vector::BR as u64)] {
+            let code = asm(32, CODE, |a| {
+                a.mov(ebx, 0xfffe).unwrap();
+                a.mov(eax, index).unwrap();
+                a.bound(ax, dword_ptr(bx)).unwrap();
+                a.hlt().unwrap();
+            });
+            let mut m = M::prot32(&code);
+            m.install_handlers32();
+            m.bus.load(0xfffe, &0x10u16.to_le_bytes());
+            m.bus.load(0, &0x20u16.to_le_bytes());
+            assert_eq!(m.run(), ExitReason::Halt);
+            assert_eq!(m.rec().0, expect, "AX = {index:#x}");
+        }
+    }
 }

@@ -29,7 +29,7 @@ fn far_target(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<(
             let seg = cpu.mem_seg(i);
             let ea = cpu.ea(i);
             let off = cpu.read_sized(bus, seg, ea, size)?;
-            let sel = cpu.read_u16(bus, seg, ea.wrapping_add(size as u64))?;
+            let sel = cpu.read_u16(bus, seg, cpu.ea_add(i, ea, size as u64))?;
             Ok((sel, off, size))
         }
     }
@@ -602,4 +602,36 @@ pub fn iret(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()>
     cpu.next_rip = ip;
     cpu.update_mode();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use iced_x86::code_asm::*;
+    use iced_x86::{Code, Instruction, MemoryOperand, Register};
+
+    use crate::interp::tests::{asm, CODE, CS32, M};
+    use crate::interp::ExitReason;
+    use crate::SegReg;
+
+    #[test]
+    fn far_call_pointer_selector_wraps_with_16bit_addressing() {
+        // CALL FAR m16:16 at [BX] = 0xFFFE: the selector is read at 0.
+        let code = asm(32, CODE, |a| {
+            a.mov(ebx, 0xfffe).unwrap();
+            a.add_instruction(
+                Instruction::with1(Code::Call_m1616, MemoryOperand::with_base(Register::BX))
+                    .unwrap(),
+            )
+            .unwrap();
+        });
+        let mut m = M::prot32(&code);
+        m.install_handlers32();
+        m.bus.load(0xfffe, &0x8000u16.to_le_bytes());
+        m.bus.load(0, &CS32.to_le_bytes());
+        m.bus.load(0x8000, &[0xf4]);
+        assert_eq!(m.run(), ExitReason::Halt);
+        assert_eq!(m.rec().0, u64::MAX, "no exception");
+        assert_eq!(m.cpu.state.rip, 0x8001);
+        assert_eq!(m.cpu.state.seg(SegReg::Cs).selector, CS32);
+    }
 }

@@ -135,6 +135,14 @@ impl Cpu {
         a & m
     }
 
+    /// `ea + k` wrapped to the instruction's address size: the later parts
+    /// of a multi-part operand (a far pointer's selector, BOUND's upper
+    /// bound) wrap at 64 KiB with 16-bit addressing.
+    #[inline]
+    pub fn ea_add(&self, i: &Instruction, ea: u64, k: u64) -> u64 {
+        ea.wrapping_add(k) & addr_mask(self, i)
+    }
+
     /// Segment of the memory operand (prefix or default).
     #[inline(always)]
     pub fn mem_seg(&self, i: &Instruction) -> SegReg {
@@ -242,4 +250,22 @@ impl Cpu {
     pub fn flag(&self, f: u64) -> bool {
         self.state.rflags & f != 0
     }
+}
+
+/// Mask of the memory operand's address size.
+pub fn addr_mask(cpu: &Cpu, i: &Instruction) -> u64 {
+    let r = if i.memory_base() != Register::None {
+        i.memory_base()
+    } else {
+        i.memory_index()
+    };
+    if r == Register::None {
+        return match i.memory_displ_size() {
+            2 => 0xffff,
+            4 => 0xffff_ffff,
+            _ if cpu.long64 => u64::MAX,
+            _ => 0xffff_ffff,
+        };
+    }
+    mask(reg_size(r))
 }

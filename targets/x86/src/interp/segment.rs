@@ -188,7 +188,7 @@ pub fn lxs(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()> 
     let seg = cpu.mem_seg(i);
     let ea = cpu.ea(i);
     let off = cpu.read_sized(bus, seg, ea, size)?;
-    let sel = cpu.read_u16(bus, seg, ea.wrapping_add(size as u64))?;
+    let sel = cpu.read_u16(bus, seg, cpu.ea_add(i, ea, size as u64))?;
     let s = match i.mnemonic() {
         Mnemonic::Lds => SegReg::Ds,
         Mnemonic::Les => SegReg::Es,
@@ -265,9 +265,11 @@ pub fn lar(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()> 
             ) =>
         {
             let size = super::operand::reg_size(i.op0_register());
+            // Bits 19:16 (the limit's top) are undefined in the SDM;
+            // Intel and AMD CPUs return them, so does this.
             cpu.set_reg(
                 i.op0_register(),
-                (d >> 32) & 0x00f0_ff00 & super::flags::mask(size),
+                (d >> 32) & 0x00ff_ff00 & super::flags::mask(size),
             );
             set_zf(cpu, true);
         }
@@ -318,14 +320,69 @@ pub fn verr(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction, write: bool) -
 
 pub fn arpl(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()> {
     require_pm(cpu)?;
-    let loc = cpu.loc(i, 0, 2, SegAccess::Write)?;
+    let loc = cpu.loc(i, 0, 2, SegAccess::Read)?;
     let d = cpu.read_loc(bus, loc, 2)?;
     let s = cpu.reg(i.op1_register());
     if d & 3 < s & 3 {
+        // Only an adjustment writes (an unchanged operand may be in a
+        // read-only segment).
+        let loc = cpu.loc(i, 0, 2, SegAccess::Write)?;
         cpu.write_loc(bus, loc, 2, (d & !3) | (s & 3))?;
         set_zf(cpu, true);
     } else {
         set_zf(cpu, false);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use iced_x86::code_asm::*;
+
+    use crate::exception::vector;
+    use crate::interp::tests::{asm, CODE, DS16, GDT, M};
+    use crate::interp::ExitReason;
+    use crate::SegReg;
+
+    #[test]
+    fn far_pointer_selector_wraps_with_16bit_addressing() {
+        // LDS SI, [BX] with BX = 0xFFFE: the offset at 0xFFFE, the
+        // selector at (0xFFFE + 2) mod 64 KiB = 0.
+        let code = asm(32, CODE, |a| {
+            a.mov(ebx, 0xfffe).unwrap();
+            a.lds(si, dword_ptr(bx)).unwrap();
+            a.hlt().unwrap();
+        });
+        let mut m = M::prot32(&code);
+        m.install_handlers32();
+        m.bus.load(0xfffe, &0x1234u16.to_le_bytes());
+        m.bus.load(0, &DS16.to_le_bytes());
+        assert_eq!(m.run(), ExitReason::Halt);
+        assert_eq!(m.rec().0, u64::MAX, "no exception");
+        assert_eq!(m.gpr(6) & 0xffff, 0x1234);
+        assert_eq!(m.cpu.state.seg(SegReg::Ds).selector, DS16);
+    }
+
+    #[test]
+    fn arpl_writes_only_an_adjusted_selector() {
+        // ES = a read-only data segment: ARPL that leaves the selector
+        // alone (ZF = 0) runs, one that raises its RPL faults (#GP).
+        for (rpl, expect) in [(0u32, u64::MAX), (3, vector::GP as u64)] {
+            let code = asm(32, CODE, |a| {
+                a.mov(eax, 0x50).unwrap();
+                a.mov(es, ax).unwrap();
+                a.mov(ecx, rpl).unwrap();
+                a.arpl(word_ptr(0x7000).es(), cx).unwrap();
+                a.hlt().unwrap();
+            });
+            let mut m = M::prot32(&code);
+            m.install_handlers32();
+            // 0x50: read-only flat data.
+            m.bus
+                .load(GDT + 0x50, &0x00cf_9100_0000_ffffu64.to_le_bytes());
+            m.bus.load(0x7000, &0x11u16.to_le_bytes());
+            assert_eq!(m.run(), ExitReason::Halt);
+            assert_eq!(m.rec().0, expect, "RPL {rpl}");
+        }
+    }
 }

@@ -96,7 +96,9 @@ pub fn pop(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()> 
         OpKind::Register => {
             let r = i.op0_register();
             if let Some(s) = sreg(r) {
-                let v = cpu.peek(bus, 0, size)? as u16;
+                // A 16-bit read (as on Intel: no #AC/limit fault for the
+                // upper bytes), the stack moves by the operand size.
+                let v = cpu.peek(bus, 0, 2)? as u16;
                 super::segment::mov_to_sreg(cpu, bus, s, v)?;
                 cpu.sp_add(size as u64);
                 Ok(())
@@ -133,15 +135,9 @@ pub fn pusha(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()
     // Check the whole area first so a fault leaves RSP alone.
     let lo = sp0.wrapping_sub(8 * size as u64) & mask(ss);
     cpu.lin(SegReg::Ss, lo, 8 * size as u64, SegAccess::Write)?;
-    let vals: Vec<u64> = (0..8)
-        .map(|r| {
-            if r == RSP {
-                sp0
-            } else {
-                cpu.gpr_sized(r, size)
-            }
-        })
-        .collect();
+    // Every register, (E)SP included, at the operand size: PUSHAD on a
+    // 16-bit stack pushes all of ESP.
+    let vals: Vec<u64> = (0..8).map(|r| cpu.gpr_sized(r, size)).collect();
     let old = cpu.state.gpr[RSP];
     for v in vals {
         if let Err(e) = cpu.push(bus, v, size) {
@@ -228,7 +224,9 @@ pub fn enter(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()
     let r = (|| -> XResult<()> {
         let rbp = cpu.gpr_sized(RBP, ss);
         cpu.push(bus, cpu.gpr_sized(RBP, size), size)?;
-        let frame = cpu.gpr_sized(RSP, ss);
+        // FrameTemp is (E)SP at the operand size: all of ESP for a 32-bit
+        // ENTER on a 16-bit stack.
+        let frame = cpu.gpr_sized(RSP, size);
         if level > 0 {
             let mut bp = rbp;
             for _ in 1..level {
@@ -239,8 +237,11 @@ pub fn enter(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()
             cpu.push(bus, frame, size)?;
         }
         let nsp = cpu.gpr_sized(RSP, ss).wrapping_sub(alloc) & mask(ss);
-        // The final stack pointer must be writable (as hardware probes it).
-        cpu.lin(SegReg::Ss, nsp, 0, SegAccess::None)?;
+        // The final stack pointer must be writable: hardware probes an
+        // operand-sized write there (limit, alignment check, paging).
+        let lin = cpu.lin(SegReg::Ss, nsp, size as u64, SegAccess::Write)?;
+        cpu.mmu
+            .probe_write(&cpu.state, bus, lin, size as usize, cpu.user)?;
         cpu.set_gpr_sized(RBP, size, frame);
         cpu.set_gpr_sized(RSP, ss, nsp);
         Ok(())
@@ -265,4 +266,130 @@ pub fn leave(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()
     cpu.set_gpr_sized(RSP, ss, bp.wrapping_add(size as u64) & mask(ss));
     cpu.set_gpr_sized(RBP, size, v);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use iced_x86::code_asm::*;
+
+    use crate::interp::tests::{asm, CODE, DS16, DS32, M};
+    use crate::interp::ExitReason;
+    use crate::SegReg;
+
+    /// Runs 32-bit code `f` with SS = DS16 (a 16-bit stack, base 0) and
+    /// ESP = `initial`, to its HLT.
+    fn on_16bit_stack(initial: u32, f: impl FnOnce(&mut CodeAssembler)) -> M {
+        let code = asm(32, CODE, |a| {
+            a.mov(eax, DS16 as u32).unwrap();
+            a.mov(ss, ax).unwrap();
+            a.mov(esp, initial).unwrap();
+            f(a);
+            a.hlt().unwrap();
+        });
+        let mut m = M::prot32(&code);
+        m.install_handlers32();
+        assert_eq!(m.run(), ExitReason::Halt);
+        m
+    }
+
+    #[test]
+    fn enter_o32_on_a_16bit_stack_uses_all_of_esp() {
+        let m = on_16bit_stack(0x1234_7000, |a| {
+            a.mov(ebp, 0xabcd_0100u32).unwrap();
+            a.enter(4, 1).unwrap();
+        });
+        // Push EBP, FrameTemp = ESP (32 bits), push it, allocate 4.
+        assert_eq!(m.read_u64(0x6ffc) as u32, 0xabcd_0100);
+        assert_eq!(m.read_u64(0x6ff8) as u32, 0x1234_6ffc);
+        assert_eq!(m.gpr(5), 0x1234_6ffc);
+        assert_eq!(m.gpr(4), 0x1234_6ff4);
+    }
+
+    #[test]
+    fn pushad_on_a_16bit_stack_pushes_all_of_esp() {
+        let m = on_16bit_stack(0x5678_7000, |a| {
+            a.pushad().unwrap();
+        });
+        // EAX, ECX, EDX, EBX, then ESP's slot at 0x7000 - 20.
+        assert_eq!(m.read_u64(0x6fec) as u32, 0x5678_7000);
+        assert_eq!(m.gpr(4), 0x5678_6fe0);
+    }
+
+    #[test]
+    fn pop_sreg_o32_reads_16_bits() {
+        // At SP = 0xFFFE only two bytes are inside the 64 KiB stack
+        // segment: a 32-bit POP ES reads the selector there and wraps SP.
+        let m = on_16bit_stack(0xfffe, |a| {
+            a.mov(word_ptr(0xfffe), DS32 as u32).unwrap();
+            a.pop(es).unwrap();
+        });
+        assert_eq!(m.cpu.state.seg(SegReg::Es).selector, DS32);
+        assert_eq!(m.gpr(4), 2);
+    }
+}
+
+#[cfg(test)]
+mod ac_tests {
+    use crate::consts::{cr0, rflags};
+    use crate::exception::vector;
+    use crate::interp::tests::{asm, CODE, DS32, GDT_ENTRIES, M, TSS, UCS32, UDS};
+    use crate::interp::ExitReason;
+    use crate::{SegReg, Segment};
+
+    #[test]
+    fn enter_checks_the_final_stack_pointer_alignment() {
+        // CPL 3 with CR0.AM and EFLAGS.AC: a 32-bit ENTER that leaves ESP
+        // misaligned raises #AC (as Intel CPUs do); aligned, it runs on to
+        // the HLT (#GP at CPL 3).
+        for (alloc, expect) in [(2, vector::AC), (4, vector::GP)] {
+            let code = asm(32, CODE, |a| {
+                a.enter(alloc, 0).unwrap();
+                a.hlt().unwrap();
+            });
+            let mut m = M::prot32(&code);
+            m.install_handlers32();
+            m.bus.load(TSS + 4, &0x60000u32.to_le_bytes());
+            m.bus.load(TSS + 8, &(DS32 as u32).to_le_bytes());
+            let st = &mut m.cpu.state;
+            let user = |sel: u16| {
+                Segment::from_descriptor(sel, GDT_ENTRIES[(sel >> 3) as usize] | 1 << 40)
+            };
+            st.segs[SegReg::Cs as usize] = user(UCS32);
+            for s in [SegReg::Ds, SegReg::Es, SegReg::Ss, SegReg::Fs, SegReg::Gs] {
+                st.segs[s as usize] = user(UDS);
+            }
+            st.gpr[4] = 0x50000;
+            st.cr0 |= cr0::AM;
+            st.rflags |= rflags::AC;
+            m.cpu.update_mode();
+            assert_eq!(m.run(), ExitReason::Halt);
+            assert_eq!(m.rec().0, expect as u64, "ENTER {alloc}, 0");
+        }
+    }
+
+    #[test]
+    fn enter_probes_the_final_stack_pointer_page() {
+        // RSP just above a page that is not mapped: ENTER that leaves RSP
+        // there faults (#PF for a write at the new RSP) though it writes
+        // nothing there; ENTER that stays on the mapped page runs.
+        use crate::interp::tests::{asm, CODE, M, REC};
+        use iced_x86::code_asm::*;
+        let page = 0x8000_1000u64;
+        for (alloc, expect) in [(0x110, vector::PF as u64), (8, u64::MAX)] {
+            let code = asm(64, CODE, |a| {
+                a.mov(rsp, page + 0x100).unwrap();
+                a.enter(alloc, 0).unwrap();
+                a.hlt().unwrap();
+            });
+            let mut m = M::long64(&code);
+            m.install_handlers64();
+            m.map4k(page, 0x20_0000, 3);
+            assert_eq!(m.run(), ExitReason::Halt);
+            assert_eq!(m.rec().0, expect, "ENTER {alloc:#x}, 0");
+            if expect == vector::PF as u64 {
+                assert_eq!(m.read_u64(REC + 40), page + 0xf8 - alloc as u64, "CR2");
+                assert_eq!(m.read_u64(REC + 32), page + 0x100, "RSP unchanged");
+            }
+        }
+    }
 }

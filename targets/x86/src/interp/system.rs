@@ -73,9 +73,9 @@ pub fn lgdt_lidt(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResul
     let ea = cpu.ea(i);
     let limit = cpu.read_u16(bus, seg, ea)?;
     let base = if cpu.long64 {
-        cpu.read_u64(bus, seg, ea.wrapping_add(2))?
+        cpu.read_u64(bus, seg, cpu.ea_add(i, ea, 2))?
     } else {
-        let b = cpu.read_u32(bus, seg, ea.wrapping_add(2))? as u64;
+        let b = cpu.read_u32(bus, seg, cpu.ea_add(i, ea, 2))? as u64;
         // 16-bit operand size loads 24 bits of base.
         if i.code() == iced_x86::Code::Lgdt_m1632_16 || i.code() == iced_x86::Code::Lidt_m1632_16 {
             b & 0xff_ffff
