@@ -74,7 +74,7 @@ mod stack;
 mod string;
 mod system;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod x87;
 mod x87_arith;
 mod x87_env;

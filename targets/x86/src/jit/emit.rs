@@ -322,7 +322,8 @@ impl<'a> Tr<'a> {
             ; call rax
             ; test eax, eax
         );
-        let stop = self.stop_label(count);
+        // The instruction itself retired (or faulted): it counts.
+        let stop = self.stop_label(count + 1);
         dynasm!(self.a ; .arch x64 ; jnz =>stop);
         self.helper_calls += 1;
     }

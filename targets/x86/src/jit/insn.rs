@@ -777,7 +777,28 @@ pub(super) fn written(i: &Instruction) -> u32 {
             return 0;
         }
     }
+    if cl_shift(i).is_some() {
+        // A count of 0 (known only at run time) writes nothing.
+        return 0;
+    }
     i.rflags_modified() & ARITH
+}
+
+/// A 32/64-bit shift or rotate of a register by CL: its size.
+fn cl_shift(i: &Instruction) -> Option<u32> {
+    if !matches!(
+        i.mnemonic(),
+        M::Rol | M::Ror | M::Shl | M::Sal | M::Shr | M::Sar
+    ) || i.op_count() != 2
+        || i.op1_kind() != OpKind::Register
+        || i.op1_register() != Register::CL
+    {
+        return None;
+    }
+    match opd(i, 0)? {
+        Opd::Reg(_, s) if s >= 4 => Some(s),
+        _ => None,
+    }
 }
 
 /// Flags the instruction reads.
@@ -800,7 +821,9 @@ pub(super) fn pure(i: &Instruction) -> bool {
         M::Add | M::Or | M::Adc | M::Sbb | M::And | M::Sub | M::Xor | M::Cmp | M::Test => regs,
         M::Inc | M::Dec | M::Not | M::Neg => regs,
         M::Cdqe | M::Cwde | M::Cbw | M::Cqo | M::Cdq | M::Cwd => true,
-        M::Rol | M::Ror | M::Shl | M::Sal | M::Shr | M::Sar => regs && shift_count(i).is_some(),
+        M::Rol | M::Ror | M::Shl | M::Sal | M::Shr | M::Sar => {
+            regs && (shift_count(i).is_some() || cl_shift(i).is_some())
+        }
         M::Imul => regs && i.op_count() >= 2,
         _ => {
             i.condition_code() != iced_x86::ConditionCode::None
@@ -830,44 +853,62 @@ fn shift_count(i: &Instruction) -> Option<u32> {
     Some(i.immediate(1) as u32 & if size == 8 { 63 } else { 31 })
 }
 
-/// Shifts and rotates by an immediate, register destination, 32/64-bit.
-/// The host computes the defined flags; where the SDM leaves one undefined
-/// (OF for counts above 1, AF) the interpreter's choice is patched in
-/// (via the stash) unless the flags are dead anyway.
+/// Shifts and rotates of a register by an immediate (below the operand
+/// width) or, for 32/64-bit registers, by CL. The host computes the
+/// defined flags; where the SDM leaves one undefined (OF for counts above
+/// 1, AF) the interpreter's choice is patched in (via the stash) unless
+/// the flags are dead anyway.
 fn shift(tr: &mut Tr, i: &Instruction, ext: u8) -> Option<Emitted> {
-    let c = shift_count(i)?;
     let Opd::Reg(off, size) = opd(i, 0)? else {
         return None;
     };
-    if size < 4 {
-        return None;
-    }
     let bits = (size * 8) as i8;
-    let live = written(i) & !tr.dead() != 0;
+    let imm = shift_count(i);
+    let by_cl = cl_shift(i).is_some();
+    match imm {
+        Some(c) if c < bits as u32 => {}
+        _ if by_cl => {}
+        _ => return None,
+    }
+    let live = i.rflags_modified() & ARITH & !tr.dead() != 0;
+    let rotate = ext < 4;
     load_reg(tr, R9, off, size);
-    if c == 0 {
+    if imm == Some(0) {
         store_reg(tr, R9, off, size);
         tr.end_insn();
         return Some(Emitted::Native);
     }
-    let rotate = ext < 4;
-    if live && rotate {
-        // Rotates keep SF ZF AF PF.
+    if live && (rotate || by_cl) {
+        // Rotates keep SF ZF AF PF; a CL count of 0 keeps everything.
         tr.fl_to_host();
     }
     if live && ext == 5 {
         dynasm!(tr.a ; .arch x64 ; mov r11, r9);
     }
-    prefixes(tr, size, 0, R9);
-    tr.a.push(0xc1);
-    modrm(tr, ext, R9);
-    tr.a.push(c as u8);
+    if by_cl {
+        let ocl = gpr_off(1);
+        dynasm!(tr.a ; .arch x64 ; movzx ecx, BYTE [rbx + ocl]);
+        prefixes(tr, size, 0, R9);
+        tr.a.push(0xd3);
+        modrm(tr, ext, R9);
+    } else {
+        prefixes(tr, size, 0, R9);
+        tr.a.push(if size == 1 { 0xc0 } else { 0xc1 });
+        modrm(tr, ext, R9);
+        tr.a.push(imm.unwrap_or(0) as u8);
+    }
     if !live {
-        if !rotate || tr.fl == Fl::Host {
+        if !(rotate || by_cl) || tr.fl == Fl::Host {
             tr.fl = Fl::Host;
         }
     } else {
-        dynasm!(tr.a ; .arch x64 ; lahf);
+        dynasm!(tr.a ; .arch x64 ; lahf ; seto al);
+        let skip = tr.a.new_dynamic_label();
+        if by_cl {
+            // Count 0: the flags stay as they were.
+            let m = if size == 8 { 63 } else { 31 };
+            dynasm!(tr.a ; .arch x64 ; test ecx, m ; jz =>skip);
+        }
         if !rotate {
             // AF: the interpreter leaves it clear.
             dynasm!(tr.a ; .arch x64 ; and ah, -17i8);
@@ -897,7 +938,7 @@ fn shift(tr: &mut Tr, i: &Instruction, ext: u8) -> Option<Emitted> {
             // SAR: OF = 0.
             _ => dynasm!(tr.a ; .arch x64 ; mov al, 0),
         }
-        dynasm!(tr.a ; .arch x64 ; mov WORD [rbx + super::emit::STASH], ax);
+        dynasm!(tr.a ; .arch x64 ; =>skip ; mov WORD [rbx + super::emit::STASH], ax);
         tr.fl = Fl::Stash;
     }
     store_reg(tr, R9, off, size);

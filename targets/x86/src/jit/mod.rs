@@ -127,7 +127,8 @@ pub struct Jit {
     /// Entry address -> link sites patched to jump there.
     links: HashMap<usize, Vec<usize>>,
     ijc: Box<Ijc>,
-    pub prof: HashMap<u64, u64>,
+    pub prof: HashMap<String, u64>,
+    profile: bool,
     pub config: JitConfig,
     pub stats: JitStats,
     /// Log guest (`in_asm`) and host (`out_asm`) code of translations.
@@ -183,6 +184,7 @@ impl Jit {
             links: HashMap::new(),
             ijc: Box::new([IjcEntry::default(); IJC_SIZE]),
             prof: HashMap::new(),
+            profile: std::env::var_os("HX86_PROF").is_some(),
             stats: JitStats::default(),
             dump_in: log::log_enabled!(target: "in_asm", log::Level::Info),
             dump_out: log::log_enabled!(target: "out_asm", log::Level::Info),
@@ -262,7 +264,8 @@ impl Jit {
             // that page where the bytes were read from.
             let lin2 = ctx.page.wrapping_add(0x1000);
             let lin2 = if ctx.long64 { lin2 } else { lin2 & 0xffff_ffff };
-            let e = ctx.tlb + (crate::mmu::tlb_index(lin2) * std::mem::size_of::<TlbEntry>()) as u64;
+            let e =
+                ctx.tlb + (crate::mmu::tlb_index(lin2) * std::mem::size_of::<TlbEntry>()) as u64;
             let tag_exec = std::mem::offset_of!(TlbEntry, tag_exec) as i32;
             let paddr = std::mem::offset_of!(TlbEntry, paddr) as i32;
             dynasm!(tr.a
@@ -428,7 +431,7 @@ impl Drop for Jit {
             let mut v: Vec<_> = self.prof.iter().collect();
             v.sort_by_key(|e| std::cmp::Reverse(*e.1));
             for (r, n) in v.iter().take(25) {
-                eprintln!("PROF {r:#x} {n}");
+                eprintln!("PROF {r} {n}");
             }
         }
     }
@@ -471,9 +474,6 @@ impl Cpu {
             jit.link(site, blk, self.bitness(), entry);
         }
         jit.stats.entries += 1;
-        if std::env::var_os("HX86_PROF").is_some() {
-            *jit.prof.entry(blk.key.rip).or_default() += 1;
-        }
         if blk.key.cs_base == 0 && blk.key.bitness == 64 {
             jit.ijc[ijc_index(blk.key.rip)] = IjcEntry {
                 rip: blk.key.rip,
@@ -560,6 +560,11 @@ impl Cpu {
     /// [`helpers::jit_exec`]).
     pub(crate) fn exec_for_jit(&mut self, bus: &mut dyn CpuBus, op: &crate::interp::Op) -> bool {
         let i = &op.insn;
+        if let Some(j) = self.jit.as_mut() {
+            if j.profile {
+                *j.prof.entry(format!("{:?}", i.code())).or_default() += 1;
+            }
+        }
         self.next_rip = i.next_ip() & self.ip_mask;
         match (op.fast)(self, bus, i) {
             Ok(()) => self.state.rip = self.next_rip,
@@ -571,3 +576,5 @@ impl Cpu {
         self.end_block || self.mmu.events() || self.exit.is_some() || self.state.interrupt_shadow
     }
 }
+#[cfg(test)]
+mod tests;
