@@ -37,6 +37,51 @@ fn demo_guest_prints_modes_and_primes() {
     }
 }
 
+/// `-accel auto` (the default) says in one line which accelerator runs and
+/// why: with a usable KVM it times a probe guest and names the speed, and
+/// picks the DBT when KVM is slower than the threshold; `-accel kvm` still
+/// forces KVM.
+#[test]
+fn auto_says_which_accelerator_runs_and_why() {
+    let o = run(&[]);
+    assert_eq!(o.status, Some(0), "{}", o.dump());
+    assert!(o.stdout.contains("9592"), "{}", o.dump());
+    let lines: Vec<&str> = o
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("hx86: accelerator:"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", o.dump());
+    let line = lines[0];
+    if !kvm_usable() {
+        assert!(
+            line.starts_with("hx86: accelerator: dbt (") && line.contains("KVM unavailable: "),
+            "{line}"
+        );
+        return;
+    }
+    let threshold = accel::kvm::probe::THRESHOLD_MIPS;
+    if line.starts_with("hx86: accelerator: kvm") {
+        assert!(line.contains(" M instr/s)"), "{line}");
+    } else {
+        assert!(line.starts_with("hx86: accelerator: dbt ("), "{line}");
+        assert!(
+            line.contains("KVM runs guest code at ")
+                && line.contains(&format!("M instr/s here, below {threshold}"))
+                && line.contains("-accel kvm forces it"),
+            "{line}"
+        );
+        eprintln!("note: {line}");
+    }
+    let o = run(&["-accel", "kvm"]);
+    assert_eq!(o.status, Some(0), "{}", o.dump());
+    assert!(
+        o.stderr.lines().any(|l| l == "hx86: accelerator: kvm"),
+        "{}",
+        o.dump()
+    );
+}
+
 /// The compute benchmark ROM (sieve, CRC-32, heap sort in long mode) at a
 /// small size under the DBT prints the checksums that `firmware`'s Rust
 /// reference computes, and powers off.

@@ -198,7 +198,11 @@ pub enum AccelKind {
 }
 
 /// Picks an accelerator. Returns it and a one-line explanation for stderr
-/// ("using KVM", or "KVM unavailable (/dev/kvm: permission denied), using dbt").
+/// (`hx86: accelerator: kvm`, or for `auto` falling back, e.g.
+/// `hx86: accelerator: dbt (JIT; KVM unavailable: /dev/kvm: permission denied)`).
+/// `auto` takes KVM when it is usable and, with the DBT compiled in, runs
+/// guest code at least as fast as [`kvm::probe::THRESHOLD_MIPS`] (a probe
+/// guest of a few milliseconds); `kvm` takes KVM whatever its speed.
 pub fn select(kind: AccelKind) -> Result<(Box<dyn Accelerator>, String)> {
     #[cfg(feature = "dbt")]
     return select_with(kind, &dbt::DbtOptions::default());
@@ -233,21 +237,53 @@ pub fn select_with(
         AccelKind::Auto => {
             #[cfg(feature = "kvm")]
             let why = match kvm::KvmAccel::probe() {
-                Ok(k) => return Ok((Box::new(k), "hx86: accelerator: kvm".to_string())),
-                Err(e) => e.to_string(),
+                Ok(k) => match auto_kvm(k) {
+                    Ok(pick) => return Ok(pick),
+                    Err(why) => why,
+                },
+                Err(e) => format!("KVM unavailable: {e}"),
             };
             #[cfg(not(feature = "kvm"))]
-            let why = "KVM support not compiled in".to_string();
+            let why = "KVM unavailable: KVM support not compiled in".to_string();
             #[cfg(feature = "dbt")]
             {
                 let (a, tier) = dbt::DbtAccel::checked(dbt_opts.clone());
                 Ok((
                     Box::new(a),
-                    format!("hx86: accelerator: dbt ({tier}; KVM unavailable: {why})"),
+                    format!("hx86: accelerator: dbt ({tier}; {why})"),
                 ))
             }
             #[cfg(not(feature = "dbt"))]
             Err(Error::Unavailable(why))
         }
+    }
+}
+
+/// `auto` with a usable KVM: KVM, unless the DBT is compiled in and the
+/// probe guest finds KVM slower than [`kvm::probe::THRESHOLD_MIPS`] (or
+/// cannot run): then `Err` says why, for the DBT's line.
+#[cfg(feature = "kvm")]
+fn auto_kvm(k: kvm::KvmAccel) -> std::result::Result<(Box<dyn Accelerator>, String), String> {
+    use kvm::probe::{choose, measure, AutoChoice, THRESHOLD_MIPS};
+    if !cfg!(feature = "dbt") {
+        return Ok((Box::new(k), "hx86: accelerator: kvm".to_string()));
+    }
+    let speed = measure(&k)
+        .map_err(|e| format!("KVM failed to run a probe guest: {e}; -accel kvm forces it"))?;
+    let mips = speed.mips();
+    let rate = if mips < 10.0 {
+        format!("{mips:.1}")
+    } else {
+        format!("{mips:.0}")
+    };
+    match choose(&speed) {
+        AutoChoice::Kvm => Ok((
+            Box::new(k),
+            format!("hx86: accelerator: kvm (guest code at {rate} M instr/s)"),
+        )),
+        AutoChoice::Dbt => Err(format!(
+            "KVM runs guest code at {rate} M instr/s here, below {THRESHOLD_MIPS}: \
+             a nested or paravirtual KVM; -accel kvm forces it"
+        )),
     }
 }

@@ -2,8 +2,7 @@
 //! tables, command line, and the flat entry states built on them.
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
-use x86::consts::{cr0, cr4, efer, rflags};
-use x86::{CpuState, DescriptorTable, SegReg, Segment};
+use x86::{CpuState, DescriptorTable};
 
 use crate::layout::{
     BOOT_GDT_ENTRIES, BOOT_GDT_START, BOOT_IDT_START, BOOT_STACK_TOP, CMDLINE_MAX_SIZE,
@@ -12,11 +11,11 @@ use crate::layout::{
 use crate::Error;
 
 /// Flat 4 GiB 64-bit code segment (L=1, accessed, readable).
-pub const DESC_CODE64: u64 = 0x00AF_9B00_0000_FFFF;
+pub const DESC_CODE64: u64 = x86::state::flat_desc::CODE64;
 /// Flat 4 GiB 32-bit code segment (D=1, accessed, readable).
-pub const DESC_CODE32: u64 = 0x00CF_9B00_0000_FFFF;
+pub const DESC_CODE32: u64 = x86::state::flat_desc::CODE32;
 /// Flat 4 GiB data segment (B=1, accessed, writable).
-pub const DESC_DATA: u64 = 0x00CF_9300_0000_FFFF;
+pub const DESC_DATA: u64 = x86::state::flat_desc::DATA;
 
 /// Selector of the entry code segment (Linux's `__BOOT_CS`).
 pub const BOOT_CS: u16 = 0x10;
@@ -121,17 +120,8 @@ pub fn write_cmdline(mem: &GuestMemoryMmap, cmdline: &str) -> Result<u64, Error>
 /// tables, interrupts off, all GPRs 0, RSP = top of the boot stack,
 /// CR0 = PE|ET (and PG, CR4.PAE, EFER.LME|LMA, CR3 = `cr3` when `long`).
 pub fn flat_entry_state(long: bool, cr3: u64, rip: u64) -> CpuState {
-    let mut s = CpuState::reset();
-    s.gpr = [0; 16];
+    let mut s = CpuState::flat(long, BOOT_CS, BOOT_DS, cr3, rip);
     s.gpr[x86::gpr::RSP] = BOOT_STACK_TOP;
-    s.rip = rip;
-    s.rflags = rflags::FIXED1;
-    let code = if long { DESC_CODE64 } else { DESC_CODE32 };
-    let data = Segment::from_descriptor(BOOT_DS, DESC_DATA);
-    for r in SegReg::ALL {
-        *s.seg_mut(r) = data;
-    }
-    *s.seg_mut(SegReg::Cs) = Segment::from_descriptor(BOOT_CS, code);
     s.gdtr = DescriptorTable {
         base: BOOT_GDT_START,
         limit: (gdt(long).len() * 8 - 1) as u16,
@@ -140,20 +130,14 @@ pub fn flat_entry_state(long: bool, cr3: u64, rip: u64) -> CpuState {
         base: BOOT_IDT_START,
         limit: 0,
     };
-    s.cr0 = cr0::PE | cr0::ET;
-    if long {
-        s.cr0 |= cr0::PG;
-        s.cr4 = cr4::PAE;
-        s.efer = efer::LME | efer::LMA;
-        s.cr3 = cr3;
-    }
     s
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use x86::CpuMode;
+    use x86::consts::rflags;
+    use x86::{CpuMode, SegReg};
 
     #[test]
     fn entry_states() {

@@ -61,9 +61,9 @@ pub(crate) const SEL_DATA: u16 = 0x10;
 pub(crate) const SEL_CODE64: u16 = 0x18;
 pub(crate) const GDT: [u64; 4] = [
     0,
-    0x00CF_9B00_0000_FFFF, // 32-bit code, flat
-    0x00CF_9300_0000_FFFF, // data, flat
-    0x00AF_9B00_0000_FFFF, // 64-bit code
+    crate::boot::DESC_CODE32,
+    crate::boot::DESC_DATA,
+    crate::boot::DESC_CODE64,
 ];
 
 // Data area layout (ROM offsets).

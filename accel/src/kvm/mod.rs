@@ -4,6 +4,7 @@
 
 mod convert;
 mod kick;
+pub mod probe;
 
 use std::sync::Arc;
 

@@ -4,7 +4,18 @@
 //! address fields by offset (see `offset_of!` in the DBT). KVM converts to and
 //! from its own structs inside `accel/kvm`; nothing else sees KVM types.
 
-use crate::consts::{cr0, rflags, seg_attr};
+use crate::consts::{cr0, cr4, efer, rflags, seg_attr};
+
+/// Flat 4 GiB segment descriptors (base 0, limit 4 GiB, accessed bit preset
+/// so that loading them never writes a GDT).
+pub mod flat_desc {
+    /// 64-bit code (L=1, readable).
+    pub const CODE64: u64 = 0x00AF_9B00_0000_FFFF;
+    /// 32-bit code (D=1, readable).
+    pub const CODE32: u64 = 0x00CF_9B00_0000_FFFF;
+    /// Data (B=1, writable).
+    pub const DATA: u64 = 0x00CF_9300_0000_FFFF;
+}
 
 /// A segment register with its hidden (descriptor-cache) part.
 #[repr(C)]
@@ -338,6 +349,34 @@ impl CpuState {
             nmi_blocked: false,
             _pad: [0; 5],
         }
+    }
+
+    /// A flat CPL-0 state at `rip`: CS = `code_sel` with the flat 64-bit
+    /// (when `long`) or 32-bit code descriptor cached, the other segment
+    /// registers `data_sel` with the flat data descriptor, GPRs 0,
+    /// interrupts off, CR0 = PE|ET; when `long` also CR0.PG, CR4.PAE,
+    /// EFER.LME|LMA and CR3 = `cr3`. GDTR/IDTR and RSP are left to the caller.
+    pub fn flat(long: bool, code_sel: u16, data_sel: u16, cr3: u64, rip: u64) -> Self {
+        let mut s = Self::reset();
+        s.gpr = [0; 16];
+        s.rip = rip;
+        s.rflags = rflags::FIXED1;
+        let data = Segment::from_descriptor(data_sel, flat_desc::DATA);
+        s.segs = [data; 6];
+        let code = if long {
+            flat_desc::CODE64
+        } else {
+            flat_desc::CODE32
+        };
+        *s.seg_mut(SegReg::Cs) = Segment::from_descriptor(code_sel, code);
+        s.cr0 = cr0::PE | cr0::ET;
+        if long {
+            s.cr0 |= cr0::PG;
+            s.cr4 = cr4::PAE;
+            s.efer = efer::LME | efer::LMA;
+            s.cr3 = cr3;
+        }
+        s
     }
 
     pub fn seg(&self, s: SegReg) -> &Segment {
