@@ -47,6 +47,9 @@ pub struct Mmu {
     /// A write asked the machine for something (exit, reset, power-off).
     pub pending_action: Option<BusAction>,
     has_large: bool,
+    /// Entries filled from large pages since the last full flush, as
+    /// (TLB, index): INVLPG drops these instead of flushing everything.
+    large: Vec<(u8, u16)>,
     /// Debugger watchpoints (see [`Mmu::set_watchpoints`]).
     watch: [Option<Watchpoint>; 4],
     watching: bool,
@@ -143,6 +146,7 @@ impl Mmu {
             dirty_code: Vec::new(),
             pending_action: None,
             has_large: false,
+            large: Vec::new(),
             watch: [None; 4],
             watching: false,
             watch_hit: None,
@@ -155,6 +159,7 @@ impl Mmu {
             t.fill(TlbEntry::EMPTY);
         }
         self.has_large = false;
+        self.large.clear();
     }
 
     /// Sets the debugger's watchpoints. Pages they touch take the slow
@@ -199,14 +204,36 @@ impl Mmu {
                 }
             }
         }
+        self.prune_large();
+    }
+
+    /// Keeps only the large-page list entries that still hold one.
+    fn prune_large(&mut self) {
+        let tlb = &self.tlb;
+        self.large
+            .retain(|&(t, i)| tlb[t as usize][i as usize].attrs & ATTR_LARGE != 0);
+        self.large.sort_unstable();
+        self.large.dedup();
+        self.has_large = !self.large.is_empty();
     }
 
     /// INVLPG: drops the translation of one linear page (all of them when a
     /// large page may cover it).
     pub fn invlpg(&mut self, lin: u64) {
         if self.has_large {
-            self.flush_all();
-            return;
+            // A large page may cover `lin` from any index: drop every entry
+            // that came from one (few), or everything if there are many.
+            if self.large.len() > TLB_SIZE / 4 {
+                self.flush_all();
+                return;
+            }
+            for (t, i) in self.large.drain(..) {
+                let e = &mut self.tlb[t as usize][i as usize];
+                if e.attrs & ATTR_LARGE != 0 {
+                    *e = TlbEntry::EMPTY;
+                }
+            }
+            self.has_large = false;
         }
         let i = tlb_index(lin);
         for t in self.tlb.iter_mut() {
@@ -253,6 +280,10 @@ impl Mmu {
         if w.large {
             attrs |= ATTR_LARGE;
             self.has_large = true;
+            if self.large.len() >= 2 * TLB_SIZE {
+                self.prune_large();
+            }
+            self.large.push((m as u8, idx as u16));
         }
         let slow = |fast: bool| if fast { page } else { page | TAG_SLOW };
         let code = self.code_pages.contains_key(&w.paddr);
