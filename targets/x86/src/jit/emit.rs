@@ -8,6 +8,7 @@
 //! |------|-------|
 //! | rbx  | `*mut Cpu` (guest registers are memory operands `[rbx + off]`) |
 //! | r12  | `*mut Ctx` (the bus, for helpers) |
+//! | r13  | the TLB (supervisor or user half) the block's CPL uses, set at entry |
 //! | rax, rcx | flag save/restore scratch (LAHF/SAHF need AH) |
 //! | rsi  | effective address, then host pointer after the TLB check |
 //! | rdi, rdx, r8 | TLB lookup scratch |
@@ -56,6 +57,10 @@ pub(super) const fn seg_base_off(s: usize) -> i32 {
 pub(super) const RSI: u8 = 6;
 pub(super) const R9: u8 = 9;
 pub(super) const R10: u8 = 10;
+
+/// log2 of the TLB entry size (generated code indexes with a shift).
+const ENTRY_SHIFT: u32 = 6;
+const _: () = assert!(std::mem::size_of::<TlbEntry>() == 1 << ENTRY_SHIFT);
 
 /// The arithmetic flags of RFLAGS.
 const ARITH: u32 = 0x8d5;
@@ -458,20 +463,16 @@ impl<'a> Tr<'a> {
             Acc::Write => offset_of!(TlbEntry, tag_write),
         } as i32;
         let addend = offset_of!(TlbEntry, addend) as i32;
-        let tlb = self.ctx.tlb as i64;
         dynasm!(self.a
             ; .arch x64
             ; mov rdi, rsi
-            ; shr rdi, 12
-            ; and edi, (TLB_SIZE - 1) as i32
-            ; imul edi, edi, std::mem::size_of::<TlbEntry>() as i32
-            ; mov r8, QWORD tlb
-            ; add r8, rdi
+            ; shr rdi, (12 - ENTRY_SHIFT) as i8
+            ; and edi, ((TLB_SIZE - 1) << ENTRY_SHIFT) as i32
             ; lea rdx, [rsi + (size as i32 - 1)]
             ; and rdx, PAGE_MASK as i32
-            ; cmp rdx, QWORD [r8 + tag]
+            ; cmp rdx, QWORD [r13 + rdi + tag]
             ; jne =>slow
-            ; add rsi, QWORD [r8 + addend]
+            ; add rsi, QWORD [r13 + rdi + addend]
         );
     }
 

@@ -257,6 +257,7 @@ impl Jit {
             ; .arch x64
             ; sub DWORD [rbx + BUDGET], 1
             ; js =>budget_exit
+            ; mov r13, QWORD ctx.tlb as i64
         );
         if let Some(p2) = b.phys2 {
             // The instruction straddles into the next page: whoever enters

@@ -306,6 +306,7 @@ impl Mmu {
             addend,
             paddr: w.paddr,
             attrs,
+            _pad: [0; 2],
         };
         let mut ne = ne;
         for w in self.watch.iter().flatten() {

@@ -5,7 +5,9 @@
 //! [`Tlb`] is `[[TlbEntry; TLB_SIZE]; 2]`: index 0 for supervisor accesses
 //! (CPL 0..2 and implicit system accesses), 1 for user accesses (CPL 3).
 //! An entry for linear address `lin` lives at index
-//! `(lin >> 12) & (TLB_SIZE - 1)`; each [`TlbEntry`] is 48 bytes:
+//! `(lin >> 12) & (TLB_SIZE - 1)`; each [`TlbEntry`] is 64 bytes (a power of
+//! two: generated code turns an address into an entry offset with a shift
+//! and a mask):
 //!
 //! | offset | field      | meaning |
 //! |-------:|------------|---------|
@@ -15,6 +17,7 @@
 //! | 24     | `addend`   | host address = `addend + lin` (wrapping) |
 //! | 32     | `paddr`    | physical address of the 4 KiB page |
 //! | 40     | `attrs`    | `ATTR_*` bits |
+//! | 48     | padding    | |
 //!
 //! Fast path (what the JIT inlines): `tag == lin & !0xfff` and the access
 //! does not cross the page → host pointer `addend + lin`. Any other value
@@ -51,6 +54,7 @@ pub struct TlbEntry {
     pub addend: u64,
     pub paddr: u64,
     pub attrs: u64,
+    pub _pad: [u64; 2],
 }
 
 impl TlbEntry {
@@ -61,6 +65,7 @@ impl TlbEntry {
         addend: 0,
         paddr: 0,
         attrs: 0,
+        _pad: [0; 2],
     };
 }
 
@@ -80,13 +85,13 @@ mod tests {
 
     #[test]
     fn layout_is_what_the_jit_expects() {
-        assert_eq!(size_of::<TlbEntry>(), 48);
+        assert_eq!(size_of::<TlbEntry>(), 64);
         assert_eq!(offset_of!(TlbEntry, tag_read), 0);
         assert_eq!(offset_of!(TlbEntry, tag_write), 8);
         assert_eq!(offset_of!(TlbEntry, tag_exec), 16);
         assert_eq!(offset_of!(TlbEntry, addend), 24);
         assert_eq!(offset_of!(TlbEntry, paddr), 32);
         assert_eq!(offset_of!(TlbEntry, attrs), 40);
-        assert_eq!(size_of::<Tlb>(), 2 * TLB_SIZE * 48);
+        assert_eq!(size_of::<Tlb>(), 2 * TLB_SIZE * 64);
     }
 }
