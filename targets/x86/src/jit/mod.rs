@@ -76,6 +76,9 @@ pub struct JitStats {
     pub entries: u64,
 }
 
+/// Smallest code region (a few blocks; tests use it to force flushes).
+const MIN_REGION: usize = 64 << 10;
+
 /// Entries of the indirect-jump cache.
 pub(crate) const IJC_SIZE: usize = 4096;
 
@@ -143,7 +146,7 @@ type EnterFn = unsafe extern "sysv64" fn(*mut Cpu, *mut Ctx<'_>, usize) -> u32;
 impl Jit {
     /// Maps the code region; `None` if the host refuses executable memory.
     pub fn new(config: JitConfig) -> Option<Box<Jit>> {
-        let mut region = Region::new(config.cache_size.max(1 << 20))?;
+        let mut region = Region::new(config.cache_size.max(MIN_REGION))?;
         let mut a = emit::Asm::new(region.cursor());
         let exit_off = a.offset();
         dynasm!(a
@@ -209,6 +212,11 @@ impl Jit {
             perf_map: false,
         })
         .is_some()
+    }
+
+    /// Size of the code region (fixed for the life of the JIT).
+    pub fn region_size(&self) -> usize {
+        self.region.size()
     }
 
     /// Drops every translation (the region is reused from its start).

@@ -51,6 +51,10 @@ impl Region {
         self.base.as_ptr() as usize + self.used
     }
 
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
     /// Bytes still free.
     pub fn free(&self) -> usize {
         self.size - self.used

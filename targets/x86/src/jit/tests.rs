@@ -384,3 +384,119 @@ fn jit_long() {
     differential(64, seed, n);
     differential(32, seed ^ 0xabcd, n / 2);
 }
+
+fn jit_cfg(cache: usize) -> JitConfig {
+    JitConfig {
+        threshold: 1,
+        cache_size: cache,
+        perf_map: false,
+    }
+}
+
+/// Runs `code` in 64-bit mode under the interpreter and the JIT (with a
+/// code region of `cache` bytes); both must halt in the same state.
+fn both(code: &[u8], cache: usize) -> (M, M) {
+    let mut i = M::long64(code);
+    assert_eq!(i.run(), ExitReason::Halt);
+    let mut j = M::long64(code);
+    assert!(j.cpu.set_jit(Some(jit_cfg(cache))));
+    assert_eq!(j.run(), ExitReason::Halt);
+    assert_eq!(i.cpu.state.gpr, j.cpu.state.gpr);
+    assert_eq!(i.cpu.state.rflags, j.cpu.state.rflags);
+    assert_eq!(i.cpu.insn_count, j.cpu.insn_count);
+    (i, j)
+}
+
+/// Self-modifying code: a store patches the immediate of an instruction
+/// later in the running block (it must take effect at once), and a loop
+/// patches its own code on every iteration.
+#[test]
+fn smc_store_into_running_block() {
+    let mut a = CodeAssembler::new(64).unwrap();
+    let mut patched = a.create_label();
+    let mut top = a.create_label();
+    a.xor(ebx, ebx).unwrap();
+    a.mov(ecx, 10u32).unwrap();
+    a.set_label(&mut top).unwrap();
+    // Patch the imm32 of the `mov eax, imm32` below with ECX.
+    a.lea(rdi, ptr(patched)).unwrap();
+    a.mov(dword_ptr(rdi + 1), ecx).unwrap();
+    a.set_label(&mut patched).unwrap();
+    a.mov(eax, 0x1234_5678u32).unwrap();
+    a.add(ebx, eax).unwrap();
+    a.dec(ecx).unwrap();
+    a.jne(top).unwrap();
+    a.hlt().unwrap();
+    let code = a.assemble(CODE).unwrap();
+    let (_, j) = both(&code, 1 << 20);
+    // 10 + 9 + ... + 1: every iteration saw its own patch.
+    assert_eq!(j.cpu.state.gpr[3], 55);
+}
+
+/// Self-modifying code through REP MOVSB: a routine is copied over
+/// another one that already ran (and was translated), then called again.
+#[test]
+fn smc_rep_movs_over_translated_code() {
+    let mut a = CodeAssembler::new(64).unwrap();
+    let mut f = a.create_label();
+    let mut g = a.create_label();
+    let mut g_end = a.create_label();
+    a.call(f).unwrap();
+    a.mov(r8, rax).unwrap();
+    a.call(f).unwrap();
+    a.mov(r9, rax).unwrap();
+    // Copy g over f.
+    a.lea(rsi, ptr(g)).unwrap();
+    a.lea(rdi, ptr(f)).unwrap();
+    a.lea(rcx, ptr(g_end)).unwrap();
+    a.sub(rcx, rsi).unwrap();
+    a.rep().movsb().unwrap();
+    a.call(f).unwrap();
+    a.mov(r10, rax).unwrap();
+    a.hlt().unwrap();
+    a.set_label(&mut f).unwrap();
+    a.mov(eax, 1u32).unwrap();
+    a.add(eax, 1).unwrap();
+    a.ret().unwrap();
+    a.set_label(&mut g).unwrap();
+    a.mov(eax, 40u32).unwrap();
+    a.add(eax, 2).unwrap();
+    a.ret().unwrap();
+    a.set_label(&mut g_end).unwrap();
+    a.nop().unwrap();
+    let code = a.assemble(CODE).unwrap();
+    let (_, j) = both(&code, 1 << 20);
+    assert_eq!(j.cpu.state.gpr[8], 2);
+    assert_eq!(j.cpu.state.gpr[9], 2);
+    assert_eq!(j.cpu.state.gpr[10], 42);
+}
+
+/// A program of many distinct blocks looping long enough to fill a tiny
+/// code region again and again: flushes happen, results stay right, and
+/// the region never grows.
+#[test]
+fn code_cache_full_and_bounded_memory() {
+    let mut a = CodeAssembler::new(64).unwrap();
+    let mut top = a.create_label();
+    a.xor(eax, eax).unwrap();
+    a.mov(r15, 40u64).unwrap();
+    a.set_label(&mut top).unwrap();
+    for k in 0..600u32 {
+        // Each iteration of this unrolled chain is its own block.
+        let mut next = a.create_label();
+        a.add(eax, k).unwrap();
+        a.rol(eax, 3).unwrap();
+        a.jmp(next).unwrap();
+        a.set_label(&mut next).unwrap();
+    }
+    a.dec(r15).unwrap();
+    a.jne(top).unwrap();
+    a.hlt().unwrap();
+    let code = a.assemble(CODE).unwrap();
+    let (_, j) = both(&code, 64 << 10);
+    let s = j.cpu.jit_stats().unwrap();
+    assert!(s.flushes >= 5, "{s:?}");
+    assert!(s.blocks > 600 * 2, "{s:?}");
+    let used = j.cpu.jit.as_ref().unwrap().region_size();
+    assert_eq!(used, 64 << 10);
+}
