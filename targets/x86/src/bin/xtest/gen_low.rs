@@ -2,12 +2,15 @@
 //! keeping it defined and the stack balanced) at a time.
 //!
 //! Memory operands stay inside the 64 KiB (+4 KiB) data area at
-//! [`LDATA`]: absolute addresses and masked registers in 32-bit code
-//! (flat DS/ES/SS), 16-bit addressing through FS (based at `LDATA`, limit
-//! 0xFFFF) in 32-bit code, and any 16-bit addressing form in 16-bit code
-//! (DS/ES/SS/FS all based at `LDATA`). Control-flow groups whose operand or
-//! address size differs from the code size are emitted as raw bytes (the
-//! assembler cannot size them against labels).
+//! [`LDATA`]: absolute addresses and masked registers in 32-bit code (DS,
+//! ES and SS flat or based at `LDATA`), 16-bit addressing through FS
+//! (based at `LDATA`, limit 0xFFFF) in 32-bit code, and any 16-bit
+//! addressing form in 16-bit code (DS/ES/SS/FS all based at `LDATA`).
+//! Control-flow groups (near and far calls, IRET, JMP FAR, LOOP) whose
+//! operand or address size differs from the code size, or that need a
+//! computed return address, are emitted as raw bytes (the assembler cannot
+//! size them against labels). A rare group of instructions that fault at
+//! CPL 3 (CLI, HLT, IN, MOV CR0, ...) checks that both sides fault.
 
 use iced_x86::code_asm::*;
 use iced_x86::{Code, Instruction, MemoryOperand, Register, RepPrefixKind};
@@ -35,6 +38,12 @@ pub struct Ctx {
     /// SS is based at [`LDATA`] (else flat, base 0); its D/B bit.
     pub ss_data: bool,
     pub ss_big: bool,
+    /// What to add to a data-area offset for an address through DS / ES:
+    /// [`LDATA`] for a flat segment, 0 for one based at `LDATA`.
+    pub ds_abs: u64,
+    pub es_abs: u64,
+    /// ES's selector at the start.
+    pub es_sel: u16,
 }
 
 /// Operand size index: 0 = 8, 1 = 16, 2 = 32 bits (the code size twice
@@ -164,18 +173,17 @@ fn mem(a: &mut CodeAssembler, rng: &mut Rng, c: &Ctx, len: u64) -> R<AsmMemoryOp
                 } else {
                     rng.below(0x1_0000 - len)
                 };
-                ptr(LDATA + off)
+                ptr(c.ds_abs + off)
             }
-            4 if c.ss_data => {
-                // SS based at LDATA: ESP is an offset (< 0x10000).
-                ptr(esp + rng.below(0x100) as i32)
-            }
-            4 => ptr(esp + rng.below(0x100) as i32),
+            // ESP points into the data area (an offset when SS is based
+            // there); a 16-bit stack's ESP may have garbage above SP.
+            4 if c.ss_big => ptr(esp + rng.below(0x100) as i32),
+            4 => ptr(c.ds_abs + rng.below(0x1_0000 - len)),
             5 | 6 => mem16(rng).fs(),
             7 => {
                 let r = rng.pick(&GP);
                 a.movzx(R32[r], R16[r])?;
-                let m = ptr(R32[r] + (LDATA + rng.below(0xff0)) as i32);
+                let m = ptr(R32[r] + (c.ds_abs + rng.below(0xff0)) as i32);
                 if r == 5 {
                     m.ds()
                 } else {
@@ -185,7 +193,7 @@ fn mem(a: &mut CodeAssembler, rng: &mut Rng, c: &Ctx, len: u64) -> R<AsmMemoryOp
             8 => {
                 let r = rng.below(4) as usize;
                 a.movzx(R32[r], R8[r])?;
-                ptr(R32[r] * rng.pick(&[1, 2, 4, 8]) + (LDATA + rng.below(0x8000)) as i32)
+                ptr(R32[r] * rng.pick(&[1, 2, 4, 8]) + (c.ds_abs + rng.below(0x8000)) as i32)
             }
             _ => {
                 let b = rng.pick(&GP);
@@ -193,7 +201,7 @@ fn mem(a: &mut CodeAssembler, rng: &mut Rng, c: &Ctx, len: u64) -> R<AsmMemoryOp
                 let i = if i == b { (i + 1) % 4 } else { i };
                 a.movzx(R32[b], R16[b])?;
                 a.movzx(R32[i], R8[i])?;
-                let m = ptr(R32[b] + R32[i] * rng.pick(&[1, 2, 4, 8]) + LDATA as i32);
+                let m = ptr(R32[b] + R32[i] * rng.pick(&[1, 2, 4, 8]) + c.ds_abs as i32);
                 if b == 5 {
                     m.ds()
                 } else {
@@ -255,7 +263,7 @@ pub fn gen_one(a: &mut CodeAssembler, rng: &mut Rng, c: &Ctx) -> R {
     let sz = size(rng, c);
     let x = reg(rng, sz);
     let y = reg(rng, sz);
-    let kinds = if c.sse { 24 } else { 22 };
+    let kinds = if c.sse { 26 } else { 24 };
     match rng.below(kinds) {
         0 => match rng.below(9) {
             0 => rr!(a, add, sz, x, y),
@@ -487,7 +495,7 @@ pub fn gen_one(a: &mut CodeAssembler, rng: &mut Rng, c: &Ctx) -> R {
                 _ => {
                     // MOV AL/AX/EAX, moffs and back.
                     let off = if c.bits == 32 {
-                        LDATA + rng.below(0xfff0)
+                        c.ds_abs + rng.below(0xfff0)
                     } else {
                         rng.below(0xfffc)
                     };
@@ -551,7 +559,7 @@ pub fn gen_one(a: &mut CodeAssembler, rng: &mut Rng, c: &Ctx) -> R {
                 // XLAT: DS:[EBX + AL] (or FS:[BX + AL] with a 16-bit
                 // address in 32-bit code).
                 if c.bits == 32 && rng.below(2) == 0 {
-                    a.mov(ebx, (LDATA + rng.below(0xff00)) as u32)?;
+                    a.mov(ebx, (c.ds_abs + rng.below(0xff00)) as u32)?;
                     a.xlatb()
                 } else {
                     let (base, seg) = if c.bits == 32 {
@@ -651,6 +659,30 @@ pub fn gen_one(a: &mut CodeAssembler, rng: &mut Rng, c: &Ctx) -> R {
                     a.add_instruction(Instruction::with1(code, v)?)?;
                     a.pop(R16[x])
                 }
+            }
+        }
+        22 => {
+            // LOCKed read-modify-write of memory.
+            let m = mem(a, rng, c, 8)?;
+            let l = a.lock();
+            match rng.below(10) {
+                0 => mr!(l, add, sz, m, x),
+                1 => mr!(l, sbb, sz, m, x),
+                2 => mi!(l, xor, sz, m, imm(rng, sz)),
+                3 => m1!(l, inc, sz, m),
+                4 => m1!(l, neg, sz, m),
+                5 => mr!(l, xadd, sz, m, x),
+                6 => mr!(l, cmpxchg, sz, m, x),
+                7 => l.cmpxchg8b(qword_ptr(m)),
+                8 => l.bts(dword_ptr(m), rng.below(32) as i32),
+                _ => mr!(l, xchg, sz, m, x),
+            }
+        }
+        23 => {
+            if rng.below(16) == 0 {
+                faulting(a, rng)
+            } else {
+                rr!(a, sub, sz, x, y)
             }
         }
         _ => sse(a, rng, c),
@@ -874,9 +906,8 @@ fn strings(a: &mut CodeAssembler, rng: &mut Rng, c: &Ctx) -> R {
         a.mov(di, d as u32)?;
         a.mov(cx, n)?;
     } else {
-        let base = if c.bits == 32 { LDATA } else { 0 };
-        a.mov(esi, (base + s) as u32)?;
-        a.mov(edi, (base + d) as u32)?;
+        a.mov(esi, (c.ds_abs + s) as u32)?;
+        a.mov(edi, (c.es_abs + d) as u32)?;
         a.mov(ecx, n)?;
         if c.bits == 16 && rng.below(4) == 0 {
             src_seg = rng.pick(&[Register::ES, Register::SS]);
@@ -1130,11 +1161,7 @@ fn segs(a: &mut CodeAssembler, rng: &mut Rng, c: &Ctx) -> R {
                 SEL_USER32_CS,
                 SEL_CODE16,
             ]);
-            let keep = if s == es && c.bits == 32 {
-                SEL_USER_DS
-            } else {
-                SEL_DATA16
-            };
+            let keep = if s == es { c.es_sel } else { SEL_DATA16 };
             a.mov(R16[x], v as u32)?;
             a.mov(s, R16[x])?;
             if rng.below(2) == 0 {
@@ -1362,7 +1389,7 @@ fn branches(a: &mut CodeAssembler, rng: &mut Rng, c: &Ctx, sz: usize) -> R {
 /// Far calls: PUSH CS / CALL / RETF within the segment, and direct or
 /// indirect far calls to the stubs in the 16- and 32-bit code segments.
 fn far(a: &mut CodeAssembler, rng: &mut Rng, c: &Ctx) -> R {
-    match rng.below(4) {
+    match rng.below(7) {
         0 => {
             // PUSH CS; CALL next; JMP over; RETF.
             let b = piece(c.bits, |a| body(a, rng))?;
@@ -1376,6 +1403,106 @@ fn far(a: &mut CodeAssembler, rng: &mut Rng, c: &Ctx) -> R {
             a.db(&[0xeb, (b.len() + 1) as u8])?;
             a.db(&b)?;
             a.db(&[0xcb])
+        }
+        1 => {
+            // PUSHF; [flip bits in the image]; PUSH CS; CALL next; JMP
+            // over; IRET: a same-privilege IRET that loads EFLAGS like
+            // POPF (IF and IOPL kept at CPL 3). 16-bit code may use either
+            // operand size.
+            let o32 = c.bits == 32 || rng.below(2) == 0;
+            let p: &[u8] = if o32 != (c.bits == 32) { &[0x66] } else { &[] };
+            a.db(&[p, &[0x9c]].concat())?;
+            if rng.below(2) == 0 {
+                let flip = (rng.value() & 0x8d5) | rng.pick(&[0, 0x400, 0x3200, 0x20_0000]);
+                let t = top_of_stack(a, c)?;
+                if o32 {
+                    a.xor(dword_ptr(t), flip as i32)?;
+                } else {
+                    a.xor(word_ptr(t), flip as u16 as i16 as i32)?;
+                }
+            }
+            a.db(&[p, &[0x0e]].concat())?;
+            let call: Vec<u8> = if o32 {
+                [p, &[0xe8, 2, 0, 0, 0]].concat()
+            } else {
+                [p, &[0xe8, 2, 0]].concat()
+            };
+            a.db(&call)?;
+            a.db(&[0xeb, 1 + p.len() as u8])?;
+            a.db(&[p, &[0xcf]].concat())
+        }
+        2 => {
+            // PUSH CS; CALL next; (adjust the pushed IP past the JMP); JMP
+            // FAR to a stub whose RETF returns after the JMP.
+            let stubs: Vec<&Stub> = STUBS
+                .iter()
+                .filter(|s| s.o32 == (c.bits == 32) && s.args == 0)
+                .collect();
+            let s = stubs[rng.below(stubs.len() as u64) as usize];
+            let off = if s.sel == SEL_USER32_CS {
+                LCODE + s.off
+            } else {
+                s.off
+            } as u32;
+            let o32ptr = off > 0xffff || rng.below(2) == 0;
+            // The pointer at an absolute address (the code below changes
+            // (E)BX and the stack).
+            let moff = (rng.below(2) == 0).then(|| {
+                if c.bits == 32 {
+                    c.ds_abs + rng.below(0xfff8)
+                } else {
+                    rng.below(0xfff8)
+                }
+            });
+            if let Some(p) = moff {
+                if o32ptr {
+                    a.mov(dword_ptr(p), off)?;
+                    a.mov(word_ptr(p + 4), s.sel as u32)?;
+                } else {
+                    a.mov(word_ptr(p), off)?;
+                    a.mov(word_ptr(p + 2), s.sel as u32)?;
+                }
+            }
+            let jmp = piece(c.bits, |a| {
+                let ins = match (moff, o32ptr) {
+                    (Some(p), o32) => {
+                        let m = MemoryOperand::new(
+                            Register::None,
+                            Register::None,
+                            1,
+                            p as i64,
+                            c.bits / 8,
+                            false,
+                            Register::None,
+                        );
+                        let code = if o32 {
+                            Code::Jmp_m1632
+                        } else {
+                            Code::Jmp_m1616
+                        };
+                        Instruction::with1(code, m)?
+                    }
+                    (None, o32) => {
+                        let code = if o32 {
+                            Code::Jmp_ptr1632
+                        } else {
+                            Code::Jmp_ptr1616
+                        };
+                        Instruction::with_far_branch(code, s.sel, off)?
+                    }
+                };
+                a.add_instruction(ins)
+            })?;
+            a.push(cs)?;
+            // CALL next pushes the address of the POP: POP (E)BX; ADD
+            // (E)BX, 5 + the JMP's length; PUSH (E)BX; JMP FAR.
+            if c.bits == 32 {
+                a.db(&[0xe8, 0, 0, 0, 0])?;
+            } else {
+                a.db(&[0xe8, 0, 0])?;
+            }
+            a.db(&[0x5b, 0x83, 0xc3, 5 + jmp.len() as u8, 0x53])?;
+            a.db(&jmp)
         }
         _ => {
             // A stub whose RETF matches the call's operand size.
@@ -1417,6 +1544,36 @@ fn far(a: &mut CodeAssembler, rng: &mut Rng, c: &Ctx) -> R {
                 }
             }
         }
+    }
+}
+
+/// The top of the stack as a memory operand: `[ESP]` on a 32-bit stack;
+/// on a 16-bit one (ESP's upper half is not part of the address) `[BP]`
+/// after `MOV BP, SP`.
+fn top_of_stack(a: &mut CodeAssembler, c: &Ctx) -> R<AsmMemoryOperand> {
+    if c.ss_big {
+        Ok(ptr(esp))
+    } else {
+        a.mov(bp, sp)?;
+        Ok(ptr(bp))
+    }
+}
+
+/// Instructions that fault at CPL 3 (or trap): both sides must fault.
+fn faulting(a: &mut CodeAssembler, rng: &mut Rng) -> R {
+    match rng.below(12) {
+        0 => a.cli(),
+        1 => a.sti(),
+        2 => a.hlt(),
+        3 => a.in_(al, dx),
+        4 => a.out(dx, al),
+        5 => a.mov(eax, cr0),
+        6 => a.rdmsr(),
+        7 => a.clts(),
+        8 => a.lldt(ax),
+        9 => a.int(0x81),
+        10 => a.ud2(),
+        _ => a.int3(),
     }
 }
 

@@ -520,13 +520,28 @@ impl Mode for Low {
             };
             (ss_v, es_v, fs_v)
         };
-        let ds_s = if bits == 32 { SEL_USER_DS } else { SEL_DATA16 };
+        // DS and ES flat or based at LDATA (32-bit code), 16- or 32-bit
+        // (16-bit code).
+        let ds_s = match (bits, rng.below(4)) {
+            (32, 0) => SEL_DATA32,
+            (32, _) => SEL_USER_DS,
+            (_, 0) => SEL_DATA32,
+            _ => SEL_DATA16,
+        };
+        let es_s = if bits == 32 && rng.below(4) == 0 {
+            SEL_DATA32
+        } else {
+            es_s
+        };
         let sregs = [es_s, self.cs(), ss_s, ds_s, fs_s, SEL_STATE];
         let ctx = Ctx {
             bits,
             sse,
             ss_data: ss_s != SEL_USER_DS,
             ss_big: ss_s != SEL_DATA16,
+            ds_abs: if ds_s == SEL_USER_DS { LDATA } else { 0 },
+            es_abs: if es_s == SEL_USER_DS { LDATA } else { 0 },
+            es_sel: es_s,
         };
         let ip = ip_of(bits, SEQ);
         let mut s = CodeAssembler::new(bits).unwrap();
@@ -667,6 +682,7 @@ impl Mode for Low {
             cpu.debug_int3 = true;
             let r = cpu.run(&mut bus, 100_000);
             if r != ExitReason::Debug(DebugStop::Breakpoint) || !at_end(&cpu) {
+                crate::note_fault(cpu.state.rip);
                 return Outcome::Fault(format!(
                     "{r:?} at {:#x}:{:#x} ({})",
                     cpu.state.segs[1].selector,
@@ -681,6 +697,7 @@ impl Mode for Low {
                 return done(&cpu, &bus);
             }
             if let StepResult::Exit(e) = cpu.step(&mut bus) {
+                crate::note_fault(cpu.state.rip);
                 return Outcome::Fault(format!(
                     "{e:?} at {:#x}:{:#x} ({})",
                     cpu.state.segs[1].selector,

@@ -181,6 +181,7 @@ impl Mode for M64 {
             cpu.debug_int3 = true;
             let r = cpu.run(&mut bus, 100_000);
             if r != ExitReason::Debug(DebugStop::Breakpoint) || cpu.state.rip != end {
+                crate::note_fault(cpu.state.rip);
                 return Outcome::Fault(format!(
                     "{r:?} at rip {:#x} ({})",
                     cpu.state.rip,
@@ -195,6 +196,7 @@ impl Mode for M64 {
                 return Outcome::Done(final_st(&cpu), area(&bus));
             }
             if let StepResult::Exit(e) = cpu.step(&mut bus) {
+                crate::note_fault(cpu.state.rip);
                 return Outcome::Fault(format!(
                     "{e:?} at rip {:#x} ({})",
                     cpu.state.rip,

@@ -29,7 +29,7 @@
 //!   compatibility mode (4-level paging), CPL 3.
 //!
 //! `xtest [--mode 64|32|16] --seed N --count M [--len L] [--sse] [--quiet]
-//! [--keep-going] [--trace]`; exits 1 on a mismatch (after all sequences with
+//! [--keep-going] [--trace] [--stats] [--from N] [--show]`; exits 1 on a mismatch (after all sequences with
 //! `--keep-going`), 3 when the host cannot run the mode's code natively.
 
 mod analyse;
@@ -67,6 +67,36 @@ pub fn clear_log() {
 /// The first exception the interpreter delivered since [`clear_log`].
 pub fn first_exception() -> String {
     LOG.with(|l| l.borrow().first().cloned().unwrap_or_default())
+}
+
+thread_local! {
+    static FAULT_AT: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// Records where the interpreter stopped on a fault (for `--stats`).
+pub fn note_fault(ip: u64) {
+    FAULT_AT.with(|f| f.set(Some(ip)));
+}
+
+/// What faulted, for `--stats`: the interpreter's first exception and the
+/// mnemonic at the IP it stopped at.
+fn fault_key(lines: &[String]) -> String {
+    let exc = first_exception();
+    let exc = exc
+        .split_once('(')
+        .and_then(|(_, r)| r.split_once(')'))
+        .map_or("?", |(v, _)| v)
+        .to_string();
+    let at = FAULT_AT.with(|f| f.take());
+    let insn = at
+        .and_then(|ip| {
+            let p = format!("{ip:#x}: ");
+            lines.iter().find_map(|l| l.strip_prefix(&p))
+        })
+        .map_or("(outside the sequence)", |t| {
+            t.split(' ').next().unwrap_or(t)
+        });
+    format!("{exc} {insn}")
 }
 
 pub struct Rng(pub u64);
@@ -285,6 +315,9 @@ struct Args {
     quiet: bool,
     keep_going: bool,
     trace: bool,
+    stats: bool,
+    from: u64,
+    show: bool,
 }
 
 fn args() -> Args {
@@ -297,6 +330,9 @@ fn args() -> Args {
         quiet: false,
         keep_going: false,
         trace: false,
+        stats: false,
+        from: 0,
+        show: false,
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -332,6 +368,15 @@ fn args() -> Args {
                 a.trace = true;
                 i -= 1;
             }
+            "--stats" => {
+                a.stats = true;
+                i -= 1;
+            }
+            "--from" => a.from = num(i),
+            "--show" => {
+                a.show = true;
+                i -= 1;
+            }
             _ => usage(),
         }
         i += 2;
@@ -342,7 +387,7 @@ fn args() -> Args {
 fn usage() -> ! {
     eprintln!(
         "usage: xtest [--mode 64|32|16] --seed N --count M [--len L] [--sse] [--quiet] \
-         [--keep-going] [--trace]"
+         [--keep-going] [--trace] [--stats] [--from N] [--show]"
     );
     std::process::exit(2)
 }
@@ -365,7 +410,8 @@ fn main() {
     let mut faults = 0u64;
     let mut mismatches = 0u64;
     let mut skipped = 0u64;
-    for n in 0..args.count {
+    let mut fault_kinds = std::collections::HashMap::<String, (u64, u64)>::new();
+    for n in args.from..args.count {
         // One PRNG stream per sequence: a failure is reproducible alone
         // with `--seed <seed> --count <n+1>` (the same n-th sequence).
         let mut rng = Rng(args.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
@@ -397,7 +443,12 @@ fn main() {
         let mut both_fault = false;
         for (v, name) in mode.variants().iter().enumerate() {
             let emu = mode.interp(&case, &start, &data, v, &mut rng);
-            both_fault |= matches!((&nat, &emu), (Outcome::Fault(_), Outcome::Fault(_)));
+            if let (0, Outcome::Fault(_), Outcome::Fault(_)) = (v, &nat, &emu) {
+                both_fault = true;
+                if args.stats {
+                    fault_kinds.entry(fault_key(&an.lines)).or_insert((0, n)).0 += 1;
+                }
+            }
             if let Some(p) = compare(&*mode, &nat, &emu, mask) {
                 problem = Some((v, format!("({name})\n  {p}")));
                 break;
@@ -405,6 +456,22 @@ fn main() {
         }
         if both_fault {
             faults += 1;
+        }
+        if args.show {
+            let what = match &nat {
+                Outcome::Done(..) => "ran to the end".to_string(),
+                Outcome::Fault(e) => e.clone(),
+            };
+            println!(
+                "sequence {n}: host {what}; interpreter {} {}\n  {}",
+                if problem.is_some() {
+                    "differs"
+                } else {
+                    "agrees"
+                },
+                first_exception(),
+                an.lines.join("\n  ")
+            );
         }
         if let Some((v, p)) = problem {
             let mut st = String::new();
@@ -439,6 +506,14 @@ fn main() {
          {} skipped: undefined flags read)",
         args.mode, args.seed, args.count, args.len, mismatches, faults, skipped
     );
+    if args.stats {
+        let mut k: Vec<_> = fault_kinds.into_iter().collect();
+        k.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(&b.0)));
+        println!("faults (interpreter's first exception, instruction; first sequence):");
+        for (what, (n, first)) in k {
+            println!("  {n:6} {what} ({first})");
+        }
+    }
     if mismatches != 0 {
         std::process::exit(1);
     }
