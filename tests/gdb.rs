@@ -975,3 +975,50 @@ fn more_breakpoints_than_debug_registers() {
         assert_eq!(hx.wait(), Some(0), "{ctx}");
     }
 }
+
+/// A breakpoint set while the guest loops in code the JIT has translated
+/// (and chained to itself) takes effect, and every `continue` stops there
+/// again after exactly one more iteration.
+#[test]
+fn breakpoint_in_translated_loop() {
+    if !gdb_available() {
+        return;
+    }
+    let d = scratch("gdb-jitloop");
+    let rom = write(&d, "spin.rom", &spinning_rom());
+    for accel in accels() {
+        let mut hx = Hx::start(accel, "tcp::0", &["-bios", &rom]);
+        let (g, log) = spawn_gdb(
+            &hx,
+            &[
+                "continue",
+                "echo ==stopped\\n",
+                // The `jmp` back to `inc cx` (ROM offset 7).
+                "break *0xffff0007",
+                "continue",
+                "info registers rip rcx",
+                "continue",
+                "info registers rip rcx",
+                "delete",
+                "kill",
+            ],
+        );
+        hx.wait_stdout("R");
+        // Let the loop run long enough to be translated and linked.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        // SAFETY: kill(2) on the pid of a child we spawned and still own.
+        unsafe {
+            libc::kill(g.id() as i32, libc::SIGINT);
+        }
+        let out = finish_gdb(g, &log);
+        let ctx = format!("-accel {accel}\n{out}\n{}", hx.dump());
+        no_protocol_errors(&out, &ctx);
+        let st = &out[out.find("==stopped").unwrap()..];
+        let rips: Vec<u64> = st.lines().filter_map(|l| reg(l, "rip")).collect();
+        let rcxs: Vec<u64> = st.lines().filter_map(|l| reg(l, "rcx")).collect();
+        assert_eq!(rips, vec![0xffff_0007, 0xffff_0007], "{ctx}");
+        assert_eq!(rcxs.len(), 2, "{ctx}");
+        assert_eq!(rcxs[1].wrapping_sub(rcxs[0]) & 0xffff, 1, "{ctx}");
+        assert_eq!(hx.wait(), Some(0), "{ctx}");
+    }
+}
