@@ -4,8 +4,9 @@
 //! (4-level paging), CPL 3, with the same GDT/LDT contents.
 //!
 //! Native flow: 64-bit code at [`LCODE`] loads XMM0..15 and far-jumps to
-//! the mode's prologue (in the 32-bit user code segment 0x23, or in the
-//! 16-bit LDT code segment), which loads GS (the state segment), RFLAGS,
+//! the mode's prologue (in the 32-bit user code segment 0x23 or a 32-bit
+//! LDT code segment based at `LCODE`, or in the 16-bit LDT code segment),
+//! which loads GS (the state segment), RFLAGS,
 //! the data segment registers, SS:ESP and the GPRs from the state page and
 //! jumps to the sequence; the epilogue after it stores GPRs, selectors and
 //! RFLAGS through GS and far-jumps to 64-bit code that stores the XMM
@@ -192,14 +193,16 @@ pub struct Low {
     /// The LDT as the kernel installed it.
     ldt: Vec<u64>,
     /// The code pages without a sequence: 64-bit prologue and epilogue, the
-    /// mode's prologue, the stubs.
+    /// stubs.
     template: Vec<u8>,
+    /// The mode's prologue for each code segment sequences run in.
+    prologues: Vec<(u16, Vec<u8>)>,
 }
 
-/// The IP of code-page offset `off` in `bits`-bit code (the 16-bit code
-/// segment is based at LCODE, the 32-bit one is flat).
-fn ip_of(bits: u32, off: u64) -> u64 {
-    if bits == 32 {
+/// The IP of code-page offset `off` in code segment `cs` (the user code
+/// segment 0x23 is flat, the LDT ones are based at LCODE).
+fn ip_of(code_sel: u16, off: u64) -> u64 {
+    if code_sel == SEL_USER32_CS {
         LCODE + off
     } else {
         off
@@ -221,6 +224,7 @@ impl Low {
             data: Shared::map(LDATA, DATA_LEN, rw),
             ldt: Vec::new(),
             template: Vec::new(),
+            prologues: Vec::new(),
         };
         for (i, &(base, limit, flags)) in LDT.iter().enumerate() {
             let d = UserDesc {
@@ -259,6 +263,15 @@ impl Low {
         }
         m.ldt = raw.to_vec();
         m.template = m.template().map_err(asm_err)?;
+        let css: &[u16] = if bits == 32 {
+            &[SEL_USER32_CS, SEL_CODE32]
+        } else {
+            &[SEL_CODE16]
+        };
+        for &code_sel in css {
+            let p = m.prologue(code_sel).map_err(asm_err)?;
+            m.prologues.push((code_sel, p));
+        }
         // The host must run an empty sequence.
         let mut rng = Rng(1);
         let case = m.build(&mut rng, 0, false);
@@ -296,6 +309,15 @@ impl Low {
         let b = e.assemble(LCODE + EPI64)?;
         assert!(b.len() <= (PRO - EPI64) as usize);
         put(EPI64, &b);
+        for (off, b) in STUB_CODE {
+            put(off, b);
+        }
+        Ok(page)
+    }
+
+    /// The mode's prologue in code segment `cs` (at PRO): loads the state
+    /// at IN, jumps to the sequence.
+    fn prologue(&self, code_sel: u16) -> Result<Vec<u8>, IcedError> {
         let mut a = CodeAssembler::new(self.bits)?;
         let g = |o: u64| ptr(o).gs();
         a.mov(ax, SEL_STATE as u32)?;
@@ -315,14 +337,10 @@ impl Low {
                 a.mov(r, dword_ptr(g(IN + 4 * i as u64)))?;
             }
         }
-        a.jmp(ip_of(self.bits, SEQ))?;
-        let b = a.assemble(ip_of(self.bits, PRO))?;
+        a.jmp(ip_of(code_sel, SEQ))?;
+        let b = a.assemble(ip_of(code_sel, PRO))?;
         assert!(b.len() <= (SEQ - PRO) as usize);
-        put(PRO, &b);
-        for (off, b) in STUB_CODE {
-            put(off, b);
-        }
-        Ok(page)
+        Ok(b)
     }
 
     /// The epilogue at `ip`: GPRs, selectors and EFLAGS to OUT, then the
@@ -344,14 +362,6 @@ impl Low {
         a.pop(dword_ptr(g(OUT + O_FLAGS)))?;
         a.jmp(fword_ptr(g(FAR_EPI)))?;
         a.assemble(ip)
-    }
-
-    fn cs(&self) -> u16 {
-        if self.bits == 32 {
-            SEL_USER32_CS
-        } else {
-            SEL_CODE16
-        }
     }
 
     /// The 8-byte descriptor of `sel` in the GDT or the LDT (0 if none).
@@ -380,8 +390,9 @@ impl Low {
         for (i, x) in st.xmm.iter().enumerate() {
             w(IN + O_XMM + 16 * i as u64, x);
         }
-        w(FAR_PRO, &(ip_of(self.bits, PRO) as u32).to_le_bytes());
-        w(FAR_PRO + 4, &self.cs().to_le_bytes());
+        let code_sel = st.sregs[1];
+        w(FAR_PRO, &(ip_of(code_sel, PRO) as u32).to_le_bytes());
+        w(FAR_PRO + 4, &code_sel.to_le_bytes());
         w(FAR_EPI, &((LCODE + EPI64) as u32).to_le_bytes());
         w(FAR_EPI + 4, &SEL_USER_CS.to_le_bytes());
         d
@@ -533,7 +544,14 @@ impl Mode for Low {
         } else {
             es_s
         };
-        let sregs = [es_s, self.cs(), ss_s, ds_s, fs_s, SEL_STATE];
+        // 32-bit code in the flat user code segment, or in one based at
+        // LCODE.
+        let code_sel = match (bits, rng.below(5)) {
+            (32, 0) => SEL_CODE32,
+            (32, _) => SEL_USER32_CS,
+            _ => SEL_CODE16,
+        };
+        let sregs = [es_s, code_sel, ss_s, ds_s, fs_s, SEL_STATE];
         let ctx = Ctx {
             bits,
             sse,
@@ -543,7 +561,7 @@ impl Mode for Low {
             es_abs: if es_s == SEL_USER_DS { LDATA } else { 0 },
             es_sel: es_s,
         };
-        let ip = ip_of(bits, SEQ);
+        let ip = ip_of(code_sel, SEQ);
         let mut s = CodeAssembler::new(bits).unwrap();
         for _ in 0..len {
             // A rare generator mismatch (e.g. an invalid operand
@@ -555,6 +573,8 @@ impl Mode for Low {
         let end = ip + seq.len() as u64;
         let epi = self.epilogue(end).unwrap();
         let mut code = self.template.clone();
+        let pro = &self.prologues.iter().find(|p| p.0 == code_sel).unwrap().1;
+        code[PRO as usize..PRO as usize + pro.len()].copy_from_slice(pro);
         let o = SEQ as usize;
         assert!(
             o + seq.len() + epi.len() <= STUB_BASE as usize,
@@ -664,7 +684,7 @@ impl Mode for Low {
         crate::clear_log();
         let mut cpu = x86::Cpu::new(self.cpu_state(st, case.ip, compat, rng));
         let state = self.state_page(st);
-        let base = ip_of(self.bits, 0);
+        let base = ip_of(cs_sel, 0);
         let code = if blocks {
             let mut code = case.code.clone();
             code[(end - base) as usize] = 0xcc;
@@ -722,9 +742,8 @@ impl Mode for Low {
     fn truncate(&self, case: &Case, len: usize) -> Option<Case> {
         let end = case.ip + len as u64;
         let epi = self.epilogue(end).ok()?;
-        let mut code = self.template.clone();
+        let mut code = case.code.clone();
         let o = case.seq_off;
-        code[o..o + len].copy_from_slice(&case.code[o..o + len]);
         code[o + len..o + len + epi.len()].copy_from_slice(&epi);
         Some(Case {
             code,
