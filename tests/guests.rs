@@ -89,7 +89,7 @@ fn auto_says_which_accelerator_runs_and_why() {
 fn compute_rom_prints_the_reference_checksums() {
     use firmware::compute::{compute_rom, reference, result_line, ComputeConfig};
     let cfg = ComputeConfig::small();
-    let want = result_line(&cfg, &reference(&cfg));
+    let want = result_line(&cfg, &reference(&cfg).unwrap());
     let d = scratch("compute");
     let rom = write(&d, "compute.rom", &compute_rom(&cfg).unwrap());
     let o = run(&["-accel", "dbt", "-bios", &rom, "-m", "16M"]);

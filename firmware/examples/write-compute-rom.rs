@@ -17,11 +17,12 @@ fn run() -> Result<(), String> {
     let spec = args.next().map(|s| s.to_string_lossy().into_owned());
     let cfg = ComputeConfig::parse(spec.as_deref().unwrap_or("")).map_err(|e| e.to_string())?;
     let rom = compute_rom(&cfg).map_err(|e| e.to_string())?;
+    let want = reference(&cfg).map_err(|e| e.to_string())?;
     std::fs::write(&path, rom)
         .map_err(|e| format!("cannot write {}: {e}", path.to_string_lossy()))?;
     // A closed stdout (`| head -1`) is no error.
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{}", result_line(&cfg, &reference(&cfg)));
+    let _ = writeln!(out, "{}", result_line(&cfg, &want));
     let _ = writeln!(out, "RAM needed: {} KiB", cfg.ram_needed().div_ceil(1024));
     Ok(())
 }

@@ -148,13 +148,13 @@ impl ComputeConfig {
     }
 
     /// Guest-physical address of the CRC / sort buffer.
-    pub fn buffer_base(&self) -> u32 {
-        (SIEVE_BASE + self.sieve_limit + 0xFFF) & !0xFFF
+    pub fn buffer_base(&self) -> u64 {
+        (u64::from(SIEVE_BASE) + u64::from(self.sieve_limit) + 0xFFF) & !0xFFF
     }
 
     /// Bytes of guest RAM the guest touches (from 0).
     pub fn ram_needed(&self) -> u64 {
-        u64::from(self.buffer_base()) + u64::from(self.crc_bytes)
+        self.buffer_base() + u64::from(self.crc_bytes)
     }
 }
 
@@ -176,8 +176,9 @@ pub fn result_line(cfg: &ComputeConfig, c: &Checksums) -> String {
 }
 
 /// The workload computed in plain Rust, independently of the guest code:
-/// what the guest must print.
-pub fn reference(cfg: &ComputeConfig) -> Checksums {
+/// what the guest must print. Fails on parameters out of bounds.
+pub fn reference(cfg: &ComputeConfig) -> Result<Checksums, Error> {
+    cfg.validate()?;
     let primes = reference_primes(cfg.sieve_limit);
     let table = crc32_table();
     let words = (cfg.crc_bytes / 4) as usize;
@@ -202,7 +203,7 @@ pub fn reference(cfg: &ComputeConfig) -> Checksums {
         out.sort = crc32_words(&table, sorted);
         out.state = out.state.rotate_left(5) ^ out.crc ^ out.sort ^ primes;
     }
-    out
+    Ok(out)
 }
 
 /// The number of primes below `limit`.
@@ -246,8 +247,7 @@ fn crc32_words(table: &[u32; 256], words: &[u32]) -> u32 {
 
 /// The compute ROM for `cfg`: 64 KiB, deterministic.
 pub fn compute_rom(cfg: &ComputeConfig) -> Result<Vec<u8>, Error> {
-    cfg.validate()?;
-    let expected = reference(cfg);
+    let expected = reference(cfg)?;
     build_rom("compute", &MESSAGES, |a, lm| body(a, lm, cfg, &expected)).map_err(|reason| {
         Error::RomBuild {
             name: "compute",
@@ -264,6 +264,7 @@ fn body(
     cfg: &ComputeConfig,
     expected: &Checksums,
 ) -> Result<(), IcedError> {
+    // Below 32 MiB for valid parameters: an imm32.
     let buf = cfg.buffer_base() as i32;
     let mut crc32 = a.create_label();
     let mut sift = a.create_label();

@@ -95,9 +95,9 @@ fn reference_agrees_with_an_independent_implementation() {
             sort_len: 1024,
         },
     ] {
-        assert_eq!(reference(&cfg), independent(&cfg), "{cfg:?}");
+        assert_eq!(reference(&cfg).unwrap(), independent(&cfg), "{cfg:?}");
     }
-    let c = reference(&ComputeConfig::small());
+    let c = reference(&ComputeConfig::small()).unwrap();
     assert_eq!(c.primes, 2262);
     assert_eq!(
         result_line(&ComputeConfig::small(), &c),
@@ -130,7 +130,7 @@ fn rom_is_deterministic_and_decodes() {
         assert!(code.iter().any(|i| i.mnemonic() == m), "{m:?}");
     }
     // The guest compares its state with the reference's.
-    let want = reference(&cfg).state;
+    let want = reference(&cfg).unwrap().state;
     assert!(code
         .iter()
         .any(|i| i.mnemonic() == Mnemonic::Cmp && i.immediate32() == want));
@@ -166,6 +166,7 @@ fn bad_parameters_are_refused() {
         },
     ] {
         assert!(compute_rom(&bad).is_err(), "{bad:?}");
+        assert!(reference(&bad).is_err(), "{bad:?}");
     }
     let max = ComputeConfig {
         rounds: 1,
@@ -174,6 +175,12 @@ fn bad_parameters_are_refused() {
         sort_len: 1,
     };
     assert!(max.validate().is_ok());
+    let huge = ComputeConfig {
+        sieve_limit: u32::MAX,
+        ..d
+    };
+    assert!(huge.validate().is_err());
+    assert!(huge.ram_needed() > u64::from(u32::MAX));
     assert!(max.ram_needed() <= 32 << 20);
     assert!(ComputeConfig::default().ram_needed() < 3 << 20);
 }
