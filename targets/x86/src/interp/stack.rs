@@ -132,9 +132,12 @@ pub fn pusha(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()
     };
     let ss = cpu.sp_size();
     let sp0 = cpu.gpr_sized(RSP, ss);
-    // Check the whole area first so a fault leaves RSP alone.
-    let lo = sp0.wrapping_sub(8 * size as u64) & mask(ss);
-    cpu.lin(SegReg::Ss, lo, 8 * size as u64, SegAccess::Write)?;
+    // Check every slot first so a fault leaves RSP alone (slot by slot:
+    // the stack pointer may wrap inside a 16-bit stack segment).
+    for k in 1..=8u64 {
+        let a = sp0.wrapping_sub(k * size as u64) & mask(ss);
+        cpu.lin(SegReg::Ss, a, size as u64, SegAccess::Write)?;
+    }
     // Every register, (E)SP included, at the operand size: PUSHAD on a
     // 16-bit stack pushes all of ESP.
     let vals: Vec<u64> = (0..8).map(|r| cpu.gpr_sized(r, size)).collect();
@@ -313,6 +316,19 @@ mod tests {
         // EAX, ECX, EDX, EBX, then ESP's slot at 0x7000 - 20.
         assert_eq!(m.read_u64(0x6fec) as u32, 0x5678_7000);
         assert_eq!(m.gpr(4), 0x5678_6fe0);
+    }
+
+    #[test]
+    fn pushad_wraps_around_a_16bit_stack() {
+        // SP = 0x10: EAX..EBX below it, then SP wraps to 0xFFFC for ESP's
+        // slot and the rest.
+        let m = on_16bit_stack(0x0000_0010, |a| {
+            a.mov(eax, 0x1111_2222).unwrap();
+            a.pushad().unwrap();
+        });
+        assert_eq!(m.read_u64(0xc) as u32, 0x1111_2222);
+        assert_eq!(m.read_u64(0xfffc) as u32, 0x10);
+        assert_eq!(m.gpr(4), 0xfff0);
     }
 
     #[test]
