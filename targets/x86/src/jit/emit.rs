@@ -89,8 +89,10 @@ pub(super) struct TrCtx {
     pub cs_limit: u64,
     /// Base of the TLB (supervisor or user half) for this CPL.
     pub tlb: u64,
-    /// Address the generated code exits through.
+    /// Address the generated code exits through (flags in `rflags`).
     pub exit: usize,
+    /// The exit for flags in the stash (merges them into `rflags` first).
+    pub exit_stash: usize,
     /// Linear page of the block (links stay inside it).
     pub page: u64,
     pub cs_base: u64,
@@ -136,13 +138,17 @@ pub(super) struct Tr<'a> {
     /// Per instruction: arithmetic flags (iced bits) certainly overwritten
     /// before anything observes them, after the instruction.
     pub dead_after: Vec<u32>,
+    /// r9 holds guest register (offset, size 4/8) if nothing was emitted
+    /// since this assembler offset.
+    r9: Option<(usize, i32, u32)>,
 }
 
 impl<'a> Tr<'a> {
     pub fn new(base: usize, ctx: &'a TrCtx) -> Self {
         Tr {
             a: Asm::new(base),
-            fl: Fl::Mem,
+            // Between blocks the flags are in the stash (see the module docs).
+            fl: Fl::Stash,
             ctx,
             cur: Cur {
                 count: 0,
@@ -158,6 +164,7 @@ impl<'a> Tr<'a> {
             native: 0,
             base,
             dead_after: Vec::new(),
+            r9: None,
         }
     }
 
@@ -270,6 +277,8 @@ impl<'a> Tr<'a> {
     /// here with the same flag state.
     pub fn end_insn(&mut self) {
         if let Some((label, entry_fl)) = self.cur.slow.take() {
+            // The slow path joins here with r9 clobbered.
+            self.r9 = None;
             let join = self.a.new_dynamic_label();
             dynasm!(self.a ; .arch x64 ; =>join);
             self.slows.push(Slow {
@@ -296,6 +305,19 @@ impl<'a> Tr<'a> {
         let l = self.a.new_dynamic_label();
         self.cur.slow = Some((l, self.fl));
         l
+    }
+
+    /// The guest register r9 still holds, if the code emitted last stored
+    /// it from r9 and nothing was emitted (or joined) since.
+    pub fn r9_holds(&self) -> Option<(i32, u32)> {
+        match self.r9 {
+            Some((at, off, size)) if at == self.a.offset().0 => Some((off, size)),
+            _ => None,
+        }
+    }
+
+    pub fn set_r9_holds(&mut self, off: i32, size: u32) {
+        self.r9 = Some((self.a.offset().0, off, size));
     }
 
     /// Flags dead after the current instruction.
@@ -501,7 +523,14 @@ impl<'a> Tr<'a> {
             (Some(r), false) => return self.exit_lookup(count, Some(r)),
             (r, _) => r,
         };
-        self.fl_to_mem();
+        if r.is_none() && self.fl == Fl::Mem {
+            // After a helper: nothing to chain to, flags already in place.
+            dynasm!(self.a ; .arch x64 ; add QWORD [rbx + ICOUNT], count as i32);
+            let exit = self.ctx.exit;
+            self.jmp_abs(exit);
+            return;
+        }
+        self.fl_to_stash();
         dynasm!(self.a ; .arch x64 ; add QWORD [rbx + ICOUNT], count as i32);
         if let Some(r) = r {
             // jmp rel32, initially to the next instruction.
@@ -516,8 +545,16 @@ impl<'a> Tr<'a> {
                 ; mov QWORD [rbx + LINK], rax
             );
         }
-        let exit = self.ctx.exit;
+        let exit = self.ctx.exit_stash;
         self.jmp_abs(exit);
+    }
+
+    /// Puts the flags in the stash, where blocks expect them at entry.
+    pub fn fl_to_stash(&mut self) {
+        if self.fl == Fl::Mem {
+            self.fl_to_host();
+        }
+        self.fl_spill();
     }
 
     /// Leaves the block after `count` instructions for `target` (or the
@@ -526,7 +563,7 @@ impl<'a> Tr<'a> {
     /// when its entry matches RIP and mode and the TLB still maps the
     /// target page to the block's physical page.
     pub fn exit_lookup(&mut self, count: usize, target: Option<u64>) {
-        self.fl_to_mem();
+        self.fl_to_stash();
         dynasm!(self.a ; .arch x64 ; add QWORD [rbx + ICOUNT], count as i32);
         match target {
             Some(t) => {
@@ -535,17 +572,13 @@ impl<'a> Tr<'a> {
             // Stored by the fast path or by the interpreter (slow path).
             None => dynasm!(self.a ; .arch x64 ; mov r9, QWORD [rbx + RIP]),
         }
-        let exit = self.ctx.exit;
+        let exit = self.ctx.exit_stash;
         if !self.ctx.long64 || self.ctx.ijc == 0 {
             self.jmp_abs(exit);
             return;
         }
         let miss = self.a.new_dynamic_label();
-        let (ijc, mode, tlb) = (
-            self.ctx.ijc as i64,
-            self.ctx.mode as i64,
-            self.ctx.tlb as i64,
-        );
+        let (ijc, mode) = (self.ctx.ijc as i64, self.ctx.mode as i64);
         let tag_exec = offset_of!(TlbEntry, tag_exec) as i32;
         let paddr = offset_of!(TlbEntry, paddr) as i32;
         dynasm!(self.a
@@ -562,12 +595,10 @@ impl<'a> Tr<'a> {
             ; mov rax, QWORD mode
             ; cmp rax, QWORD [r8 + 24]
             ; jne =>miss
-            ; mov rdi, r9
-            ; shr rdi, 12
-            ; and edi, (TLB_SIZE - 1) as i32
-            ; imul edi, edi, std::mem::size_of::<TlbEntry>() as i32
-            ; mov rdx, QWORD tlb
-            ; add rdx, rdi
+            ; mov rdx, r9
+            ; shr rdx, (12 - ENTRY_SHIFT) as i8
+            ; and edx, ((TLB_SIZE - 1) << ENTRY_SHIFT) as i32
+            ; add rdx, r13
             ; mov rdi, r9
             ; and rdi, PAGE_MASK as i32
             ; cmp rdi, QWORD [rdx + tag_exec]

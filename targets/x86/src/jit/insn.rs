@@ -152,6 +152,23 @@ fn cmovcc(tr: &mut Tr, cc: u8, size: u32, dst: u8, src: u8) {
 // ---- guest register and memory access ----------------------------------
 
 fn load_reg(tr: &mut Tr, hr: u8, off: i32, size: u32) {
+    // r9 may still hold this register: the last thing emitted stored it
+    // (nothing since, not even a label a slow path joins at).
+    if let Some((coff, csz)) = tr.r9_holds() {
+        if coff == off && size >= 4 {
+            match (hr, size) {
+                (R9, 8) => {}
+                (R9, _) if csz == 4 => {}
+                (R9, _) => dynasm!(tr.a ; .arch x64 ; mov r9d, r9d),
+                (_, 8) => dynasm!(tr.a ; .arch x64 ; mov Rq(hr), r9),
+                _ => dynasm!(tr.a ; .arch x64 ; mov Rd(hr), r9d),
+            }
+            if hr != R9 || size == csz || csz == 4 {
+                tr.set_r9_holds(off, csz.min(if hr == R9 { size } else { 8 }));
+            }
+            return;
+        }
+    }
     match size {
         1 => dynasm!(tr.a ; .arch x64 ; movzx Rd(hr), BYTE [rbx + off]),
         2 => dynasm!(tr.a ; .arch x64 ; movzx Rd(hr), WORD [rbx + off]),
@@ -167,6 +184,9 @@ fn store_reg(tr: &mut Tr, hr: u8, off: i32, size: u32) {
         1 => dynasm!(tr.a ; .arch x64 ; mov BYTE [rbx + off], Rb(hr)),
         2 => dynasm!(tr.a ; .arch x64 ; mov WORD [rbx + off], Rw(hr)),
         _ => dynasm!(tr.a ; .arch x64 ; mov QWORD [rbx + off], Rq(hr)),
+    }
+    if hr == R9 && size >= 4 {
+        tr.set_r9_holds(off, size);
     }
 }
 
@@ -413,6 +433,11 @@ fn alu(tr: &mut Tr, i: &Instruction, op: u8) -> Option<Emitted> {
         (Opd::Imm(_), _) | (Opd::Mem, Opd::Mem) => return None,
         _ => {}
     }
+    // A register source first: it may still be in r9 from the previous
+    // instruction.
+    if let Opd::Reg(o, sz) = s {
+        load_reg(tr, R10, o, sz);
+    }
     match d {
         Opd::Reg(o, sz) => load_reg(tr, R9, o, sz),
         _ => {
@@ -420,13 +445,9 @@ fn alu(tr: &mut Tr, i: &Instruction, op: u8) -> Option<Emitted> {
             load_mem(tr, R9, size);
         }
     }
-    match s {
-        Opd::Reg(o, sz) => load_reg(tr, R10, o, sz),
-        Opd::Mem => {
-            mem_access(tr, i, Acc::Read, size);
-            load_mem(tr, R10, size);
-        }
-        Opd::Imm(_) => {}
+    if let Opd::Mem = s {
+        mem_access(tr, i, Acc::Read, size);
+        load_mem(tr, R10, size);
     }
     if op == 2 || op == 3 {
         tr.fl_to_host();

@@ -125,6 +125,7 @@ pub struct Jit {
     region: Region,
     enter: usize,
     exit: usize,
+    exit_stash: usize,
     generation: u32,
     sites: HashMap<usize, Site>,
     /// Entry address -> link sites patched to jump there.
@@ -151,6 +152,7 @@ impl Jit {
         let exit_off = a.offset();
         dynasm!(a
             ; .arch x64
+            ; ->exit:
             ; add rsp, 8
             ; pop r15
             ; pop r14
@@ -159,6 +161,21 @@ impl Jit {
             ; pop rbp
             ; pop rbx
             ; ret
+        );
+        // The exit for flags in the stash: merge them into RFLAGS.
+        let exit_stash_off = a.offset();
+        let keep = !0x8d5i32;
+        dynasm!(a
+            ; .arch x64
+            ; mov ax, WORD [rbx + emit::STASH]
+            ; movzx ecx, ah
+            ; and ecx, 0xd5
+            ; movzx eax, al
+            ; shl eax, 11
+            ; or ecx, eax
+            ; and QWORD [rbx + emit::RFLAGS], keep
+            ; or QWORD [rbx + emit::RFLAGS], rcx
+            ; jmp ->exit
         );
         let enter_off = a.offset();
         dynasm!(a
@@ -172,7 +189,14 @@ impl Jit {
             ; sub rsp, 8
             ; mov rbx, rdi
             ; mov r12, rsi
-            ; xor eax, eax
+            // Blocks find the guest flags in the stash (LAHF/SETO form).
+            ; mov eax, DWORD [rbx + emit::RFLAGS]
+            ; mov ecx, eax
+            ; shr ecx, 11
+            ; mov ah, al
+            ; mov al, cl
+            ; and al, 1
+            ; mov WORD [rbx + emit::STASH], ax
             ; jmp rdx
         );
         let code = a.finalize().ok()?;
@@ -182,6 +206,7 @@ impl Jit {
             region,
             enter: base + enter_off.0,
             exit: base + exit_off.0,
+            exit_stash: base + exit_stash_off.0,
             generation: 1,
             sites: HashMap::new(),
             links: HashMap::new(),
@@ -332,7 +357,7 @@ impl Jit {
         }
         dynasm!(tr.a ; .arch x64 ; =>budget_exit);
         tr.store_imm64(RIP, b.key.rip);
-        let exit = ctx.exit;
+        let exit = ctx.exit_stash;
         tr.jmp_abs(exit);
         tr.finish();
         let base = tr.base();
@@ -493,7 +518,7 @@ impl Cpu {
         }
         let enter = jit.enter;
         self.jit = Some(jit);
-        self.jit_budget = 512;
+        self.jit_budget = 2048;
         let mut ctx = Ctx { bus };
         // SAFETY: `enter` is the trampoline made in `Jit::new` with the
         // `EnterFn` ABI; `entry` is the live translation of `blk` (the
@@ -519,6 +544,7 @@ impl Cpu {
             cs_limit: self.state.seg(SegReg::Cs).limit as u64,
             tlb,
             exit: jit.exit,
+            exit_stash: jit.exit_stash,
             page: lin & PAGE_MASK,
             cs_base: blk.key.cs_base,
             ijc: jit.ijc.as_ptr() as u64,

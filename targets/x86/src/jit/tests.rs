@@ -42,10 +42,6 @@ const P8: [AsmRegister8; 8] = [al, cl, dl, bl, ah, ch, dh, bh];
 /// Data area, addressed as [rbp + 0..0x100).
 const DATA: u64 = 0x40000;
 
-fn pick<T: Copy>(r: &mut Rng, v: &[T]) -> T {
-    v[r.below(v.len() as u64) as usize]
-}
-
 macro_rules! alu {
     ($a:expr, $k:expr, $d:expr, $s:expr) => {
         match $k {
