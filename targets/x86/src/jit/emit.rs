@@ -111,6 +111,10 @@ struct Slow {
     rip: u64,
     entry_fl: Fl,
     exit_fl: Fl,
+    /// Guest registers dirty in host registers where the slow path starts.
+    entry_dirty: u16,
+    /// Guest registers the fast path holds in host registers at the join.
+    exit_loaded: u16,
 }
 
 /// Per-instruction translation state.
@@ -119,7 +123,7 @@ pub(super) struct Cur {
     pub op: *const Op,
     pub rip: u64,
     pub next: u64,
-    slow: Option<(DynamicLabel, Fl)>,
+    slow: Option<(DynamicLabel, Fl, u16)>,
 }
 
 /// The block translator.
@@ -141,6 +145,23 @@ pub(super) struct Tr<'a> {
     /// r9 holds guest register (offset, size 4/8) if nothing was emitted
     /// since this assembler offset.
     r9: Option<(usize, i32, u32)>,
+    /// Guest GPRs kept in host registers within the block.
+    pub rc: RegCache,
+}
+
+/// Host registers that hold guest GPRs inside a block (callee-saved, so
+/// helper calls keep them; the guest copy in memory is made current
+/// before every helper, slow path and exit).
+pub(super) const CACHE_HOSTS: [u8; 3] = [5, 14, 15];
+
+/// Which guest GPR lives in which host register, and its state.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct RegCache {
+    pub host: [Option<u8>; 16],
+    /// Loaded from memory (the host register holds the value).
+    pub loaded: u16,
+    /// Written since loading (memory is stale).
+    pub dirty: u16,
 }
 
 impl<'a> Tr<'a> {
@@ -165,6 +186,7 @@ impl<'a> Tr<'a> {
             base,
             dead_after: Vec::new(),
             r9: None,
+            rc: RegCache::default(),
         }
     }
 
@@ -276,7 +298,7 @@ impl<'a> Tr<'a> {
     /// Ends a natively emitted instruction: its slow path (if any) joins
     /// here with the same flag state.
     pub fn end_insn(&mut self) {
-        if let Some((label, entry_fl)) = self.cur.slow.take() {
+        if let Some((label, entry_fl, entry_dirty)) = self.cur.slow.take() {
             // The slow path joins here with r9 clobbered.
             self.r9 = None;
             let join = self.a.new_dynamic_label();
@@ -289,6 +311,8 @@ impl<'a> Tr<'a> {
                 rip: self.cur.rip,
                 entry_fl,
                 exit_fl: self.fl,
+                entry_dirty,
+                exit_loaded: self.rc.loaded,
             });
         }
         self.native += 1;
@@ -298,12 +322,12 @@ impl<'a> Tr<'a> {
     /// use, after spilling the flags: the slow path sees the state before
     /// the instruction).
     pub fn slow_label(&mut self) -> DynamicLabel {
-        if let Some((l, _)) = self.cur.slow {
+        if let Some((l, _, _)) = self.cur.slow {
             return l;
         }
         self.fl_spill();
         let l = self.a.new_dynamic_label();
-        self.cur.slow = Some((l, self.fl));
+        self.cur.slow = Some((l, self.fl, self.rc.dirty));
         l
     }
 
@@ -318,6 +342,78 @@ impl<'a> Tr<'a> {
 
     pub fn set_r9_holds(&mut self, off: i32, size: u32) {
         self.r9 = Some((self.a.offset().0, off, size));
+    }
+
+    /// The host register caching the guest GPR at `off` (a whole-register
+    /// offset), loading it first if needed.
+    pub fn cached(&mut self, off: i32) -> Option<u8> {
+        let base = gpr_off(0);
+        if off < base || (off - base) % 8 != 0 || off >= gpr_off(16) {
+            return None;
+        }
+        let n = ((off - base) / 8) as usize;
+        let h = self.rc.host[n]?;
+        if self.rc.loaded & (1 << n) == 0 {
+            dynasm!(self.a ; .arch x64 ; mov Rq(h), QWORD [rbx + off]);
+            self.rc.loaded |= 1 << n;
+        }
+        Some(h)
+    }
+
+    /// Like [`Tr::cached`] for a write of the whole register: no load.
+    pub fn cached_for_write(&mut self, off: i32) -> Option<u8> {
+        let base = gpr_off(0);
+        if off < base || (off - base) % 8 != 0 || off >= gpr_off(16) {
+            return None;
+        }
+        let n = ((off - base) / 8) as usize;
+        let h = self.rc.host[n]?;
+        self.rc.loaded |= 1 << n;
+        Some(h)
+    }
+
+    /// Marks the cached guest GPR at `off` written.
+    pub fn dirty(&mut self, off: i32) {
+        let n = ((off - gpr_off(0)) / 8) as usize;
+        self.rc.dirty |= 1 << n;
+    }
+
+    /// Writes back the registers in `mask` that are dirty.
+    fn write_back(&mut self, mask: u16) {
+        for n in 0..16 {
+            if mask & (1 << n) != 0 {
+                if let Some(h) = self.rc.host[n] {
+                    dynasm!(self.a ; .arch x64 ; mov QWORD [rbx + gpr_off(n)], Rq(h));
+                }
+            }
+        }
+    }
+
+    /// Makes guest registers in memory current (before helpers and exits).
+    pub fn flush_regs(&mut self) {
+        let d = self.rc.dirty;
+        self.write_back(d);
+        self.rc.dirty = 0;
+    }
+
+    /// Reloads the registers in `mask` from memory (after the interpreter
+    /// ran an instruction).
+    fn reload(&mut self, mask: u16) {
+        for n in 0..16 {
+            if mask & (1 << n) != 0 {
+                if let Some(h) = self.rc.host[n] {
+                    dynasm!(self.a ; .arch x64 ; mov Rq(h), QWORD [rbx + gpr_off(n)]);
+                }
+            }
+        }
+    }
+
+    /// Loads a whole guest GPR (number `n`) into host register `hr`.
+    pub fn gpr64_to(&mut self, hr: u8, n: usize) {
+        match self.cached(gpr_off(n)) {
+            Some(h) => dynasm!(self.a ; .arch x64 ; mov Rq(hr), Rq(h)),
+            None => dynasm!(self.a ; .arch x64 ; mov Rq(hr), QWORD [rbx + gpr_off(n)]),
+        }
     }
 
     /// Flags dead after the current instruction.
@@ -367,6 +463,10 @@ impl<'a> Tr<'a> {
     /// Emits the current instruction as a helper call.
     pub fn helper_insn(&mut self) {
         self.fl_to_mem();
+        self.flush_regs();
+        // The interpreter may change any register: reload lazily.
+        self.rc.loaded = 0;
+        self.r9 = None;
         let (op, rip, count) = (self.cur.op, self.cur.rip, self.cur.count);
         self.call_exec(op, rip, count);
     }
@@ -403,13 +503,13 @@ impl<'a> Tr<'a> {
         };
         let disp_i32 = disp as i64 == disp as i32 as i64;
         match b {
-            Some(n) => dynasm!(self.a ; .arch x64 ; mov rsi, QWORD [rbx + gpr_off(n)]),
+            Some(n) => self.gpr64_to(RSI, n),
             None => {
                 dynasm!(self.a ; .arch x64 ; mov rsi, QWORD disp as i64);
             }
         }
         if let Some(n) = x {
-            dynasm!(self.a ; .arch x64 ; mov rdi, QWORD [rbx + gpr_off(n)]);
+            self.gpr64_to(7, n);
             match i.memory_index_scale() {
                 1 => dynasm!(self.a ; .arch x64 ; lea rsi, [rsi + rdi]),
                 2 => dynasm!(self.a ; .arch x64 ; lea rsi, [rsi + rdi * 2]),
@@ -523,6 +623,7 @@ impl<'a> Tr<'a> {
             (Some(r), false) => return self.exit_lookup(count, Some(r)),
             (r, _) => r,
         };
+        self.flush_regs();
         if r.is_none() && self.fl == Fl::Mem {
             // After a helper: nothing to chain to, flags already in place.
             dynasm!(self.a ; .arch x64 ; add QWORD [rbx + ICOUNT], count as i32);
@@ -564,6 +665,7 @@ impl<'a> Tr<'a> {
     /// target page to the block's physical page.
     pub fn exit_lookup(&mut self, count: usize, target: Option<u64>) {
         self.fl_to_stash();
+        self.flush_regs();
         dynasm!(self.a ; .arch x64 ; add QWORD [rbx + ICOUNT], count as i32);
         match target {
             Some(t) => {
@@ -632,8 +734,10 @@ impl<'a> Tr<'a> {
             dynasm!(self.a ; .arch x64 ; =>s.label);
             self.fl = s.entry_fl;
             self.fl_to_mem();
+            self.write_back(s.entry_dirty);
             self.call_exec(s.op, s.rip, s.count);
             self.fl_convert(Fl::Mem, s.exit_fl);
+            self.reload(s.exit_loaded);
             dynasm!(self.a ; .arch x64 ; jmp =>s.join);
         }
         let exit = self.ctx.exit;

@@ -169,6 +169,15 @@ fn load_reg(tr: &mut Tr, hr: u8, off: i32, size: u32) {
             return;
         }
     }
+    if let Some(h) = tr.cached(off) {
+        match size {
+            1 => dynasm!(tr.a ; .arch x64 ; movzx Rd(hr), Rb(h)),
+            2 => dynasm!(tr.a ; .arch x64 ; movzx Rd(hr), Rw(h)),
+            4 => dynasm!(tr.a ; .arch x64 ; mov Rd(hr), Rd(h)),
+            _ => dynasm!(tr.a ; .arch x64 ; mov Rq(hr), Rq(h)),
+        }
+        return;
+    }
     match size {
         1 => dynasm!(tr.a ; .arch x64 ; movzx Rd(hr), BYTE [rbx + off]),
         2 => dynasm!(tr.a ; .arch x64 ; movzx Rd(hr), WORD [rbx + off]),
@@ -180,10 +189,26 @@ fn load_reg(tr: &mut Tr, hr: u8, off: i32, size: u32) {
 /// Stores a result; a 4-byte result must be zero-extended in `hr` (every
 /// 32-bit host operation leaves it so), which gives x86's zero-extension.
 fn store_reg(tr: &mut Tr, hr: u8, off: i32, size: u32) {
-    match size {
-        1 => dynasm!(tr.a ; .arch x64 ; mov BYTE [rbx + off], Rb(hr)),
-        2 => dynasm!(tr.a ; .arch x64 ; mov WORD [rbx + off], Rw(hr)),
-        _ => dynasm!(tr.a ; .arch x64 ; mov QWORD [rbx + off], Rq(hr)),
+    // A whole-register write needs no load of the old value first.
+    let cached = if size >= 4 {
+        tr.cached_for_write(off)
+    } else {
+        tr.cached(off)
+    };
+    if let Some(h) = cached {
+        match size {
+            1 => dynasm!(tr.a ; .arch x64 ; mov Rb(h), Rb(hr)),
+            2 => dynasm!(tr.a ; .arch x64 ; mov Rw(h), Rw(hr)),
+            4 => dynasm!(tr.a ; .arch x64 ; mov Rd(h), Rd(hr)),
+            _ => dynasm!(tr.a ; .arch x64 ; mov Rq(h), Rq(hr)),
+        }
+        tr.dirty(off);
+    } else {
+        match size {
+            1 => dynasm!(tr.a ; .arch x64 ; mov BYTE [rbx + off], Rb(hr)),
+            2 => dynasm!(tr.a ; .arch x64 ; mov WORD [rbx + off], Rw(hr)),
+            _ => dynasm!(tr.a ; .arch x64 ; mov QWORD [rbx + off], Rq(hr)),
+        }
     }
     if hr == R9 && size >= 4 {
         tr.set_r9_holds(off, size);
@@ -381,17 +406,18 @@ fn ext(tr: &mut Tr, i: &Instruction, sign: bool) -> Option<Emitted> {
         Opd::Mem => 0,
         Opd::Imm(_) => return None,
     };
-    match (sign, ssz, src_is_mem) {
-        (false, _, false) => load_reg(tr, R9, soff, ssz),
-        (false, _, true) => load_mem(tr, R9, ssz),
-        (true, 1, false) => dynasm!(tr.a ; .arch x64 ; movsx r9, BYTE [rbx + soff]),
-        (true, 2, false) => dynasm!(tr.a ; .arch x64 ; movsx r9, WORD [rbx + soff]),
-        (true, 4, false) => dynasm!(tr.a ; .arch x64 ; movsxd r9, DWORD [rbx + soff]),
-        (true, 1, true) => dynasm!(tr.a ; .arch x64 ; movsx r9, BYTE [rsi]),
-        (true, 2, true) => dynasm!(tr.a ; .arch x64 ; movsx r9, WORD [rsi]),
-        (true, 4, true) => dynasm!(tr.a ; .arch x64 ; movsxd r9, DWORD [rsi]),
-        (true, _, false) => load_reg(tr, R9, soff, ssz),
-        (true, _, true) => load_mem(tr, R9, ssz),
+    if src_is_mem {
+        load_mem(tr, R9, ssz);
+    } else {
+        load_reg(tr, R9, soff, ssz);
+    }
+    if sign {
+        match ssz {
+            1 => dynasm!(tr.a ; .arch x64 ; movsx r9, r9b),
+            2 => dynasm!(tr.a ; .arch x64 ; movsx r9, r9w),
+            4 => dynasm!(tr.a ; .arch x64 ; movsxd r9, r9d),
+            _ => {}
+        }
     }
     if sign && dsz == 4 {
         dynasm!(tr.a ; .arch x64 ; mov r9d, r9d);
@@ -516,25 +542,37 @@ fn sext_acc(tr: &mut Tr, i: &Instruction) -> Option<Emitted> {
     let odx = gpr_off(2);
     match i.mnemonic() {
         M::Cdqe => {
-            dynasm!(tr.a ; .arch x64 ; movsxd r9, DWORD [rbx + oax] ; mov QWORD [rbx + oax], r9)
+            load_reg(tr, R9, oax, 4);
+            dynasm!(tr.a ; .arch x64 ; movsxd r9, r9d);
+            store_reg(tr, R9, oax, 8);
         }
         M::Cwde => {
-            dynasm!(tr.a ; .arch x64 ; movsx r9d, WORD [rbx + oax] ; mov QWORD [rbx + oax], r9)
+            load_reg(tr, R9, oax, 2);
+            dynasm!(tr.a ; .arch x64 ; movsx r9d, r9w);
+            store_reg(tr, R9, oax, 4);
         }
         M::Cbw => {
-            dynasm!(tr.a ; .arch x64 ; movsx r9d, BYTE [rbx + oax] ; mov WORD [rbx + oax], r9w)
+            load_reg(tr, R9, oax, 1);
+            dynasm!(tr.a ; .arch x64 ; movsx r9d, r9b);
+            store_reg(tr, R9, oax, 2);
         }
         M::Cqo => {
             tr.fl_spill();
-            dynasm!(tr.a ; .arch x64 ; mov r9, QWORD [rbx + oax] ; sar r9, 63 ; mov QWORD [rbx + odx], r9)
+            load_reg(tr, R9, oax, 8);
+            dynasm!(tr.a ; .arch x64 ; sar r9, 63);
+            store_reg(tr, R9, odx, 8);
         }
         M::Cdq => {
             tr.fl_spill();
-            dynasm!(tr.a ; .arch x64 ; mov r9d, DWORD [rbx + oax] ; sar r9d, 31 ; mov QWORD [rbx + odx], r9)
+            load_reg(tr, R9, oax, 4);
+            dynasm!(tr.a ; .arch x64 ; sar r9d, 31);
+            store_reg(tr, R9, odx, 4);
         }
         _ => {
             tr.fl_spill();
-            dynasm!(tr.a ; .arch x64 ; movsx r9d, WORD [rbx + oax] ; sar r9d, 15 ; mov WORD [rbx + odx], r9w)
+            load_reg(tr, R9, oax, 2);
+            dynasm!(tr.a ; .arch x64 ; movsx r9d, r9w ; sar r9d, 15);
+            store_reg(tr, R9, odx, 2);
         }
     }
     tr.end_insn();
@@ -599,10 +637,12 @@ fn jcc(tr: &mut Tr, i: &Instruction) -> Option<Emitted> {
     let taken = tr.a.new_dynamic_label();
     jcc_to(tr, cc(i), taken);
     tr.end_insn();
+    let rc = tr.rc;
     let link = tr.linkable(next);
     tr.exit(count, Some(next), link);
     dynasm!(tr.a ; .arch x64 ; =>taken);
     tr.fl = Fl::Host;
+    tr.rc = rc;
     let link = tr.linkable(t);
     tr.exit(count, Some(t), link);
     Some(Emitted::NativeExit)
@@ -907,8 +947,8 @@ fn shift(tr: &mut Tr, i: &Instruction, ext: u8) -> Option<Emitted> {
         dynasm!(tr.a ; .arch x64 ; mov r11, r9);
     }
     if by_cl {
-        let ocl = gpr_off(1);
-        dynasm!(tr.a ; .arch x64 ; movzx ecx, BYTE [rbx + ocl]);
+        // The count into CL (host rcx is free scratch here).
+        load_reg(tr, 1, gpr_off(1), 1);
         prefixes(tr, size, 0, R9);
         tr.a.push(0xd3);
         modrm(tr, ext, R9);

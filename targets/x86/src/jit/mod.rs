@@ -313,6 +313,7 @@ impl Jit {
                 ; jne =>budget_exit
             );
         }
+        tr.rc = pick_cached_regs(b);
         let n = b.ops.len();
         // Backward flag liveness: after the last instruction (a block exit)
         // everything is live; an instruction that may fault, calls a
@@ -469,6 +470,58 @@ impl Drop for Jit {
             }
         }
     }
+}
+
+/// The guest GPRs a block uses most (at least twice), up to one per
+/// [`emit::CACHE_HOSTS`] register; never RSP (stack operations address it
+/// in memory) nor a register whose high byte (AH..BH) the block uses.
+fn pick_cached_regs(b: &Block) -> emit::RegCache {
+    use iced_x86::{OpKind, Register};
+    let mut uses = [0u32; 16];
+    let mut excluded = 1u16 << 4;
+    let gpr = |r: Register| -> Option<usize> {
+        let n = r as usize;
+        match n {
+            1..=4 => Some(n - 1),
+            9..=20 => Some((n - 5) & 15),
+            21..=36 => Some((n - 21) & 15),
+            37..=52 => Some((n - 37) & 15),
+            53..=68 => Some((n - 53) & 15),
+            _ => None,
+        }
+    };
+    for op in &b.ops {
+        let i = &op.insn;
+        for k in 0..i.op_count() {
+            match i.op_kind(k) {
+                OpKind::Register => {
+                    let r = i.op_register(k);
+                    if (5..=8).contains(&(r as usize)) {
+                        excluded |= 1 << (r as usize - 5);
+                    } else if let Some(n) = gpr(r) {
+                        uses[n] += 1;
+                    }
+                }
+                OpKind::Memory => {
+                    for r in [i.memory_base(), i.memory_index()] {
+                        if let Some(n) = gpr(r) {
+                            uses[n] += 1;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut order: Vec<usize> = (0..16)
+        .filter(|&n| excluded & (1 << n) == 0 && uses[n] >= 2)
+        .collect();
+    order.sort_by_key(|&n| std::cmp::Reverse(uses[n]));
+    let mut rc = emit::RegCache::default();
+    for (n, h) in order.into_iter().zip(emit::CACHE_HOSTS) {
+        rc.host[n] = Some(h);
+    }
+    rc
 }
 
 impl Cpu {
