@@ -17,7 +17,7 @@ use iced_x86::{Code, Instruction, MemoryOperand, Register, RepPrefixKind};
 
 use crate::low::{
     sel, Stub, LCODE, LDATA, SEL_CODE16, SEL_CODE32, SEL_DATA16, SEL_DATA32, SEL_USER32_CS,
-    SEL_USER_DS, STUBS,
+    SEL_USER_DS, SEQ, STUBS,
 };
 use crate::Rng;
 
@@ -44,6 +44,8 @@ pub struct Ctx {
     pub es_abs: u64,
     /// ES's selector at the start.
     pub es_sel: u16,
+    /// What to add to a code-page offset for an address through CS.
+    pub cs_abs: u64,
 }
 
 /// Operand size index: 0 = 8, 1 = 16, 2 = 32 bits (the code size twice
@@ -291,6 +293,12 @@ pub fn gen_one(a: &mut CodeAssembler, rng: &mut Rng, c: &Ctx) -> R {
                 7 => ri!(a, cmp, sz, x, i),
                 _ => ri!(a, test, sz, x, i),
             }
+        }
+        2 if rng.below(16) == 0 => {
+            // A read through CS (readable code segments), from the code
+            // before the sequence (the same bytes on both sides).
+            let m = ptr(c.cs_abs + rng.below(SEQ - 8)).cs();
+            rm!(a, add, sz, x, m)
         }
         2 => {
             let m = mem(a, rng, c, 4)?;
@@ -1153,7 +1161,9 @@ fn segs(a: &mut CodeAssembler, rng: &mut Rng, c: &Ctx) -> R {
             let v = rng.pick(&[
                 0,
                 SEL_USER_DS,
+                SEL_USER_DS & !3,
                 SEL_DATA16,
+                SEL_DATA16 & !1,
                 SEL_DATA32,
                 sel(5),
                 sel(6),

@@ -37,7 +37,7 @@ const DATA_LEN: usize = 0x1_1000;
 const PRO64: u64 = 0;
 const EPI64: u64 = 0x200;
 const PRO: u64 = 0x300;
-const SEQ: u64 = 0x400;
+pub const SEQ: u64 = 0x400;
 const STUB_BASE: u64 = 0x1f00;
 
 /// The state page: records at IN and OUT (GPRs EAX..EDI as u32, EFLAGS,
@@ -560,6 +560,7 @@ impl Mode for Low {
             ds_abs: if ds_s == SEL_USER_DS { LDATA } else { 0 },
             es_abs: if es_s == SEL_USER_DS { LDATA } else { 0 },
             es_sel: es_s,
+            cs_abs: ip_of(code_sel, 0),
         };
         let ip = ip_of(code_sel, SEQ);
         let mut s = CodeAssembler::new(bits).unwrap();
