@@ -146,11 +146,7 @@ impl Vm for DbtVm {
         Ok(Box::new(DbtVcpu {
             kick: cpu.kick_flag(),
             cpu,
-            bus: DbtBus {
-                mem: self.mem.clone(),
-                io: self.io.clone(),
-                ic: None,
-            },
+            bus: DbtBus::new(self.mem.clone(), self.io.clone(), None),
             ic: self.ic.clone(),
             debugging: false,
             debug_hw: [None; 4],

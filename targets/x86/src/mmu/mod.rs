@@ -50,6 +50,8 @@ pub struct Mmu {
     /// Entries filled from large pages since the last full flush, as
     /// (TLB, index): INVLPG drops these instead of flushing everything.
     large: Vec<(u8, u16)>,
+    /// Membership bitmap of `large` (no duplicates).
+    large_bits: Box<[u64; 2 * TLB_SIZE / 64]>,
     /// Debugger watchpoints (see [`Mmu::set_watchpoints`]).
     watch: [Option<Watchpoint>; 4],
     watching: bool,
@@ -147,6 +149,7 @@ impl Mmu {
             pending_action: None,
             has_large: false,
             large: Vec::new(),
+            large_bits: Box::new([0; 2 * TLB_SIZE / 64]),
             watch: [None; 4],
             watching: false,
             watch_hit: None,
@@ -159,7 +162,7 @@ impl Mmu {
             t.fill(TlbEntry::EMPTY);
         }
         self.has_large = false;
-        self.large.clear();
+        self.clear_large();
     }
 
     /// Sets the debugger's watchpoints. Pages they touch take the slow
@@ -210,11 +213,21 @@ impl Mmu {
     /// Keeps only the large-page list entries that still hold one.
     fn prune_large(&mut self) {
         let tlb = &self.tlb;
-        self.large
-            .retain(|&(t, i)| tlb[t as usize][i as usize].attrs & ATTR_LARGE != 0);
-        self.large.sort_unstable();
-        self.large.dedup();
+        let bits = &mut self.large_bits;
+        self.large.retain(|&(t, i)| {
+            let keep = tlb[t as usize][i as usize].attrs & ATTR_LARGE != 0;
+            if !keep {
+                let k = t as usize * TLB_SIZE + i as usize;
+                bits[k / 64] &= !(1 << (k % 64));
+            }
+            keep
+        });
         self.has_large = !self.large.is_empty();
+    }
+
+    fn clear_large(&mut self) {
+        self.large.clear();
+        self.large_bits.fill(0);
     }
 
     /// INVLPG: drops the translation of one linear page (all of them when a
@@ -223,16 +236,17 @@ impl Mmu {
         if self.has_large {
             // A large page may cover `lin` from any index: drop every entry
             // that came from one (few), or everything if there are many.
-            if self.large.len() > TLB_SIZE / 4 {
+            if self.large.len() > TLB_SIZE / 2 {
                 self.flush_all();
                 return;
             }
-            for (t, i) in self.large.drain(..) {
+            for &(t, i) in &self.large {
                 let e = &mut self.tlb[t as usize][i as usize];
                 if e.attrs & ATTR_LARGE != 0 {
                     *e = TlbEntry::EMPTY;
                 }
             }
+            self.clear_large();
             self.has_large = false;
         }
         let i = tlb_index(lin);
@@ -280,10 +294,11 @@ impl Mmu {
         if w.large {
             attrs |= ATTR_LARGE;
             self.has_large = true;
-            if self.large.len() >= 2 * TLB_SIZE {
-                self.prune_large();
+            let k = m * TLB_SIZE + idx;
+            if self.large_bits[k / 64] & (1 << (k % 64)) == 0 {
+                self.large_bits[k / 64] |= 1 << (k % 64);
+                self.large.push((m as u8, idx as u16));
             }
-            self.large.push((m as u8, idx as u16));
         }
         let slow = |fast: bool| if fast { page } else { page | TAG_SLOW };
         let code = self.code_pages.contains_key(&w.paddr);
