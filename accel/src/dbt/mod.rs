@@ -37,15 +37,13 @@ use bus::DbtBus;
 pub struct DbtOptions {
     /// The JIT (tier 2), or `None` for the interpreter alone. Ignored
     /// (with one message) where the JIT cannot run.
-    #[cfg(target_arch = "x86_64")]
-    pub jit: Option<x86::jit::JitConfig>,
+    pub jit: Option<x86::JitConfig>,
 }
 
 impl Default for DbtOptions {
     fn default() -> Self {
         DbtOptions {
-            #[cfg(target_arch = "x86_64")]
-            jit: Some(x86::jit::JitConfig::default()),
+            jit: Some(x86::JitConfig::default()),
         }
     }
 }
@@ -53,10 +51,7 @@ impl Default for DbtOptions {
 impl DbtOptions {
     /// The interpreter alone.
     pub fn interpreter() -> Self {
-        DbtOptions {
-            #[cfg(target_arch = "x86_64")]
-            jit: None,
-        }
+        DbtOptions { jit: None }
     }
 }
 
@@ -92,7 +87,14 @@ impl DbtAccel {
             }
         };
         #[cfg(not(target_arch = "x86_64"))]
-        let tier = "interpreter: the JIT needs an x86-64 host".to_string();
+        let tier = {
+            let asked = opts.jit.take().is_some();
+            if asked {
+                "interpreter: the JIT needs an x86-64 host".to_string()
+            } else {
+                "interpreter: jit=off".to_string()
+            }
+        };
         (DbtAccel { opts }, tier)
     }
 }
@@ -124,6 +126,7 @@ pub struct DbtVm {
     mem: GuestMemory,
     io: Arc<dyn IoHandler>,
     ic: IcSlot,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     opts: DbtOptions,
 }
 

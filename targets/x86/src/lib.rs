@@ -22,5 +22,5 @@ pub mod testprog;
 
 pub use bus::{BusAction, CpuBus, RamPtr, TestBus};
 pub use exception::{Exception, XResult};
-pub use interp::{Cpu, CpuConfig, ExitReason, StepResult};
+pub use interp::{Cpu, CpuConfig, ExitReason, JitConfig, StepResult};
 pub use state::{gpr, CpuMode, CpuState, DescriptorTable, FpuState, Msrs, SegReg, Segment};

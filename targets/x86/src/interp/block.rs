@@ -102,6 +102,7 @@ pub struct Block {
 
 /// Per-block JIT state: how often the block ran, and its translation.
 #[derive(Debug, Default)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub struct BlockJit {
     pub(crate) heat: AtomicU32,
     /// Host entry (0: none), valid for `generation` of the JIT only.

@@ -97,8 +97,30 @@ pub use block::{Block, BlockJit, BlockKey, Op};
 pub use cpuid::cpuid;
 pub use exec::{execute, Handler};
 pub use fast::lookup;
+#[cfg(target_arch = "x86_64")]
 pub(crate) use flags::cc_of as cond_code;
 pub use flags::cond;
+
+/// JIT options (`-accel dbt,jit=on,jit-threshold=N,tb-size=MiB`).
+#[derive(Clone, Debug)]
+pub struct JitConfig {
+    /// Executions of a block before it is translated (0 or 1: at once).
+    pub threshold: u32,
+    /// Size of the code region in bytes (flushed whole when full).
+    pub cache_size: usize,
+    /// Write `/tmp/perf-<pid>.map` for `perf` (`-accel dbt,perf-map=on`).
+    pub perf_map: bool,
+}
+
+impl Default for JitConfig {
+    fn default() -> Self {
+        JitConfig {
+            threshold: 2,
+            cache_size: 64 << 20,
+            perf_map: false,
+        }
+    }
+}
 
 /// Why [`Cpu::run`] returned (maps onto `accel::VcpuExit`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -42,26 +42,7 @@ pub use helpers::Ctx;
 use insn::Emitted;
 use region::Region;
 
-/// JIT options (`-accel dbt,jit=on,jit-threshold=N,tb-size=MiB`).
-#[derive(Clone, Debug)]
-pub struct JitConfig {
-    /// Executions of a block before it is translated (0 or 1: at once).
-    pub threshold: u32,
-    /// Size of the code region in bytes (flushed whole when full).
-    pub cache_size: usize,
-    /// Write `/tmp/perf-<pid>.map` for `perf` (`-accel dbt,perf-map=on`).
-    pub perf_map: bool,
-}
-
-impl Default for JitConfig {
-    fn default() -> Self {
-        JitConfig {
-            threshold: 2,
-            cache_size: 64 << 20,
-            perf_map: false,
-        }
-    }
-}
+pub use crate::interp::JitConfig;
 
 /// Counters for `-d stats`.
 #[derive(Clone, Debug, Default)]
