@@ -129,3 +129,30 @@ fn bad_bios_images() {
     let empty = write(&d, "empty.rom", &[]);
     assert_fails(&["-bios", &empty], &["empty.rom"]);
 }
+
+#[test]
+fn dbt_properties() {
+    assert_fails(&["-accel", "dbt,jit=maybe"], &["jit=maybe", "on or off"]);
+    assert_fails(&["-accel", "dbt,bogus=1"], &["unknown property 'bogus'"]);
+    assert_fails(&["-accel", "dbt,jit"], &["expected PROP=VALUE"]);
+    assert_fails(&["-accel", "tcg,tb-size=0"], &["tb-size=0"]);
+    assert_fails(&["-accel", "dbt,jit-threshold=x"], &["not a number"]);
+    // The demo under each tier; the accelerator line names the tier and
+    // -d stats shows whether blocks were translated.
+    for (accel, tier, translated) in [
+        ("dbt", "(JIT", true),
+        ("tcg,jit=on,jit-threshold=1,tb-size=1", "(JIT", true),
+        ("dbt,jit=off", "interpreter: jit=off", false),
+    ] {
+        let o = run(&["-accel", accel, "-d", "stats"]);
+        assert_eq!(o.status, Some(0), "{accel}\n{}", o.dump());
+        assert!(o.stdout.contains("primes below 100000: 9592"), "{}", o.dump());
+        assert!(o.stderr.contains(tier), "{accel}\n{}", o.dump());
+        assert_eq!(
+            o.stderr.contains("blocks translated"),
+            translated,
+            "{accel}\n{}",
+            o.dump()
+        );
+    }
+}
