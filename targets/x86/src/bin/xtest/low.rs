@@ -674,16 +674,23 @@ impl Mode for Low {
             "protected mode, in blocks",
             "compatibility mode, stepped",
             "compatibility mode, in blocks",
+            "legacy protected mode, JIT (translated at once)",
+            "compatibility mode, JIT (translated at once)",
         ]
     }
 
     fn interp(&self, case: &Case, st: &St, data: &[u8], variant: usize, rng: &mut Rng) -> Outcome {
-        let compat = variant >= 2;
-        let blocks = variant & 1 == 1;
+        // 0..3: (legacy, compat) x (stepped, blocks); 4, 5: the JIT.
+        let jit = variant >= 4;
+        let compat = if jit { variant == 5 } else { variant >= 2 };
+        let blocks = jit || variant & 1 == 1;
         let end = case.end;
         let cs_sel = case.sregs[1];
         crate::clear_log();
         let mut cpu = x86::Cpu::new(self.cpu_state(st, case.ip, compat, rng));
+        if jit {
+            crate::jit_on(&mut cpu);
+        }
         let state = self.state_page(st);
         let base = ip_of(cs_sel, 0);
         let code = if blocks {

@@ -164,7 +164,11 @@ impl Mode for M64 {
     }
 
     fn variants(&self) -> &'static [&'static str] {
-        &["stepped", "in blocks only"]
+        &[
+            "stepped",
+            "in blocks only",
+            "in blocks, JIT (translated at once)",
+        ]
     }
 
     /// Stepped, or in blocks (`Cpu::run`, the fast path with flags elided
@@ -174,7 +178,10 @@ impl Mode for M64 {
         let end = case.end;
         crate::clear_log();
         let mut cpu = x86::Cpu::new(user_state(st));
-        if variant == 1 {
+        if variant == 2 {
+            crate::jit_on(&mut cpu);
+        }
+        if variant >= 1 {
             let mut code = case.code.clone();
             code[(end - CODE) as usize] = 0xcc;
             let mut bus = guest_bus(&code, data);

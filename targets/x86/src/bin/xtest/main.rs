@@ -554,3 +554,14 @@ fn main() {
         std::process::exit(1);
     }
 }
+
+/// Turns on the JIT, translating every block at its first execution (the
+/// `JIT` variants compare it with the host like the interpreter).
+pub fn jit_on(cpu: &mut x86::Cpu) {
+    let ok = cpu.set_jit(Some(x86::JitConfig {
+        threshold: 1,
+        cache_size: 1 << 20,
+        perf_map: false,
+    }));
+    assert!(ok, "the JIT cannot run on this host");
+}
