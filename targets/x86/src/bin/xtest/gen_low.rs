@@ -13,7 +13,7 @@
 //! CPL 3 (CLI, HLT, IN, MOV CR0, ...) checks that both sides fault.
 
 use iced_x86::code_asm::*;
-use iced_x86::{Code, Instruction, MemoryOperand, Register, RepPrefixKind};
+use iced_x86::{Code, Instruction, MemoryOperand, Mnemonic, Register, RepPrefixKind};
 
 use crate::low::{
     sel, Stub, LCODE, LDATA, SEL_CODE16, SEL_CODE32, SEL_DATA16, SEL_DATA32, SEL_USER32_CS,
@@ -944,6 +944,21 @@ fn strings(a: &mut CodeAssembler, rng: &mut Rng, c: &Ctx) -> R {
         13 => Instruction::with_scasw(asz, rep)?,
         _ => Instruction::with_scasd(asz, rep)?,
     };
+    let mut ins = ins;
+    if matches!(
+        ins.mnemonic(),
+        Mnemonic::Stosb
+            | Mnemonic::Stosw
+            | Mnemonic::Stosd
+            | Mnemonic::Scasb
+            | Mnemonic::Scasw
+            | Mnemonic::Scasd
+    ) && rng.below(4) == 0
+    {
+        // A segment prefix on an ES:(E)DI-only string instruction is
+        // ignored.
+        ins.set_segment_prefix(rng.pick(&[Register::CS, Register::DS, Register::FS, Register::GS]));
+    }
     a.add_instruction(ins)?;
     if restore_es {
         a.pop(es)?;
@@ -1369,6 +1384,9 @@ fn branches(a: &mut CodeAssembler, rng: &mut Rng, c: &Ctx, sz: usize) -> R {
             let w = if o32 { 4 } else { 2 };
             let mut ret = prefix.to_vec();
             if args == 0 {
+                if rng.below(4) == 0 {
+                    ret.push(0xf3); // REP RET: the prefix is ignored
+                }
                 ret.push(0xc3);
             } else {
                 ret.push(0xc2);
