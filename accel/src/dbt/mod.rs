@@ -153,6 +153,7 @@ impl Vm for DbtVm {
             ic: self.ic.clone(),
             debugging: false,
             debug_hw: [None; 4],
+            created: std::time::Instant::now(),
         }))
     }
 
@@ -188,6 +189,8 @@ pub struct DbtVcpu {
     debugging: bool,
     /// The debugger's breakpoint/watchpoint slots (for reporting hits).
     debug_hw: [Option<HwBreak>; 4],
+    /// For the MIPS figure of `-d stats`.
+    created: std::time::Instant,
 }
 
 struct DbtKicker {
@@ -232,16 +235,18 @@ impl DbtVcpu {
 
 impl Drop for DbtVcpu {
     fn drop(&mut self) {
+        let secs = self.created.elapsed().as_secs_f64();
+        let mips = self.cpu.insn_count as f64 / secs.max(1e-9) / 1e6;
         #[cfg(target_arch = "x86_64")]
         if let Some(s) = self.cpu.jit_stats() {
             log::info!(target: "stats",
-                "vCPU {}: {} guest instructions, {} blocks decoded ({} page-crossing); JIT: {} blocks translated ({} bytes, {:.1} ms), {} flushes, {} links, {} entries, {} native / {} helper instructions translated",
-                self.cpu.config.apic_id, self.cpu.insn_count, self.cpu.decoded_blocks, self.cpu.crossing_decodes, s.blocks, s.code_bytes,
-                s.translate_ns as f64 / 1e6, s.flushes, s.links, s.entries, s.native_insns, s.helper_insns);
+                "vCPU {}: {} guest instructions in {:.2} s ({:.0} MIPS), {} blocks decoded ({} page-crossing); JIT: {} blocks translated ({} bytes, {:.1} ms), {} flushes, {} links patched, {} dispatcher entries, {} native / {} helper instructions translated, {} helper runs",
+                self.cpu.config.apic_id, self.cpu.insn_count, secs, mips, self.cpu.decoded_blocks, self.cpu.crossing_decodes, s.blocks, s.code_bytes,
+                s.translate_ns as f64 / 1e6, s.flushes, s.links, s.entries, s.native_insns, s.helper_insns, s.helper_runs);
         }
         #[cfg(target_arch = "x86_64")]
         if self.cpu.jit_stats().is_none() {
-            log::info!(target: "stats", "vCPU {}: {} guest instructions (interpreter)", self.cpu.config.apic_id, self.cpu.insn_count);
+            log::info!(target: "stats", "vCPU {}: {} guest instructions in {:.2} s ({:.0} MIPS, interpreter)", self.cpu.config.apic_id, self.cpu.insn_count, secs, mips);
         }
     }
 }

@@ -55,6 +55,8 @@ pub struct JitStats {
     pub code_bytes: u64,
     pub translate_ns: u64,
     pub entries: u64,
+    /// Instructions generated code handed to the interpreter at run time.
+    pub helper_runs: u64,
 }
 
 /// Smallest code region (a few blocks; tests use it to force flushes).
@@ -227,12 +229,14 @@ impl Jit {
 
     /// Drops every translation (the region is reused from its start).
     pub fn reset(&mut self) {
+        if !self.region.is_empty() {
+            self.stats.flushes += 1;
+        }
         self.region.reset();
         self.generation = self.generation.wrapping_add(1).max(1);
         self.sites.clear();
         self.links.clear();
         self.ijc.fill(IjcEntry::default());
-        self.stats.flushes += 1;
     }
 
     /// The host entry of `b`'s translation, if current.
@@ -630,6 +634,7 @@ impl Cpu {
     pub(crate) fn exec_for_jit(&mut self, bus: &mut dyn CpuBus, op: &crate::interp::Op) -> bool {
         let i = &op.insn;
         if let Some(j) = self.jit.as_mut() {
+            j.stats.helper_runs += 1;
             if j.profile {
                 *j.prof.entry(format!("{:?}", i.code())).or_default() += 1;
             }

@@ -81,6 +81,11 @@ impl Region {
         self.reserved = self.used;
     }
 
+    /// Nothing but the reserved head is in the region.
+    pub fn is_empty(&self) -> bool {
+        self.used == self.reserved
+    }
+
     /// Forgets every block (keeps the reserved head).
     pub fn reset(&mut self) {
         self.used = self.reserved;
