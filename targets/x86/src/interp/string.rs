@@ -164,8 +164,10 @@ pub fn cmps(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()>
     rep_loop(cpu, bus, i, &r, |cpu, bus| {
         let s = cpu.gpr_sized(RSI, r.asz);
         let d = cpu.gpr_sized(RDI, r.asz);
-        let a = cpu.read_sized(bus, seg, s, r.size)?;
+        // ES:(E)DI is read first (on Intel CPUs a fault there, e.g. #AC,
+        // wins over one at the source).
         let b = cpu.read_sized(bus, SegReg::Es, d, r.size)?;
+        let a = cpu.read_sized(bus, seg, s, r.size)?;
         let (res, f) = flags::sub(a, b, 0, r.size);
         cpu.set_flags(ARITH, f);
         adv(cpu, RSI, &r);
@@ -225,4 +227,54 @@ pub fn outs(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()>
         adv(cpu, RSI, &r);
         Ok(true)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use iced_x86::code_asm::*;
+    use iced_x86::{Instruction, Register, RepPrefixKind};
+
+    use crate::consts::{cr0, rflags};
+    use crate::exception::vector;
+    use crate::interp::tests::{asm, CODE, DS32, GDT_ENTRIES, M, TSS, UCS32, UDS};
+    use crate::interp::ExitReason;
+    use crate::{SegReg, Segment};
+
+    #[test]
+    fn cmps_reads_the_destination_first() {
+        // CPL 3, alignment checks on: CMPSD FS:[ESI], ES:[EDI] with a null
+        // FS (#GP on use) and a misaligned EDI (#AC) raises #AC, as on
+        // Intel CPUs (the ES:EDI read comes first); with EDI aligned, #GP.
+        for (dst, expect) in [(0x7002u32, vector::AC), (0x7000, vector::GP)] {
+            let code = asm(32, CODE, |a| {
+                a.xor(eax, eax).unwrap();
+                a.mov(fs, ax).unwrap();
+                a.mov(esi, 0x7100).unwrap();
+                a.mov(edi, dst).unwrap();
+                a.add_instruction(
+                    Instruction::with_cmpsd(32, Register::FS, RepPrefixKind::None).unwrap(),
+                )
+                .unwrap();
+                a.hlt().unwrap();
+            });
+            let mut m = M::prot32(&code);
+            m.install_handlers32();
+            m.bus.load(TSS + 4, &0x60000u32.to_le_bytes());
+            m.bus.load(TSS + 8, &(DS32 as u32).to_le_bytes());
+            let st = &mut m.cpu.state;
+            let user = |sel: u16| {
+                Segment::from_descriptor(sel, GDT_ENTRIES[(sel >> 3) as usize] | 1 << 40)
+            };
+            st.segs[SegReg::Cs as usize] = user(UCS32);
+            for s in [SegReg::Ds, SegReg::Es, SegReg::Ss, SegReg::Fs, SegReg::Gs] {
+                st.segs[s as usize] = user(UDS);
+            }
+            st.gpr[4] = 0x50000;
+            st.cr0 |= cr0::AM;
+            st.rflags |= rflags::AC;
+            m.cpu.update_mode();
+            assert_eq!(m.run(), ExitReason::Halt);
+            assert_eq!(m.rec().0, expect as u64, "EDI = {dst:#x}");
+        }
+    }
 }
