@@ -367,8 +367,13 @@ pub fn gen_one(a: &mut CodeAssembler, rng: &mut Rng, c: &Ctx) -> R {
             }
         }
         5 => {
-            let n = rng.below(40) as i32;
+            // 16-bit SHLD/SHRD by more than 16 leave the destination
+            // undefined (and vendors differ): counts up to 16 there.
             let w = rng.below(2) == 0;
+            let n = if w { rng.below(17) } else { rng.below(40) } as i32;
+            if w && rng.below(2) == 0 {
+                a.and(cl, 0xf)?;
+            }
             if rng.below(3) == 0 {
                 let m = mem(a, rng, c, 4)?;
                 match (rng.below(4), w) {
@@ -1126,6 +1131,7 @@ fn segs(a: &mut CodeAssembler, rng: &mut Rng, c: &Ctx) -> R {
                 (Code::Pushd_GS, Code::Popd_GS, Register::GS),
             ];
             let (push, pop, r) = rng.pick(&sw);
+            zero_slot(a, rng)?;
             a.add_instruction(Instruction::with1(push, r)?)?;
             a.add_instruction(Instruction::with1(pop, r)?)
         }
@@ -1138,6 +1144,7 @@ fn segs(a: &mut CodeAssembler, rng: &mut Rng, c: &Ctx) -> R {
                 (Code::Pushw_CS, Register::CS),
                 (Code::Pushd_GS, Register::GS),
             ]);
+            zero_slot(a, rng)?;
             a.add_instruction(Instruction::with1(code, r)?)?;
             if matches!(code, Code::Pushw_CS) {
                 a.pop(R16[x])
@@ -1310,6 +1317,15 @@ fn segs(a: &mut CodeAssembler, rng: &mut Rng, c: &Ctx) -> R {
             }
         }
     }
+}
+
+/// Zeroes the dword below the stack pointer (PUSH 0; POP r): a 32-bit
+/// PUSH of a segment register then leaves the same slot whether the CPU
+/// writes 16 bits (Intel) or a zero-extended dword (implementation
+/// specific, SDM).
+fn zero_slot(a: &mut CodeAssembler, rng: &mut Rng) -> R {
+    a.add_instruction(Instruction::with1(Code::Pushd_imm8, 0)?)?;
+    a.pop(R32[rng.pick(&GP)])
 }
 
 /// Forward branches, JCXZ/JECXZ, LOOP, near CALL/RET.
