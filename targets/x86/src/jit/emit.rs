@@ -18,10 +18,11 @@
 //!
 //! At any point of a block the guest's arithmetic flags (OF SF ZF AF PF
 //! CF) are in one of three places ([`Fl`]): the guest `rflags` in memory,
-//! the host EFLAGS (right after a host ALU instruction computed them), or
-//! the stash (`Cpu::jit_stash`, LAHF/SETO format: AH = SF ZF AF PF CF,
-//! AL = OF), where they go before an inline TLB check clobbers EFLAGS.
-//! Exits, helpers and slow paths materialise them into `rflags`.
+//! the host EFLAGS (right after a host ALU instruction computed them), AX
+//! in LAHF/SETO format (AH = SF ZF AF PF CF, AL = OF), where they go before
+//! an inline TLB check clobbers EFLAGS, or the stash (`Cpu::jit_stash`,
+//! same format), where they are between blocks. Helpers and slow paths
+//! materialise them into `rflags`; so does the exit to the dispatcher.
 
 use std::mem::offset_of;
 
@@ -71,6 +72,10 @@ pub(super) enum Fl {
     Mem,
     Host,
     Stash,
+    /// In AX, in the stash's format (AH = SF ZF AF PF CF, AL = OF): where
+    /// they go before a TLB check clobbers EFLAGS; nothing else touches
+    /// rax until they move on.
+    Ax,
 }
 
 /// Kind of access a TLB check is for (selects the tag).
@@ -224,6 +229,7 @@ impl<'a> Tr<'a> {
                 dynasm!(self.a ; .arch x64 ; mov ax, WORD [rbx + STASH]);
                 self.merge_ax_into_rflags(ARITH);
             }
+            Fl::Ax => self.merge_ax_into_rflags(ARITH),
         }
         self.fl = Fl::Mem;
     }
@@ -240,6 +246,7 @@ impl<'a> Tr<'a> {
                     ; sahf
                 );
             }
+            Fl::Ax => dynasm!(self.a ; .arch x64 ; add al, 0x7f ; sahf),
             Fl::Mem => {
                 dynasm!(self.a
                     ; .arch x64
@@ -257,16 +264,11 @@ impl<'a> Tr<'a> {
         self.fl = Fl::Host;
     }
 
-    /// Before code that clobbers EFLAGS: keep live host flags in the stash.
+    /// Before code that clobbers EFLAGS: keep live host flags in AX.
     pub fn fl_spill(&mut self) {
         if self.fl == Fl::Host {
-            dynasm!(self.a
-                ; .arch x64
-                ; lahf
-                ; seto al
-                ; mov WORD [rbx + STASH], ax
-            );
-            self.fl = Fl::Stash;
+            dynasm!(self.a ; .arch x64 ; lahf ; seto al);
+            self.fl = Fl::Ax;
         }
     }
 
@@ -276,7 +278,8 @@ impl<'a> Tr<'a> {
         match to {
             Fl::Mem => self.fl_to_mem(),
             Fl::Host => self.fl_to_host(),
-            Fl::Stash => {
+            Fl::Stash => self.fl_to_stash(),
+            Fl::Ax => {
                 self.fl_to_host();
                 self.fl_spill();
             }
@@ -656,6 +659,10 @@ impl<'a> Tr<'a> {
             self.fl_to_host();
         }
         self.fl_spill();
+        if self.fl == Fl::Ax {
+            dynasm!(self.a ; .arch x64 ; mov WORD [rbx + STASH], ax);
+            self.fl = Fl::Stash;
+        }
     }
 
     /// Leaves the block after `count` instructions for `target` (or the

@@ -999,8 +999,8 @@ fn shift(tr: &mut Tr, i: &Instruction, ext: u8) -> Option<Emitted> {
             // SAR: OF = 0.
             _ => dynasm!(tr.a ; .arch x64 ; mov al, 0),
         }
-        dynasm!(tr.a ; .arch x64 ; =>skip ; mov WORD [rbx + super::emit::STASH], ax);
-        tr.fl = Fl::Stash;
+        dynasm!(tr.a ; .arch x64 ; =>skip);
+        tr.fl = Fl::Ax;
     }
     store_reg(tr, R9, off, size);
     tr.end_insn();
