@@ -5,7 +5,7 @@
 //! is a helper call into the interpreter.
 
 use dynasmrt::{dynasm, DynasmApi, DynasmLabelApi};
-use iced_x86::{Instruction, Mnemonic as M, OpKind, Register};
+use iced_x86::{ConditionCode, FlowControl, Instruction, Mnemonic as M, OpKind, Register};
 
 use super::emit::{gpr_off, Acc, Fl, Tr, R10, R9, RIP, RSI, RSP_OFF};
 
@@ -300,54 +300,15 @@ pub(super) fn emit(tr: &mut Tr, i: &Instruction) -> Emitted {
         M::Nop => Some(Emitted::Native),
         M::Xchg => xchg(tr, i),
         M::Cdqe | M::Cwde | M::Cbw | M::Cqo | M::Cdq | M::Cwd => sext_acc(tr, i),
-        M::Seta
-        | M::Setae
-        | M::Setb
-        | M::Setbe
-        | M::Sete
-        | M::Setg
-        | M::Setge
-        | M::Setl
-        | M::Setle
-        | M::Setne
-        | M::Setno
-        | M::Setnp
-        | M::Setns
-        | M::Seto
-        | M::Setp
-        | M::Sets => set(tr, i),
-        M::Cmova
-        | M::Cmovae
-        | M::Cmovb
-        | M::Cmovbe
-        | M::Cmove
-        | M::Cmovg
-        | M::Cmovge
-        | M::Cmovl
-        | M::Cmovle
-        | M::Cmovne
-        | M::Cmovno
-        | M::Cmovnp
-        | M::Cmovns
-        | M::Cmovo
-        | M::Cmovp
-        | M::Cmovs => cmov(tr, i),
-        M::Ja
-        | M::Jae
-        | M::Jb
-        | M::Jbe
-        | M::Je
-        | M::Jg
-        | M::Jge
-        | M::Jl
-        | M::Jle
-        | M::Jne
-        | M::Jno
-        | M::Jnp
-        | M::Jns
-        | M::Jo
-        | M::Jp
-        | M::Js => jcc(tr, i),
+        // Jcc, SETcc, CMOVcc (LOOPcc, also with a condition, are helpers).
+        m if i.condition_code() != ConditionCode::None && !matches!(m, M::Loope | M::Loopne) => {
+            match (i.flow_control(), i.op_count()) {
+                (FlowControl::ConditionalBranch, _) => jcc(tr, i),
+                (FlowControl::Next, 1) => set(tr, i),
+                (FlowControl::Next, 2) => cmov(tr, i),
+                _ => None,
+            }
+        }
         M::Jmp => jmp(tr, i),
         M::Call => call(tr, i),
         M::Ret => ret(tr, i),

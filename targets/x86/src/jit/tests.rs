@@ -42,23 +42,7 @@ const P8: [AsmRegister8; 8] = [al, cl, dl, bl, ah, ch, dh, bh];
 /// Data area, addressed as [rbp + 0..0x100).
 const DATA: u64 = 0x40000;
 
-macro_rules! alu {
-    ($a:expr, $k:expr, $d:expr, $s:expr) => {
-        match $k {
-            0 => $a.add($d, $s),
-            1 => $a.or($d, $s),
-            2 => $a.adc($d, $s),
-            3 => $a.sbb($d, $s),
-            4 => $a.and($d, $s),
-            5 => $a.sub($d, $s),
-            6 => $a.xor($d, $s),
-            7 => $a.cmp($d, $s),
-            _ => $a.test($d, $s),
-        }
-    };
-}
-
-/// ALU with a memory source (no TEST reg, mem form).
+/// ALU op `k` (0 ADD .. 7 CMP) with any operands.
 macro_rules! alu_rm {
     ($a:expr, $k:expr, $d:expr, $s:expr) => {
         match $k {
@@ -70,6 +54,16 @@ macro_rules! alu_rm {
             5 => $a.sub($d, $s),
             6 => $a.xor($d, $s),
             _ => $a.cmp($d, $s),
+        }
+    };
+}
+
+/// ALU op `k`, 8 = TEST (register or immediate source).
+macro_rules! alu {
+    ($a:expr, $k:expr, $d:expr, $s:expr) => {
+        match $k {
+            8 => $a.test($d, $s),
+            k => alu_rm!($a, k, $d, $s),
         }
     };
 }
