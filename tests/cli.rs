@@ -146,7 +146,11 @@ fn dbt_properties() {
     ] {
         let o = run(&["-accel", accel, "-d", "stats"]);
         assert_eq!(o.status, Some(0), "{accel}\n{}", o.dump());
-        assert!(o.stdout.contains("primes below 100000: 9592"), "{}", o.dump());
+        assert!(
+            o.stdout.contains("primes below 100000: 9592"),
+            "{}",
+            o.dump()
+        );
         assert!(o.stderr.contains(tier), "{accel}\n{}", o.dump());
         assert_eq!(
             o.stderr.contains("blocks translated"),
