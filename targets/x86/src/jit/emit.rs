@@ -54,6 +54,13 @@ pub(super) const fn seg_base_off(s: usize) -> i32 {
         + offset_of!(Segment, base)) as i32
 }
 
+pub(super) const fn seg_sel_off(s: usize) -> i32 {
+    (offset_of!(Cpu, state)
+        + offset_of!(CpuState, segs)
+        + s * std::mem::size_of::<Segment>()
+        + offset_of!(Segment, selector)) as i32
+}
+
 /// Host register numbers.
 pub(super) const RSI: u8 = 6;
 pub(super) const R9: u8 = 9;
@@ -101,6 +108,8 @@ pub(super) struct TrCtx {
     /// Linear page of the block (links stay inside it).
     pub page: u64,
     pub cs_base: u64,
+    /// CPL the block runs at (part of what the translation assumes).
+    pub cpl: u8,
     /// The indirect-jump cache ([`super::Ijc`]) and this block's mode tag
     /// (nonzero), for exits whose target block is looked up inline.
     pub ijc: u64,

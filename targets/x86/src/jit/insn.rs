@@ -280,6 +280,14 @@ pub(super) fn emit(tr: &mut Tr, i: &Instruction) -> Emitted {
         return Emitted::Helper;
     }
     let r = match i.mnemonic() {
+        M::Mov
+            if i.op_count() == 2
+                && i.op0_kind() == OpKind::Register
+                && i.op1_kind() == OpKind::Register
+                && i.op1_register().is_segment_register() =>
+        {
+            mov_from_sreg(tr, i)
+        }
         M::Mov => mov(tr, i),
         M::Movzx => ext(tr, i, false),
         M::Movsx | M::Movsxd => ext(tr, i, true),
@@ -320,6 +328,14 @@ pub(super) fn emit(tr: &mut Tr, i: &Instruction) -> Emitted {
         M::Shr => shift(tr, i, 5),
         M::Sar => shift(tr, i, 7),
         M::Imul => imul(tr, i),
+        M::Bswap => bswap(tr, i),
+        M::Prefetchnta | M::Prefetcht0 | M::Prefetcht1 | M::Prefetcht2 | M::Prefetchw => {
+            // Hints: no access, no fault.
+            tr.end_insn();
+            Some(Emitted::Native)
+        }
+        M::Cli => cli(tr),
+        M::Pushfq => pushfq(tr),
         _ => None,
     };
     r.unwrap_or(Emitted::Helper)
@@ -977,11 +993,13 @@ fn imul(tr: &mut Tr, i: &Instruction) -> Option<Emitted> {
     let Opd::Reg(doff, size) = opd(i, 0)? else {
         return None;
     };
-    if size == 1
-        || written(i) & !tr.dead() & !(iced_x86::RflagsBits::OF | iced_x86::RflagsBits::CF) != 0
-    {
+    if size == 1 {
         return None;
     }
+    // SF ZF AF PF are undefined: when they are live, set them as the
+    // interpreter does (from the result, AF clear).
+    let exact =
+        written(i) & !tr.dead() & !(iced_x86::RflagsBits::OF | iced_x86::RflagsBits::CF) != 0;
     let src = opd(i, 1)?;
     if let Opd::Imm(_) = src {
         return None;
@@ -1012,8 +1030,91 @@ fn imul(tr: &mut Tr, i: &Instruction) -> Option<Emitted> {
             imm_bytes(tr, size, v);
         }
     }
-    tr.fl = Fl::Host;
+    if exact {
+        // OF = CF after IMUL; TEST gives SF ZF PF of the result.
+        dynasm!(tr.a ; .arch x64 ; seto r11b);
+        test_rr(tr, size, R9, R9);
+        dynasm!(tr.a
+            ; .arch x64
+            ; lahf
+            ; mov al, r11b
+            ; or ah, al
+            ; and ah, -17i8
+        );
+        tr.fl = Fl::Ax;
+    } else {
+        tr.fl = Fl::Host;
+    }
     store_reg(tr, R9, doff, size);
+    tr.end_insn();
+    Some(Emitted::Native)
+}
+
+fn bswap(tr: &mut Tr, i: &Instruction) -> Option<Emitted> {
+    let Opd::Reg(off, size) = opd(i, 0)? else {
+        return None;
+    };
+    if size < 4 {
+        return None;
+    }
+    load_reg(tr, R9, off, size);
+    if size == 8 {
+        dynasm!(tr.a ; .arch x64 ; bswap r9);
+    } else {
+        dynasm!(tr.a ; .arch x64 ; bswap r9d);
+    }
+    store_reg(tr, R9, off, size);
+    tr.end_insn();
+    Some(Emitted::Native)
+}
+
+/// CLI at CPL 0 in 64-bit mode (always allowed there).
+fn cli(tr: &mut Tr) -> Option<Emitted> {
+    if !tr.ctx.long64 || tr.ctx.cpl != 0 {
+        return None;
+    }
+    tr.fl_spill();
+    let keep = !(crate::consts::rflags::IF as i32);
+    dynasm!(tr.a ; .arch x64 ; and QWORD [rbx + super::emit::RFLAGS], keep);
+    tr.end_insn();
+    Some(Emitted::Native)
+}
+
+/// PUSHFQ: RFLAGS without RF (and VM, clear in 64-bit mode).
+fn pushfq(tr: &mut Tr) -> Option<Emitted> {
+    if !tr.ctx.long64 {
+        return None;
+    }
+    tr.fl_to_mem();
+    tr.slow_label();
+    let mask = !((crate::consts::rflags::VM | crate::consts::rflags::RF) as i32);
+    dynasm!(tr.a
+        ; .arch x64
+        ; mov r9, QWORD [rbx + super::emit::RFLAGS]
+        ; and r9, mask
+    );
+    push_r9(tr);
+    tr.end_insn();
+    Some(Emitted::Native)
+}
+
+/// MOV r16/r32/r64, Sreg: the selector, zero-extended.
+fn mov_from_sreg(tr: &mut Tr, i: &Instruction) -> Option<Emitted> {
+    let Opd::Reg(off, size) = opd(i, 0)? else {
+        return None;
+    };
+    let s = match i.op1_register() {
+        Register::ES => 0,
+        Register::CS => 1,
+        Register::SS => 2,
+        Register::DS => 3,
+        Register::FS => 4,
+        Register::GS => 5,
+        _ => return None,
+    };
+    let sel = super::emit::seg_sel_off(s);
+    dynasm!(tr.a ; .arch x64 ; movzx r9d, WORD [rbx + sel]);
+    store_reg(tr, R9, off, size);
     tr.end_insn();
     Some(Emitted::Native)
 }

@@ -585,6 +585,7 @@ impl Cpu {
             exit_stash: jit.exit_stash,
             page: lin & PAGE_MASK,
             cs_base: blk.key.cs_base,
+            cpl: self.cpl,
             ijc: jit.ijc.as_ptr() as u64,
             mode: mode_tag(blk.key.cs_base, blk.key.bitness, assume),
         };

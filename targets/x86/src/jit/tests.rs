@@ -198,9 +198,17 @@ fn op64(a: &mut CodeAssembler, r: &mut Rng) -> Result<(), IcedError> {
             a.set_label(&mut l)?;
             a.nop()
         }
-        22 => match r.below(3) {
+        22 => match r.below(8) {
             0 => a.cdqe(),
             1 => a.cqo(),
+            2 => a.bswap(R64[i]),
+            3 => a.bswap(R32[i]),
+            4 => {
+                a.pushfq()?;
+                a.pop(R64[j])
+            }
+            5 => a.mov(R32[i], ds),
+            6 => a.cli(),
             _ => a.xchg(R64[i], R64[j]),
         },
         _ => a.mov(R32[i], dword_ptr(rbp + d)),
