@@ -251,6 +251,8 @@ pub struct Cpu {
     pub(crate) jit_stash: u16,
     /// The patchable exit generated code last left through (0: none).
     pub(crate) jit_link_site: usize,
+    /// The helpers' context while generated code runs.
+    pub(crate) jit_ctx: usize,
 }
 
 impl Cpu {
@@ -288,6 +290,7 @@ impl Cpu {
             jit_budget: 0,
             jit_stash: 0,
             jit_link_site: 0,
+            jit_ctx: 0,
         };
         c.update_mode();
         c

@@ -7,7 +7,7 @@
 //! | host | holds |
 //! |------|-------|
 //! | rbx  | `*mut Cpu` (guest registers are memory operands `[rbx + off]`) |
-//! | r12  | `*mut Ctx` (the bus, for helpers) |
+//! | rbp, r14, r15, r12 | guest GPRs cached for the block (see `RegCache`) |
 //! | r13  | the TLB (supervisor or user half) the block's CPL uses, set at entry |
 //! | rax, rcx | flag save/restore scratch (LAHF/SAHF need AH) |
 //! | rsi  | effective address, then host pointer after the TLB check |
@@ -41,6 +41,7 @@ pub(super) const ICOUNT: i32 = offset_of!(Cpu, insn_count) as i32;
 pub(super) const BUDGET: i32 = offset_of!(Cpu, jit_budget) as i32;
 pub(super) const STASH: i32 = offset_of!(Cpu, jit_stash) as i32;
 pub(super) const LINK: i32 = offset_of!(Cpu, jit_link_site) as i32;
+pub(super) const CTX: i32 = offset_of!(Cpu, jit_ctx) as i32;
 pub(super) const RSP_OFF: i32 = gpr_off(4);
 
 pub(super) const fn gpr_off(n: usize) -> i32 {
@@ -166,7 +167,7 @@ pub(super) struct Tr<'a> {
 /// Host registers that hold guest GPRs inside a block (callee-saved, so
 /// helper calls keep them; the guest copy in memory is made current
 /// before every helper, slow path and exit).
-pub(super) const CACHE_HOSTS: [u8; 3] = [5, 14, 15];
+pub(super) const CACHE_HOSTS: [u8; 4] = [5, 14, 15, 12];
 
 /// Which guest GPR lives in which host register, and its state.
 #[derive(Clone, Copy, Debug, Default)]
@@ -451,7 +452,7 @@ impl<'a> Tr<'a> {
         dynasm!(self.a
             ; .arch x64
             ; mov rdi, rbx
-            ; mov rsi, r12
+            ; mov rsi, QWORD [rbx + CTX]
             ; mov rdx, QWORD op as i64
             ; mov rax, QWORD f
             ; call rax

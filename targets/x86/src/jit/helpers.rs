@@ -5,7 +5,7 @@
 use crate::bus::CpuBus;
 use crate::interp::{Cpu, Op};
 
-/// What generated code gets in r12: the bus, for helpers.
+/// What helpers get from generated code (`Cpu::jit_ctx`): the bus.
 pub struct Ctx<'a> {
     pub bus: &'a mut dyn CpuBus,
 }

@@ -171,7 +171,7 @@ impl Jit {
             ; push r15
             ; sub rsp, 8
             ; mov rbx, rdi
-            ; mov r12, rsi
+            ; mov QWORD [rbx + emit::CTX], rsi
             // Blocks find the guest flags in the stash (LAHF/SETO form).
             ; mov eax, DWORD [rbx + emit::RFLAGS]
             ; mov ecx, eax
