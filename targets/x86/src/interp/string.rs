@@ -120,9 +120,112 @@ fn rep_loop(
     }
 }
 
+/// REP MOVS / REP STOS over RAM in 64-bit mode with DF=0: whole runs that
+/// stay inside one source and one destination page are copied (or filled)
+/// at once. Anything else — MMIO, ROM, pages holding code or watched by
+/// gdb, a missing translation (the fault), a page-crossing element, an
+/// overlap where the forward element order matters — is left to the
+/// element loop, which handles it exactly; so is every register update
+/// after a fault. `src`: MOVS's source segment, `None` for STOS.
+fn bulk(cpu: &mut Cpu, bus: &mut dyn CpuBus, r: &Rep, src: Option<SegReg>) {
+    use crate::mmu::seg::is_canonical;
+    use crate::mmu::tlb::{ATTR_RAM_READ, PAGE_MASK};
+    use crate::mmu::Access;
+    if !r.rep || !cpu.long64 || r.asz != 8 || cpu.ac || cpu.mmu.watching() {
+        return;
+    }
+    if cpu.state.rflags & DF != 0 {
+        return;
+    }
+    let size = r.size as u64;
+    let base = match src {
+        Some(s @ (SegReg::Fs | SegReg::Gs)) => cpu.state.seg(s).base,
+        _ => 0,
+    };
+    let fill = cpu.gpr_sized(RAX, r.size);
+    let mut done = 0u64;
+    while done < 64 * 1024 {
+        let c = cpu.state.gpr[RCX];
+        let d = cpu.state.gpr[RDI];
+        if c == 0 || !is_canonical(d) {
+            return;
+        }
+        // The source first: the element order reads it before writing.
+        let mut bytes = (0x1000 - (d & 0xfff)).min(c.saturating_mul(size));
+        let mut hs = 0;
+        if src.is_some() {
+            let s = base.wrapping_add(cpu.state.gpr[RSI]);
+            if !is_canonical(s) {
+                return;
+            }
+            let Ok(se) = cpu
+                .mmu
+                .translate(&cpu.state, bus, s, Access::Read, cpu.user)
+            else {
+                return;
+            };
+            if se.tag_read != s & PAGE_MASK || se.attrs & ATTR_RAM_READ == 0 {
+                return;
+            }
+            bytes = bytes.min(0x1000 - (s & 0xfff));
+            hs = se.addend.wrapping_add(s);
+        }
+        let Ok(de) = cpu
+            .mmu
+            .translate(&cpu.state, bus, d, Access::Write, cpu.user)
+        else {
+            return;
+        };
+        if de.tag_write != d & PAGE_MASK {
+            return;
+        }
+        let hd = de.addend.wrapping_add(d);
+        bytes -= bytes % size;
+        if bytes == 0 {
+            return;
+        }
+        if src.is_some() {
+            if hd > hs && hd < hs + bytes {
+                // Forward element order replicates data here: memmove
+                // would not.
+                return;
+            }
+            // SAFETY: both TLB entries map their whole 4 KiB page on the
+            // host (RAM, the destination writable and free of translated
+            // code), and `bytes` stays inside both pages; `copy` allows
+            // the remaining overlaps, which give the same result as the
+            // forward element order.
+            unsafe { std::ptr::copy(hs as *const u8, hd as *mut u8, bytes as usize) };
+            cpu.state.gpr[RSI] = cpu.state.gpr[RSI].wrapping_add(bytes);
+        } else {
+            let n = (bytes / size) as usize;
+            // SAFETY: as above for the destination page; unaligned writes
+            // of the element, never a reference into guest memory.
+            unsafe {
+                match r.size {
+                    1 => std::ptr::write_bytes(hd as *mut u8, fill as u8, n),
+                    2 => (0..n).for_each(|k| {
+                        std::ptr::write_unaligned((hd as *mut u16).add(k), (fill as u16).to_le())
+                    }),
+                    4 => (0..n).for_each(|k| {
+                        std::ptr::write_unaligned((hd as *mut u32).add(k), (fill as u32).to_le())
+                    }),
+                    _ => (0..n).for_each(|k| {
+                        std::ptr::write_unaligned((hd as *mut u64).add(k), fill.to_le())
+                    }),
+                }
+            }
+        }
+        cpu.state.gpr[RDI] = d.wrapping_add(bytes);
+        cpu.state.gpr[RCX] = c - bytes / size;
+        done += bytes;
+    }
+}
+
 pub fn movs(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()> {
     let r = Rep::new(cpu, i);
     let seg = src_seg(cpu, i);
+    bulk(cpu, bus, &r, Some(seg));
     rep_loop(cpu, bus, i, &r, |cpu, bus| {
         let s = cpu.gpr_sized(RSI, r.asz);
         let d = cpu.gpr_sized(RDI, r.asz);
@@ -137,6 +240,7 @@ pub fn movs(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()>
 pub fn stos(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()> {
     let r = Rep::new(cpu, i);
     let v = cpu.gpr_sized(RAX, r.size);
+    bulk(cpu, bus, &r, None);
     rep_loop(cpu, bus, i, &r, |cpu, bus| {
         let d = cpu.gpr_sized(RDI, r.asz);
         cpu.write_sized(bus, SegReg::Es, d, r.size, v)?;

@@ -8,6 +8,7 @@ mod alu;
 mod boot;
 mod exceptions;
 mod paging;
+mod strings;
 mod system;
 
 use iced_x86::code_asm::CodeAssembler;
