@@ -17,7 +17,7 @@
 //! # Guest flags
 //!
 //! At any point of a block the guest's arithmetic flags (OF SF ZF AF PF
-//! CF) are in one of three places ([`Fl`]): the guest `rflags` in memory,
+//! CF) are in one of four places ([`Fl`]): the guest `rflags` in memory,
 //! the host EFLAGS (right after a host ALU instruction computed them), AX
 //! in LAHF/SETO format (AH = SF ZF AF PF CF, AL = OF), where they go before
 //! an inline TLB check clobbers EFLAGS, or the stash (`Cpu::jit_stash`,

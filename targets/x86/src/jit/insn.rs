@@ -984,8 +984,8 @@ fn shift(tr: &mut Tr, i: &Instruction, ext: u8) -> Option<Emitted> {
     Some(Emitted::Native)
 }
 
-/// Two- and three-operand IMUL (native when SF ZF AF PF, undefined, are
-/// dead; CF/OF are exact on every host).
+/// Two- and three-operand IMUL. CF/OF are exact on every host; SF ZF AF PF
+/// (undefined) are patched to the interpreter's values when live.
 fn imul(tr: &mut Tr, i: &Instruction) -> Option<Emitted> {
     if i.op_count() < 2 {
         return None;
