@@ -581,6 +581,30 @@ fn spinning_rom() -> Vec<u8> {
     bios_rom(&code, 0x10000)
 }
 
+/// Starts hx86 on the spinning ROM with gdb running `script`; once the
+/// guest printed (and `settle_ms` later) gdb gets a SIGINT as from Ctrl-C
+/// on its terminal and sends the interrupt to hx86. Returns hx86, gdb's
+/// output and a context for assertions (protocol errors already checked).
+fn interrupt_spinning(
+    accel: &str,
+    rom: &str,
+    script: &[&str],
+    settle_ms: u64,
+) -> (Hx, String, String) {
+    let hx = Hx::start(accel, "tcp::0", &["-bios", rom]);
+    let (g, log) = spawn_gdb(&hx, script);
+    hx.wait_stdout("R");
+    std::thread::sleep(std::time::Duration::from_millis(settle_ms));
+    // SAFETY: kill(2) on the pid of a child we spawned and still own.
+    unsafe {
+        libc::kill(g.id() as i32, libc::SIGINT);
+    }
+    let out = finish_gdb(g, &log);
+    let ctx = format!("-accel {accel}\n{out}\n{}", hx.dump());
+    no_protocol_errors(&out, &ctx);
+    (hx, out, ctx)
+}
+
 #[test]
 fn ctrl_c_interrupts_a_running_guest() {
     if !gdb_available() {
@@ -589,28 +613,15 @@ fn ctrl_c_interrupts_a_running_guest() {
     let d = scratch("gdb-ctrlc");
     let rom = write(&d, "spin.rom", &spinning_rom());
     for accel in accels() {
-        let mut hx = Hx::start(accel, "tcp::0", &["-bios", &rom]);
-        let (g, log) = spawn_gdb(
-            &hx,
-            &[
-                "continue",
-                "echo ==stopped\\n",
-                "info registers rip",
-                "stepi",
-                "info registers rip",
-                "kill",
-            ],
-        );
-        // The guest runs once it printed; then gdb gets a SIGINT as from
-        // Ctrl-C on its terminal, and sends the interrupt to hx86.
-        hx.wait_stdout("R");
-        // SAFETY: kill(2) on the pid of a child we spawned and still own.
-        unsafe {
-            libc::kill(g.id() as i32, libc::SIGINT);
-        }
-        let out = finish_gdb(g, &log);
-        let ctx = format!("-accel {accel}\n{out}\n{}", hx.dump());
-        no_protocol_errors(&out, &ctx);
+        let script = [
+            "continue",
+            "echo ==stopped\\n",
+            "info registers rip",
+            "stepi",
+            "info registers rip",
+            "kill",
+        ];
+        let (mut hx, out, ctx) = interrupt_spinning(accel, &rom, &script, 0);
         assert!(out.contains("Program received signal SIGINT"), "{ctx}");
         let st = &out[out.find("==stopped").unwrap()..];
         let rips: Vec<u64> = st.lines().filter_map(|l| reg(l, "rip")).collect();
@@ -987,32 +998,20 @@ fn breakpoint_in_translated_loop() {
     let d = scratch("gdb-jitloop");
     let rom = write(&d, "spin.rom", &spinning_rom());
     for accel in accels() {
-        let mut hx = Hx::start(accel, "tcp::0", &["-bios", &rom]);
-        let (g, log) = spawn_gdb(
-            &hx,
-            &[
-                "continue",
-                "echo ==stopped\\n",
-                // The `jmp` back to `inc cx` (ROM offset 7).
-                "break *0xffff0007",
-                "continue",
-                "info registers rip rcx",
-                "continue",
-                "info registers rip rcx",
-                "delete",
-                "kill",
-            ],
-        );
-        hx.wait_stdout("R");
+        let script = [
+            "continue",
+            "echo ==stopped\\n",
+            // The `jmp` back to `inc cx` (ROM offset 7).
+            "break *0xffff0007",
+            "continue",
+            "info registers rip rcx",
+            "continue",
+            "info registers rip rcx",
+            "delete",
+            "kill",
+        ];
         // Let the loop run long enough to be translated and linked.
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        // SAFETY: kill(2) on the pid of a child we spawned and still own.
-        unsafe {
-            libc::kill(g.id() as i32, libc::SIGINT);
-        }
-        let out = finish_gdb(g, &log);
-        let ctx = format!("-accel {accel}\n{out}\n{}", hx.dump());
-        no_protocol_errors(&out, &ctx);
+        let (mut hx, out, ctx) = interrupt_spinning(accel, &rom, &script, 300);
         let st = &out[out.find("==stopped").unwrap()..];
         let rips: Vec<u64> = st.lines().filter_map(|l| reg(l, "rip")).collect();
         let rcxs: Vec<u64> = st.lines().filter_map(|l| reg(l, "rcx")).collect();
