@@ -346,11 +346,9 @@ mod tests {
 
 #[cfg(test)]
 mod ac_tests {
-    use crate::consts::{cr0, rflags};
     use crate::exception::vector;
-    use crate::interp::tests::{asm, CODE, DS32, GDT_ENTRIES, M, TSS, UCS32, UDS};
+    use crate::interp::tests::{asm, CODE, M};
     use crate::interp::ExitReason;
-    use crate::{SegReg, Segment};
 
     #[test]
     fn enter_checks_the_final_stack_pointer_alignment() {
@@ -362,22 +360,7 @@ mod ac_tests {
                 a.enter(alloc, 0).unwrap();
                 a.hlt().unwrap();
             });
-            let mut m = M::prot32(&code);
-            m.install_handlers32();
-            m.bus.load(TSS + 4, &0x60000u32.to_le_bytes());
-            m.bus.load(TSS + 8, &(DS32 as u32).to_le_bytes());
-            let st = &mut m.cpu.state;
-            let user = |sel: u16| {
-                Segment::from_descriptor(sel, GDT_ENTRIES[(sel >> 3) as usize] | 1 << 40)
-            };
-            st.segs[SegReg::Cs as usize] = user(UCS32);
-            for s in [SegReg::Ds, SegReg::Es, SegReg::Ss, SegReg::Fs, SegReg::Gs] {
-                st.segs[s as usize] = user(UDS);
-            }
-            st.gpr[4] = 0x50000;
-            st.cr0 |= cr0::AM;
-            st.rflags |= rflags::AC;
-            m.cpu.update_mode();
+            let mut m = M::prot32_user_ac(&code);
             assert_eq!(m.run(), ExitReason::Halt);
             assert_eq!(m.rec().0, expect as u64, "ENTER {alloc}, 0");
         }

@@ -132,6 +132,26 @@ impl M {
         m
     }
 
+    /// Flat 32-bit protected mode at CPL 3 with alignment checking on
+    /// (CR0.AM, EFLAGS.AC), ESP 0x50000, exception handlers installed and
+    /// a ring-0 stack in the TSS.
+    pub fn prot32_user_ac(code: &[u8]) -> M {
+        let mut m = M::prot32(code);
+        m.install_handlers32();
+        m.bus.load(TSS + 4, &0x60000u32.to_le_bytes());
+        m.bus.load(TSS + 8, &(DS32 as u32).to_le_bytes());
+        let st = &mut m.cpu.state;
+        st.segs[SegReg::Cs as usize] = seg(UCS32);
+        for s in [SegReg::Ds, SegReg::Es, SegReg::Ss, SegReg::Fs, SegReg::Gs] {
+            st.segs[s as usize] = seg(UDS);
+        }
+        st.gpr[4] = 0x50000;
+        st.cr0 |= cr0::AM;
+        st.rflags |= crate::consts::rflags::AC;
+        m.cpu.update_mode();
+        m
+    }
+
     /// 64-bit mode with an identity map of the first 1 GiB (2 MiB pages).
     pub fn long64(code: &[u8]) -> M {
         let mut st = Self::prot_state();
