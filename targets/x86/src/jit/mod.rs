@@ -114,8 +114,6 @@ pub struct Jit {
     /// Entry address -> link sites patched to jump there.
     links: HashMap<usize, Vec<usize>>,
     ijc: Box<Ijc>,
-    pub prof: HashMap<String, u64>,
-    profile: bool,
     pub config: JitConfig,
     pub stats: JitStats,
     /// Log guest (`in_asm`) and host (`out_asm`) code of translations.
@@ -194,8 +192,6 @@ impl Jit {
             sites: HashMap::new(),
             links: HashMap::new(),
             ijc: Box::new([IjcEntry::default(); IJC_SIZE]),
-            prof: HashMap::new(),
-            profile: std::env::var_os("HX86_PROF").is_some(),
             stats: JitStats::default(),
             dump_in: log::log_enabled!(target: "in_asm", log::Level::Info),
             dump_out: log::log_enabled!(target: "out_asm", log::Level::Info),
@@ -268,7 +264,7 @@ impl Jit {
     }
 
     /// Translates `b`; `None` if the region is full.
-    fn translate(&mut self, ctx: &TrCtx, b: &Block, bitness: u32, assume: u64) -> Option<usize> {
+    fn translate(&mut self, ctx: &TrCtx, b: &Block, assume: u64) -> Option<usize> {
         let mut tr = Tr::new(self.region.cursor(), ctx);
         let budget_exit = tr.a.new_dynamic_label();
         dynasm!(tr.a
@@ -362,7 +358,7 @@ impl Jit {
                     rip,
                     phys_page: b.key.phys & PAGE_MASK,
                     cs_base: b.key.cs_base,
-                    bitness,
+                    bitness: b.key.bitness,
                     assume,
                 },
             );
@@ -423,7 +419,7 @@ impl Jit {
 
     /// Patches the exit at `site` to jump straight to `entry` if the block
     /// it reached is the one the exit was for, under the same assumptions.
-    fn link(&mut self, site: usize, b: &Block, bitness: u32, entry: usize) {
+    fn link(&mut self, site: usize, b: &Block, entry: usize) {
         let Some(s) = self.sites.get(&site) else {
             return;
         };
@@ -434,7 +430,7 @@ impl Jit {
             bitness: b.key.bitness,
             assume: b.jit.assume.load(Ordering::Relaxed),
         };
-        if *s != want || bitness != b.key.bitness {
+        if *s != want {
             return;
         }
         let rel = entry as i64 - (site as i64 + 4);
@@ -442,18 +438,6 @@ impl Jit {
         self.region.patch_rel32(site, rel);
         self.links.entry(entry).or_default().push(site);
         self.stats.links += 1;
-    }
-}
-
-impl Drop for Jit {
-    fn drop(&mut self) {
-        if !self.prof.is_empty() {
-            let mut v: Vec<_> = self.prof.iter().collect();
-            v.sort_by_key(|e| std::cmp::Reverse(*e.1));
-            for (r, n) in v.iter().take(25) {
-                eprintln!("PROF {r} {n}");
-            }
-        }
     }
 }
 
@@ -543,7 +527,7 @@ impl Cpu {
             return false;
         }
         if site != 0 {
-            jit.link(site, blk, self.bitness(), entry);
+            jit.link(site, blk, entry);
         }
         jit.stats.entries += 1;
         if blk.key.cs_base == 0 && blk.key.bitness == 64 {
@@ -589,15 +573,14 @@ impl Cpu {
             ijc: jit.ijc.as_ptr() as u64,
             mode: mode_tag(blk.key.cs_base, blk.key.bitness, assume),
         };
-        let bitness = self.bitness();
-        let entry = match jit.translate(&ctx, blk, bitness, assume) {
+        let entry = match jit.translate(&ctx, blk, assume) {
             Some(e) => e,
             None => {
                 // Full: drop every block (this one stays alive in the
                 // graveyard until the next boundary) and start over.
                 self.flush_code_cache();
                 jit.reset();
-                jit.translate(&ctx, blk, bitness, assume).unwrap_or(0)
+                jit.translate(&ctx, blk, assume).unwrap_or(0)
             }
         };
         if entry != 0 {
@@ -636,9 +619,6 @@ impl Cpu {
         let i = &op.insn;
         if let Some(j) = self.jit.as_mut() {
             j.stats.helper_runs += 1;
-            if j.profile {
-                *j.prof.entry(format!("{:?}", i.code())).or_default() += 1;
-            }
         }
         self.next_rip = i.next_ip() & self.ip_mask;
         match (op.fast)(self, bus, i) {
