@@ -494,16 +494,14 @@ impl<'a> Tr<'a> {
         let base = i.memory_base();
         let index = i.memory_index();
         let disp = i.memory_displacement64();
+        // Base and index: none, or a 16/32/64-bit GPR.
         let reg64 = |r: R| -> Option<Option<usize>> {
-            if r == R::None {
-                return Some(None);
-            }
-            let n = r as usize;
-            match n {
-                21..=36 => Some(Some((n - 21) & 15)),
-                37..=52 => Some(Some((n - 37) & 15)),
-                53..=68 => Some(Some((n - 53) & 15)),
-                _ => None,
+            match r {
+                R::None => Some(None),
+                _ => match super::insn::gpr_number(r)? {
+                    (n, 2..=8, false) => Some(Some(n)),
+                    _ => None,
+                },
             }
         };
         let (b, x) = if base == R::RIP || base == R::EIP {

@@ -20,18 +20,24 @@ pub(super) enum Emitted {
     Helper,
 }
 
-/// A guest GPR as (offset in `Cpu`, size in bytes).
-fn greg(r: Register) -> Option<(i32, u32)> {
+/// A guest GPR operand as (number 0..15, size in bytes, AH..BH).
+pub(super) fn gpr_number(r: Register) -> Option<(usize, u32, bool)> {
     let n = r as usize;
     Some(match n {
-        1..=4 => (gpr_off(n - 1), 1),
-        5..=8 => (gpr_off(n - 5) + 1, 1),
-        9..=20 => (gpr_off((n - 5) & 15), 1),
-        21..=36 => (gpr_off((n - 21) & 15), 2),
-        37..=52 => (gpr_off((n - 37) & 15), 4),
-        53..=68 => (gpr_off((n - 53) & 15), 8),
+        1..=4 => (n - 1, 1, false),
+        5..=8 => (n - 5, 1, true),
+        9..=20 => ((n - 5) & 15, 1, false),
+        21..=36 => ((n - 21) & 15, 2, false),
+        37..=52 => ((n - 37) & 15, 4, false),
+        53..=68 => ((n - 53) & 15, 8, false),
         _ => return None,
     })
+}
+
+/// A guest GPR as (offset in `Cpu`, size in bytes).
+fn greg(r: Register) -> Option<(i32, u32)> {
+    let (n, size, high) = gpr_number(r)?;
+    Some((gpr_off(n) + high as i32, size))
 }
 
 #[derive(Clone, Copy, Debug)]

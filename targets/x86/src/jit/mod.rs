@@ -448,29 +448,16 @@ fn pick_cached_regs(b: &Block) -> emit::RegCache {
     use iced_x86::{OpKind, Register};
     let mut uses = [0u32; 16];
     let mut excluded = 1u16 << 4;
-    let gpr = |r: Register| -> Option<usize> {
-        let n = r as usize;
-        match n {
-            1..=4 => Some(n - 1),
-            9..=20 => Some((n - 5) & 15),
-            21..=36 => Some((n - 21) & 15),
-            37..=52 => Some((n - 37) & 15),
-            53..=68 => Some((n - 53) & 15),
-            _ => None,
-        }
-    };
+    let gpr = |r: Register| insn::gpr_number(r).map(|(n, _, _)| n);
     for op in &b.ops {
         let i = &op.insn;
         for k in 0..i.op_count() {
             match i.op_kind(k) {
-                OpKind::Register => {
-                    let r = i.op_register(k);
-                    if (5..=8).contains(&(r as usize)) {
-                        excluded |= 1 << (r as usize - 5);
-                    } else if let Some(n) = gpr(r) {
-                        uses[n] += 1;
-                    }
-                }
+                OpKind::Register => match insn::gpr_number(i.op_register(k)) {
+                    Some((n, _, true)) => excluded |= 1 << n,
+                    Some((n, _, false)) => uses[n] += 1,
+                    None => {}
+                },
                 OpKind::Memory => {
                     for r in [i.memory_base(), i.memory_index()] {
                         if let Some(n) = gpr(r) {
