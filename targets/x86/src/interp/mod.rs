@@ -535,17 +535,8 @@ impl Cpu {
             self.jit_link_site = 0;
             let mut n = 0;
             for op in blk.ops.iter() {
-                let i = &op.insn;
-                self.next_rip = i.next_ip() & self.ip_mask;
                 n += 1;
-                match (op.fast)(self, bus, i) {
-                    Ok(()) => self.state.rip = self.next_rip,
-                    Err(e) => {
-                        self.end_block = true;
-                        self.deliver_exception(bus, e);
-                    }
-                }
-                if self.end_block || self.mmu.events() {
+                if self.exec_fast(bus, op) {
                     break;
                 }
             }
@@ -558,6 +549,24 @@ impl Cpu {
                 .get_or_insert(ExitReason::Debug(DebugStop::Watchpoint { slot, addr }));
         }
         self.exit.take()
+    }
+
+    /// Runs one instruction of the fast path (its `fast` handler; a fault
+    /// is delivered at once) and says whether the block must end after it:
+    /// it ended the block on purpose or faulted, code was overwritten, or a
+    /// bus action is pending. The JIT's helpers run instructions this way.
+    #[inline(always)]
+    pub(crate) fn exec_fast(&mut self, bus: &mut dyn CpuBus, op: &Op) -> bool {
+        let i = &op.insn;
+        self.next_rip = i.next_ip() & self.ip_mask;
+        match (op.fast)(self, bus, i) {
+            Ok(()) => self.state.rip = self.next_rip,
+            Err(e) => {
+                self.end_block = true;
+                self.deliver_exception(bus, e);
+            }
+        }
+        self.end_block || self.mmu.events()
     }
 
     #[inline(always)]

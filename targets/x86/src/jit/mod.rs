@@ -603,19 +603,12 @@ impl Cpu {
     /// Interprets one instruction for generated code (see
     /// [`helpers::jit_exec`]).
     pub(crate) fn exec_for_jit(&mut self, bus: &mut dyn CpuBus, op: &crate::interp::Op) -> bool {
-        let i = &op.insn;
         if let Some(j) = self.jit.as_mut() {
             j.stats.helper_runs += 1;
         }
-        self.next_rip = i.next_ip() & self.ip_mask;
-        match (op.fast)(self, bus, i) {
-            Ok(()) => self.state.rip = self.next_rip,
-            Err(e) => {
-                self.end_block = true;
-                self.deliver_exception(bus, e);
-            }
-        }
-        self.end_block || self.mmu.events() || self.exit.is_some() || self.state.interrupt_shadow
+        // Generated code also stops for a machine exit and at an interrupt
+        // shadow (the dispatcher then steps the next instruction).
+        self.exec_fast(bus, op) || self.exit.is_some() || self.state.interrupt_shadow
     }
 }
 #[cfg(test)]
