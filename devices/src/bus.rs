@@ -79,10 +79,21 @@ struct Entry {
     dev: Arc<Mutex<dyn BusDevice>>,
 }
 
+/// Decodes the accesses no fixed range of a [`Bus`] claims, by absolute
+/// address: on a PC, the PCI devices' BARs, which the guest can move.
+pub trait BusFallback: Send + Sync {
+    /// Read at `addr`; false when nothing is there (`data` is left alone).
+    fn read(&self, addr: u64, data: &mut [u8]) -> bool;
+    /// Write at `addr`: `None` when nothing is there, else the device's
+    /// request.
+    fn write(&self, addr: u64, data: &[u8]) -> Option<Option<VmRequest>>;
+}
+
 /// A map of address ranges to devices.
 #[derive(Clone, Default)]
 pub struct Bus {
     devices: BTreeMap<u64, Entry>,
+    fallback: Option<Arc<dyn BusFallback>>,
 }
 
 impl std::fmt::Debug for Bus {
@@ -136,6 +147,12 @@ impl Bus {
         self.devices.remove(&base).map(|e| e.dev)
     }
 
+    /// Send the accesses no inserted range covers to `f` (replacing any
+    /// earlier fallback).
+    pub fn set_fallback(&mut self, f: Arc<dyn BusFallback>) {
+        self.fallback = Some(f);
+    }
+
     /// The device covering `addr` and `addr`'s offset into it.
     pub fn get_device(&self, addr: u64) -> Option<(u64, &Arc<Mutex<dyn BusDevice>>)> {
         let (&base, e) = self.devices.range(..=addr).next_back()?;
@@ -153,6 +170,9 @@ impl Bus {
             }
             None => {
                 data.fill(0xff);
+                if self.fallback.as_ref().is_some_and(|f| f.read(addr, data)) {
+                    return true;
+                }
                 log::debug!(target: "ioport", "unhandled read of {} bytes at {:#x}", data.len(), addr);
                 false
             }
@@ -165,6 +185,9 @@ impl Bus {
         match self.get_device(addr) {
             Some((off, dev)) => lock(dev).write(off, data),
             None => {
+                if let Some(r) = self.fallback.as_ref().and_then(|f| f.write(addr, data)) {
+                    return r;
+                }
                 log::debug!(target: "ioport", "unhandled write of {:x?} at {:#x}", data, addr);
                 None
             }
@@ -275,6 +298,39 @@ mod tests {
         assert!(bus.remove(0x10).is_some());
         assert!(bus.get_device(0x10).is_none());
         bus.insert(echo(), 0x12, 4).unwrap();
+    }
+
+    /// A fallback that answers at 0x1000 only, with the address's low byte.
+    struct Window;
+
+    impl BusFallback for Window {
+        fn read(&self, addr: u64, data: &mut [u8]) -> bool {
+            (addr == 0x1000)
+                .then(|| fill_le(data, addr & 0xff))
+                .is_some()
+        }
+        fn write(&self, addr: u64, _data: &[u8]) -> Option<Option<VmRequest>> {
+            (addr == 0x1000).then_some(Some(VmRequest::PowerOff))
+        }
+    }
+
+    #[test]
+    fn fallback_gets_what_no_range_claims() {
+        let mut bus = Bus::new();
+        bus.insert(echo(), 0x1000, 4).unwrap();
+        bus.set_fallback(Arc::new(Window));
+        let mut d = [0u8; 2];
+        // The inserted range wins over the fallback.
+        assert!(bus.read(0x1001, &mut d));
+        assert_eq!(d, [1, 0]);
+        bus.remove(0x1000);
+        assert!(bus.read(0x1000, &mut d));
+        assert_eq!(d, [0, 0]);
+        assert_eq!(bus.write(0x1000, &[1]), Some(VmRequest::PowerOff));
+        // Nothing anywhere: all ones, no request.
+        assert!(!bus.read(0x2000, &mut d));
+        assert_eq!(d, [0xff, 0xff]);
+        assert_eq!(bus.write(0x2000, &[1]), None);
     }
 
     #[test]

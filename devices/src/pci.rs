@@ -107,6 +107,21 @@ impl PciConfigSpace {
     pub fn u8_at(&self, offset: u8) -> u8 {
         self.bytes[usize::from(offset)]
     }
+
+    /// A little-endian word of the space (bytes past 0xFF read as 0).
+    pub fn u16_at(&self, offset: u8) -> u16 {
+        self.u32_at(offset) as u16
+    }
+
+    /// A little-endian dword of the space (bytes past 0xFF read as 0).
+    pub fn u32_at(&self, offset: u8) -> u32 {
+        let o = usize::from(offset);
+        let mut b = [0u8; 4];
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = self.bytes.get(o + i).copied().unwrap_or(0);
+        }
+        u32::from_le_bytes(b)
+    }
 }
 
 impl PciFunction for PciConfigSpace {
