@@ -1,22 +1,53 @@
 //! Command-line options, spelled as QEMU spells them (`-kernel`, one dash)
-//! and also with two dashes (`--kernel`).
+//! and also with two dashes (`--kernel`). `src/config/` turns them into a
+//! [`crate::machine::MachineConfig`].
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::Parser;
 
+/// The QEMU release whose command line hx86 follows.
+pub const QEMU_VERSION: &str = "7.2.0";
+
+/// The first line of `--version` and `--help`. Harnesses read QEMU's
+/// version from it (kvm-unit-tests takes words 4-6 of `-h | head -1`,
+/// libvirt and others match `QEMU emulator version X.Y.Z`), so it has
+/// QEMU's shape and names hx86 in the place distributions put their
+/// package version.
+pub fn version_line() -> String {
+    format!(
+        "QEMU emulator version {QEMU_VERSION} (hx86 {})",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// What `--version` prints after [`version_line`].
+pub fn version_text() -> String {
+    format!(
+        "{}\nhx86 {}: an x86 PC emulator (KVM, or its own binary translator) \
+         that takes QEMU {QEMU_VERSION}'s command-line options; it is not QEMU.",
+        version_line(),
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
 /// hx86: an x86 PC machine emulator (KVM, or its own binary translator).
 #[derive(Parser, Debug)]
 #[command(
     name = "hx86",
-    version,
-    about,
+    disable_version_flag = true,
+    about = "hx86: an x86 PC emulator (KVM, or its own binary translator) that takes QEMU's \
+             command-line options (QEMU 7.2's spelling: -kernel, -machine accel=tcg, -device ...).",
     after_help = "With no -kernel and no -bios, hx86 boots its built-in demo guest.\n\
-                  Options take one dash as in QEMU (-kernel) or two (--kernel)."
+                  Options take one dash as in QEMU (-kernel) or two (--kernel).\n\
+                  -device help, -machine help and -accel help list what hx86 has."
 )]
 pub struct Cli {
-    /// Load an ELF32/ELF64 executable (bzImage and multiboot: later).
+    /// Print the version (QEMU's first line, naming hx86) and exit.
+    #[arg(long)]
+    pub version: bool,
+    /// Load a kernel: Linux bzImage/vmlinux, ELF32/ELF64, multiboot.
     #[arg(long, value_name = "FILE")]
     pub kernel: Option<PathBuf>,
     /// Initial RAM disk for -kernel.
@@ -36,21 +67,35 @@ pub struct Cli {
         default_value = "512M"
     )]
     pub memory: String,
-    /// Number of vCPUs.
-    #[arg(long, value_name = "N", default_value = "1")]
-    pub smp: String,
-    /// Accelerator: auto (KVM if usable, else the DBT), kvm, dbt (alias tcg).
-    #[arg(long, value_name = "NAME")]
-    pub accel: Option<String>,
+    /// CPUs: N[,cpus=N][,sockets=S][,dies=D][,cores=C][,threads=T][,maxcpus=M].
+    #[arg(long, value_name = "N[,PROP=VALUE...]")]
+    pub smp: Option<String>,
+    /// Machine: [type=]pc[,accel=kvm|tcg|kvm:tcg][,PROP=VALUE...] (-machine help lists types).
+    #[arg(short = 'M', long, value_name = "TYPE[,PROP=VALUE...]")]
+    pub machine: Vec<String>,
+    /// Accelerator: auto (KVM if usable and fast, else the DBT), kvm, dbt (alias tcg); repeat
+    /// to give fallbacks (the first usable wins).
+    #[arg(long, value_name = "NAME[,PROP=VALUE...]")]
+    pub accel: Vec<String>,
     /// Same as -accel kvm.
     #[arg(long = "enable-kvm")]
     pub enable_kvm: bool,
     /// Where COM1 goes: stdio, file:PATH, none (or null).
-    #[arg(long, value_name = "DEV", default_value = "stdio")]
-    pub serial: String,
-    /// Add a device: isa-debug-exit[,iobase=ADDR][,iosize=N].
+    #[arg(long, value_name = "DEV")]
+    pub serial: Option<String>,
+    /// Add a device (-device help lists them): isa-debug-exit, isa-debugcon, pc-testdev,
+    /// pci-testdev.
     #[arg(long, value_name = "DRIVER[,PROP=VALUE...]")]
     pub device: Vec<String>,
+    /// The Bochs/QEMU debug console on port 0xe9: stdio, file:PATH or none.
+    #[arg(long, value_name = "DEV")]
+    pub debugcon: Option<String>,
+    /// Default a device property: DRIVER.PROP=VALUE.
+    #[arg(long, value_name = "DRIVER.PROP=VALUE")]
+    pub global: Vec<String>,
+    /// No default devices: no COM1 output unless -serial, no isa-debug-exit unless -device.
+    #[arg(long)]
+    pub nodefaults: bool,
     /// Shorthand for -gdb tcp::1234.
     #[arg(short = 's')]
     pub gdb_default: bool,
@@ -75,23 +120,53 @@ pub struct Cli {
     /// Accepted for QEMU compatibility: only `none` is supported.
     #[arg(long, value_name = "TYPE")]
     pub display: Option<String>,
+    /// Accepted for QEMU compatibility: only `none` is supported.
+    #[arg(long, value_name = "DISPLAY")]
+    pub vnc: Option<String>,
+    /// Accepted for QEMU compatibility: only `none` is supported.
+    #[arg(long, value_name = "TYPE")]
+    pub vga: Option<String>,
+    /// Accepted for QEMU compatibility (hx86 reads no configuration files).
+    #[arg(long = "no-user-config")]
+    pub no_user_config: bool,
+    /// Name the guest: NAME or guest=NAME[,process=P][,debug-threads=on|off].
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Write hx86's process id to FILE (removed at exit).
+    #[arg(long, value_name = "FILE")]
+    pub pidfile: Option<PathBuf>,
+    /// Refused: hx86 always runs in the foreground.
+    #[arg(long)]
+    pub daemonize: bool,
 }
 
 /// Options that take the QEMU single-dash long form.
+/// (The monitor and chardev options, `-chardev`, `-mon`, `-qmp`,
+/// `-monitor`, join this list with their fields in [`Cli`].)
 const LONG_OPTIONS: &[&str] = &[
     "kernel",
     "initrd",
     "append",
     "bios",
     "smp",
+    "machine",
     "accel",
     "enable-kvm",
     "serial",
     "device",
+    "debugcon",
+    "global",
+    "nodefaults",
     "gdb",
     "no-reboot",
     "nographic",
     "display",
+    "vnc",
+    "vga",
+    "no-user-config",
+    "name",
+    "pidfile",
+    "daemonize",
     "version",
     "help",
     "memory",

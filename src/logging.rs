@@ -28,6 +28,10 @@ pub const CATEGORIES: &[(&str, &str)] = &[
     ("in_asm", "guest code of each block the JIT translates"),
     ("out_asm", "host code the JIT generates for each block"),
     ("stats", "DBT/JIT statistics when a vCPU stops"),
+    (
+        "accel",
+        "the accelerator chosen and why (always shown when stderr is a terminal)",
+    ),
 ];
 
 struct Logger {

@@ -8,9 +8,8 @@ use accel::{AccelKind, GuestMemory, IoAction, IoHandler, Vcpu, VcpuExit, Vm};
 use anyhow::{anyhow, bail, Context, Result};
 use devices::irqchip::{attach_irqchip, IrqChip, SharedIrqChip};
 use devices::{
-    attach_i8042, Bus, BusDevice, DebugExit, HostClock, IrqLine, PciConfigIo, Pm1Event, PmTimer,
-    PostCode, PowerOffPort, Rtc, Serial, VmRequest, I8042, PCI_CONFIG_LEN, PCI_CONFIG_PORT,
-    RTC_PORT,
+    attach_i8042, Bus, BusDevice, HostClock, IrqLine, PciConfigIo, Pm1Event, PmTimer, PostCode,
+    PowerOffPort, Rtc, Serial, VmRequest, I8042, PCI_CONFIG_LEN, PCI_CONFIG_PORT, RTC_PORT,
 };
 
 use crate::irq::ChipController;
@@ -66,8 +65,8 @@ pub enum Boot {
     },
 }
 
-/// Where COM1's output goes.
-#[derive(Clone, Debug)]
+/// Where COM1's (or the debug console's) output goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SerialOut {
     Stdio,
     File(PathBuf),
@@ -80,14 +79,22 @@ pub struct MachineConfig {
     pub ram_size: u64,
     pub boot: Boot,
     pub serial: SerialOut,
-    /// isa-debug-exit `(iobase, iosize)`.
-    pub debug_exit: Option<(u64, u64)>,
+    /// The devices added to the fixed PC (`-device`, `-debugcon`, and the
+    /// default isa-debug-exit).
+    pub devices: Vec<crate::config::DeviceConfig>,
     pub no_reboot: bool,
-    pub accel: AccelKind,
+    /// The accelerators to try, in order: the first usable one runs.
+    pub accels: Vec<AccelKind>,
+    /// Print which accelerator runs, and why, on stderr.
+    pub show_accel: bool,
     /// DBT options from `-accel dbt,...`.
     pub dbt: accel::dbt::DbtOptions,
     /// The gdb server (`-gdb`, `-s`, `-S`).
     pub gdb: Option<crate::gdb::GdbOptions>,
+    /// `-smp`: the CPU topology.
+    pub smp: crate::config::SmpTopology,
+    /// `-name`.
+    pub name: Option<String>,
 }
 
 /// The machine's port and MMIO buses, as the accelerator sees them.
@@ -218,12 +225,12 @@ fn load_boot(cfg: &MachineConfig, mem: &GuestMemoryMmap) -> Result<CpuState> {
     }
 }
 
-fn serial_writer(out: &SerialOut) -> Result<Box<dyn std::io::Write + Send>> {
+pub(crate) fn serial_writer(out: &SerialOut) -> Result<Box<dyn std::io::Write + Send>> {
     Ok(match out {
         SerialOut::Stdio => Box::new(std::io::stdout()),
         SerialOut::File(p) => Box::new(
             std::fs::File::create(p)
-                .with_context(|| format!("-serial file:{}: cannot create", p.display()))?,
+                .with_context(|| format!("file:{}: cannot create", p.display()))?,
         ),
         SerialOut::None => Box::new(std::io::sink()),
     })
@@ -259,8 +266,9 @@ fn build_io(
     let kbc = Arc::new(Mutex::new(I8042::new(irq(KBD_IRQ), irq(AUX_IRQ))));
     attach_i8042(&kbc, &mut pio).map_err(|e| anyhow!("i8042: {e}"))?;
 
+    let pci = Arc::new(Mutex::new(PciConfigIo::new()));
     type PortDevice = (Arc<Mutex<dyn BusDevice>>, u64, u64, &'static str);
-    let mut ports: Vec<PortDevice> = vec![
+    let ports: Vec<PortDevice> = vec![
         (
             serial.clone(),
             COM1_PORT,
@@ -296,24 +304,17 @@ fn build_io(
         ),
         (Arc::new(Mutex::new(rtc)), RTC_PORT.into(), 2, "CMOS RTC"),
         (
-            Arc::new(Mutex::new(PciConfigIo::new())),
+            pci.clone(),
             PCI_CONFIG_PORT.into(),
             PCI_CONFIG_LEN,
             "PCI configuration",
         ),
     ];
-    if let Some((base, size)) = cfg.debug_exit {
-        ports.push((
-            Arc::new(Mutex::new(DebugExit::new(size))),
-            base,
-            size,
-            "isa-debug-exit",
-        ));
-    }
     for (dev, base, len, name) in ports {
         pio.insert(dev, base, len)
             .map_err(|e| anyhow!("{name} at port {base:#x}: {e}"))?;
     }
+    crate::extra_devices::attach(&cfg.devices, &mut pio, &mut mmio, &pci, &irq)?;
     Ok(MachineIo {
         pio,
         mmio,
@@ -325,9 +326,9 @@ fn build_io(
 
 /// How a run ended: the process exit status.
 pub fn run(cfg: &MachineConfig) -> Result<i32> {
+    log::debug!(target: "cpu_reset", "machine '{}', CPUs {:?}", cfg.name.as_deref().unwrap_or("pc"), cfg.smp);
     let image = load_image(cfg)?;
-    let (accel, why) = accel::select_with(cfg.accel, &cfg.dbt).map_err(|e| anyhow!("{e}"))?;
-    eprintln!("{why}");
+    let accel = select_accelerator(cfg)?;
     // Without an in-kernel irqchip the machine brings its own (the DBT).
     let chip = (!accel.in_kernel_irqchip())
         .then(|| IrqChip::new(Arc::new(HostClock::new())).into_shared());
@@ -361,6 +362,29 @@ pub fn run(cfg: &MachineConfig) -> Result<i32> {
         Some(g) => crate::gdb::run(cfg, g, accel.name(), vcpu.as_mut(), &image.mem),
         None => run_loop(cfg, vcpu.as_mut(), &image.mem),
     }
+}
+
+/// The first usable accelerator of `cfg.accels` (QEMU's `accel=kvm:tcg`).
+fn select_accelerator(cfg: &MachineConfig) -> Result<Box<dyn accel::Accelerator>> {
+    let mut why_not = Vec::new();
+    for &kind in &cfg.accels {
+        match accel::select_with(kind, &cfg.dbt) {
+            Ok((a, why)) => {
+                if cfg.show_accel {
+                    match why_not.is_empty() {
+                        true => eprintln!("{why}"),
+                        false => eprintln!("{why} ({})", why_not.join("; ")),
+                    }
+                }
+                return Ok(a);
+            }
+            Err(e) => why_not.push(format!(
+                "{} unusable: {e}",
+                format!("{kind:?}").to_lowercase()
+            )),
+        }
+    }
+    bail!("no usable accelerator: {}", why_not.join("; "))
 }
 
 pub(crate) fn reset(cfg: &MachineConfig, vcpu: &mut dyn Vcpu, mem: &GuestMemoryMmap) -> Result<()> {
