@@ -18,6 +18,8 @@ mod harness;
 mod modes;
 #[path = "conformance/paging.rs"]
 mod paging;
+#[path = "conformance/protect.rs"]
+mod protect;
 #[path = "conformance/rings.rs"]
 mod rings;
 #[path = "conformance/sse.rs"]

@@ -1082,7 +1082,10 @@ impl Case {
                 kvm_out = Some(o);
             }
         }
-        let dbt = accel::dbt::DbtAccel::with_options(accel::dbt::DbtOptions::interpreter());
+        let dbt = accel::dbt::DbtAccel::with_options(accel::dbt::DbtOptions {
+            features: x86::cpu_model::FeatureSet::all(),
+            ..accel::dbt::DbtOptions::interpreter()
+        });
         let d = match run_on(&dbt, &self.guest) {
             Err(e) => {
                 eprintln!("[{name}] dbt: NOT YET SUPPORTED: {e}");
@@ -1129,9 +1132,13 @@ impl Case {
     }
 }
 
-/// The DBT with the JIT translating every block at once.
+/// The DBT with the JIT translating every block at once (both DBT tiers
+/// run the `max` CPU model: every feature a case may enable).
 fn jit_accel() -> accel::dbt::DbtAccel {
-    let mut o = accel::dbt::DbtOptions::default();
+    let mut o = accel::dbt::DbtOptions {
+        features: x86::cpu_model::FeatureSet::all(),
+        ..Default::default()
+    };
     if let Some(j) = o.jit.as_mut() {
         j.threshold = 1;
     }

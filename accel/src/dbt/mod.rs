@@ -38,12 +38,16 @@ pub struct DbtOptions {
     /// The JIT (tier 2), or `None` for the interpreter alone. Ignored
     /// (with one message) where the JIT cannot run.
     pub jit: Option<x86::JitConfig>,
+    /// The CPU model's features (`-cpu`): what CPUID reports and the
+    /// interpreter allows.
+    pub features: x86::cpu_model::FeatureSet,
 }
 
 impl Default for DbtOptions {
     fn default() -> Self {
         DbtOptions {
             jit: Some(x86::JitConfig::default()),
+            features: x86::CpuConfig::default().features,
         }
     }
 }
@@ -51,7 +55,10 @@ impl Default for DbtOptions {
 impl DbtOptions {
     /// The interpreter alone.
     pub fn interpreter() -> Self {
-        DbtOptions { jit: None }
+        DbtOptions {
+            jit: None,
+            ..DbtOptions::default()
+        }
     }
 }
 
@@ -138,6 +145,7 @@ impl Vm for DbtVm {
     fn create_vcpu(&self, id: u32) -> Result<Box<dyn Vcpu>> {
         let mut cpu = Cpu::new(CpuState::reset());
         cpu.config.apic_id = id;
+        cpu.config.features = self.opts.features;
         #[cfg(target_arch = "x86_64")]
         if let Some(c) = &self.opts.jit {
             if !cpu.set_jit(Some(c.clone())) && id == 0 {

@@ -32,6 +32,8 @@ pub mod cr4 {
     pub const OSXSAVE: u64 = 1 << 18;
     pub const SMEP: u64 = 1 << 20;
     pub const SMAP: u64 = 1 << 21;
+    pub const PKE: u64 = 1 << 22;
+    pub const PKS: u64 = 1 << 24;
 }
 
 pub mod efer {
@@ -72,6 +74,7 @@ pub mod msr {
     pub const SYSENTER_EIP: u32 = 0x176;
     pub const MISC_ENABLE: u32 = 0x1a0;
     pub const PAT: u32 = 0x277;
+    pub const PKRS: u32 = 0x6e1;
     pub const MTRR_DEF_TYPE: u32 = 0x2ff;
     pub const EFER: u32 = 0xc000_0080;
     pub const STAR: u32 = 0xc000_0081;

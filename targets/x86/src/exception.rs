@@ -29,6 +29,8 @@ pub mod pf_err {
     pub const U: u32 = 1 << 2;
     pub const RSVD: u32 = 1 << 3;
     pub const ID: u32 = 1 << 4;
+    /// A protection key (PKRU or IA32_PKRS) denied the access.
+    pub const PK: u32 = 1 << 5;
 }
 
 /// An exception raised by an instruction (or by event delivery), to be

@@ -7,10 +7,12 @@
 //! * [`mmu`]: the memory path (segmentation, page walk, TLB, MMIO dispatch)
 //!   shared by the interpreter and the JIT.
 //! * [`exception`]: [`Exception`], what instruction semantics raise.
+//! * [`cpu_model`]: CPU models and feature flags (`-cpu`).
 //! * [`interp`]: the interpreter ([`Cpu`]).
 
 pub mod bus;
 pub mod consts;
+pub mod cpu_model;
 pub mod exception;
 pub mod gdb;
 pub mod interp;

@@ -211,6 +211,8 @@ pub struct Msrs {
     pub tsc_aux: u64,
     pub misc_enable: u64,
     pub mtrr_def_type: u64,
+    /// IA32_PKRS: protection-key rights for supervisor pages.
+    pub pkrs: u64,
 }
 
 /// Execution mode derived from CR0, EFER and CS.
@@ -274,13 +276,15 @@ pub struct CpuState {
     /// Time-stamp counter value.
     pub tsc: u64,
     pub fpu: FpuState,
+    /// Protection-key rights for user pages (RDPKRU/WRPKRU, XSAVE component 9).
+    pub pkru: u32,
     /// The vCPU executed HLT and waits for an interrupt.
     pub halted: bool,
     /// Interrupts are blocked for one instruction (after STI or MOV SS/POP SS).
     pub interrupt_shadow: bool,
     /// NMIs are blocked (between NMI delivery and the next IRET).
     pub nmi_blocked: bool,
-    pub _pad: [u8; 5],
+    pub _pad: [u8; 1],
 }
 
 impl Default for CpuState {
@@ -347,7 +351,8 @@ impl CpuState {
             halted: false,
             interrupt_shadow: false,
             nmi_blocked: false,
-            _pad: [0; 5],
+            pkru: 0,
+            _pad: [0; 1],
         }
     }
 

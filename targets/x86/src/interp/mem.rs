@@ -131,24 +131,33 @@ impl Cpu {
         }
     }
 
+    /// Runs `f` with the MMU's supervisor accesses marked implicit.
+    #[inline]
+    fn implicit<T>(&mut self, f: impl FnOnce(&mut Self) -> XResult<T>) -> XResult<T> {
+        self.mmu.implicit = true;
+        let r = f(self);
+        self.mmu.implicit = false;
+        r
+    }
+
     /// Implicit supervisor-mode read (descriptor tables, TSS, IDT).
     pub fn sys_read_u64(&mut self, bus: &mut dyn CpuBus, lin: u64) -> XResult<u64> {
-        self.mmu.read_u64(&self.state, bus, lin, false)
+        self.implicit(|c| c.mmu.read_u64(&c.state, bus, lin, false))
     }
     pub fn sys_read_u32(&mut self, bus: &mut dyn CpuBus, lin: u64) -> XResult<u32> {
-        self.mmu.read_u32(&self.state, bus, lin, false)
+        self.implicit(|c| c.mmu.read_u32(&c.state, bus, lin, false))
     }
     pub fn sys_read_u16(&mut self, bus: &mut dyn CpuBus, lin: u64) -> XResult<u16> {
-        self.mmu.read_u16(&self.state, bus, lin, false)
+        self.implicit(|c| c.mmu.read_u16(&c.state, bus, lin, false))
     }
     pub fn sys_write_u8(&mut self, bus: &mut dyn CpuBus, lin: u64, v: u8) -> XResult<()> {
-        self.mmu.write_u8(&self.state, bus, lin, v, false)
+        self.implicit(|c| c.mmu.write_u8(&c.state, bus, lin, v, false))
     }
     pub fn sys_write_u16(&mut self, bus: &mut dyn CpuBus, lin: u64, v: u16) -> XResult<()> {
-        self.mmu.write_u16(&self.state, bus, lin, v, false)
+        self.implicit(|c| c.mmu.write_u16(&c.state, bus, lin, v, false))
     }
     pub fn sys_write_u32(&mut self, bus: &mut dyn CpuBus, lin: u64, v: u32) -> XResult<()> {
-        self.mmu.write_u32(&self.state, bus, lin, v, false)
+        self.implicit(|c| c.mmu.write_u32(&c.state, bus, lin, v, false))
     }
 
     /// Reads `buf.len()` bytes at `s:off`.

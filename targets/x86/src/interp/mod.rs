@@ -39,7 +39,7 @@
 //!
 //! Hardware task switches (task gates, far JMP/CALL to a TSS, IRET with
 //! NT), VME/PVI, SMM, guest-programmed DR0..DR7 breakpoints, RDRAND/RDSEED,
-//! PCID/INVPCID, SMEP/SMAP/UMIP, FSGSBASE, x2APIC and TSC-deadline MSRs.
+//! PCID/INVPCID, FSGSBASE, x2APIC and TSC-deadline MSRs.
 
 mod arith;
 mod bcd;
@@ -173,6 +173,10 @@ pub struct CpuConfig {
     pub apic_id: u32,
     /// Nominal TSC frequency in Hz (RDTSC counts host time at this rate).
     pub tsc_hz: u64,
+    /// The CPU model's features: CPUID reports them, and the ones with
+    /// enable bits (CR4.UMIP/SMEP/SMAP/PKE/PKS/OSXSAVE, XCR0.PKRU,
+    /// IA32_PKRS, STAC/CLAC) are refused when absent.
+    pub features: crate::cpu_model::FeatureSet,
 }
 
 impl Default for CpuConfig {
@@ -181,6 +185,9 @@ impl Default for CpuConfig {
             apic: false,
             apic_id: 0,
             tsc_hz: 1_000_000_000,
+            features: crate::cpu_model::CpuSpec::default()
+                .for_dbt()
+                .unwrap_or_default(),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use super::Cpu;
 use crate::consts::{efer, msr};
+use crate::cpu_model::Feature;
 use crate::exception::{Exception, XResult};
 use crate::state::gpr::{RAX, RCX, RDX};
 use crate::SegReg;
@@ -52,6 +53,7 @@ impl Cpu {
             msr::GS_BASE => self.state.seg(SegReg::Gs).base,
             msr::KERNEL_GS_BASE => m.kernel_gs_base,
             msr::TSC_AUX => m.tsc_aux,
+            msr::PKRS if self.config.features.has(Feature::Pks) => m.pkrs,
             _ => return None,
         })
     }
@@ -107,6 +109,16 @@ impl Cpu {
             msr::GS_BASE => self.state.seg_mut(SegReg::Gs).base = canon(v)?,
             msr::KERNEL_GS_BASE => self.state.msr.kernel_gs_base = canon(v)?,
             msr::TSC_AUX => self.state.msr.tsc_aux = v & 0xffff_ffff,
+            msr::PKRS if self.config.features.has(Feature::Pks) => {
+                if v >> 32 != 0 {
+                    return Err(Exception::gp0());
+                }
+                // The TLB caches the rights the old value gave.
+                if self.state.msr.pkrs != v {
+                    self.state.msr.pkrs = v;
+                    self.mmu.flush_all();
+                }
+            }
             _ => return Err(self.unknown_msr(n, true)),
         }
         Ok(())

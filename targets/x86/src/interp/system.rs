@@ -1,6 +1,7 @@
 //! System instructions: HLT, CLI/STI, descriptor-table registers,
 //! control/debug registers, CLTS/LMSW/SMSW, INVLPG, cache control,
-//! RDTSC(P), SYSCALL/SYSRET, SYSENTER/SYSEXIT, SWAPGS.
+//! RDTSC(P), SYSCALL/SYSRET, SYSENTER/SYSEXIT, SWAPGS, STAC/CLAC,
+//! RDPKRU/WRPKRU; UMIP's CPL check.
 
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 
@@ -8,6 +9,7 @@ use super::segment::{desc_attr, sel_err};
 use super::Cpu;
 use crate::bus::CpuBus;
 use crate::consts::{cr0, cr4, efer, rflags, seg_attr as sa};
+use crate::cpu_model::Feature;
 use crate::exception::{Exception, XResult};
 use crate::mmu::seg::SegAccess;
 use crate::state::gpr::{RAX, RCX, RDX, RSP};
@@ -95,7 +97,16 @@ pub fn lgdt_lidt(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResul
     Ok(())
 }
 
+/// UMIP: SGDT, SIDT, SLDT, SMSW and STR are #GP(0) above CPL 0.
+fn umip_check(cpu: &Cpu) -> XResult<()> {
+    if cpu.state.cr4 & cr4::UMIP != 0 && cpu.cpl > 0 {
+        return Err(Exception::gp0());
+    }
+    Ok(())
+}
+
 pub fn sgdt_sidt(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()> {
+    umip_check(cpu)?;
     let t = if i.mnemonic() == Mnemonic::Sgdt {
         cpu.state.gdtr
     } else {
@@ -188,6 +199,7 @@ pub fn ltr(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()> 
 
 pub fn sldt_str(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()> {
     require_pm(cpu)?;
+    umip_check(cpu)?;
     let v = if i.mnemonic() == Mnemonic::Sldt {
         cpu.state.ldtr.selector
     } else {
@@ -216,6 +228,7 @@ pub fn lmsw(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()>
 }
 
 pub fn smsw(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()> {
+    umip_check(cpu)?;
     let v = cpu.state.cr0;
     if i.op0_kind() == OpKind::Register {
         let r = i.op0_register();
@@ -300,10 +313,10 @@ pub(crate) fn write_cr0(cpu: &mut Cpu, v: u64) -> XResult<()> {
     Ok(())
 }
 
-/// CR4 bits the model supports (VME/PVI, UMIP, FSGSBASE, PCIDE,
-/// SMEP/SMAP are not advertised and #GP when set; MCE is accepted: the
-/// machine-check architecture is advertised with no banks).
-const CR4_VALID: u64 = cr4::TSD
+/// CR4 bits every model supports (VME/PVI, FSGSBASE, PCIDE are not
+/// implemented and #GP when set; MCE is accepted: the machine-check
+/// architecture is advertised with no banks).
+const CR4_BASE: u64 = cr4::TSD
     | cr4::DE
     | cr4::MCE
     | cr4::PSE
@@ -311,11 +324,29 @@ const CR4_VALID: u64 = cr4::TSD
     | cr4::PGE
     | cr4::PCE
     | cr4::OSFXSR
-    | cr4::OSXMMEXCPT
-    | cr4::OSXSAVE;
+    | cr4::OSXMMEXCPT;
+
+/// CR4 bits the vCPU's model allows.
+fn cr4_valid(cpu: &Cpu) -> u64 {
+    let f = cpu.config.features;
+    [
+        (Feature::Xsave, cr4::OSXSAVE),
+        (Feature::Umip, cr4::UMIP),
+        (Feature::Smep, cr4::SMEP),
+        (Feature::Smap, cr4::SMAP),
+        (Feature::Pku, cr4::PKE),
+        (Feature::Pks, cr4::PKS),
+    ]
+    .iter()
+    .filter(|(x, _)| f.has(*x))
+    .fold(CR4_BASE, |v, (_, b)| v | b)
+}
+
+/// CR4 bits that change access rights cached in the TLB.
+const CR4_FLUSH: u64 = cr4::PGE | cr4::PAE | cr4::PSE | cr4::SMEP | cr4::SMAP | cr4::PKE | cr4::PKS;
 
 pub(crate) fn write_cr4(cpu: &mut Cpu, v: u64) -> XResult<()> {
-    if v & !CR4_VALID != 0 {
+    if v & !cr4_valid(cpu) != 0 {
         return Err(Exception::gp0());
     }
     if cpu.state.efer & efer::LMA != 0 && v & cr4::PAE == 0 {
@@ -323,10 +354,50 @@ pub(crate) fn write_cr4(cpu: &mut Cpu, v: u64) -> XResult<()> {
     }
     let old = cpu.state.cr4;
     cpu.state.cr4 = v;
-    if (old ^ v) & (cr4::PGE | cr4::PAE | cr4::PSE) != 0 {
+    if (old ^ v) & CR4_FLUSH != 0 {
         cpu.mmu.flush_all();
     }
     cpu.end_block = true;
+    Ok(())
+}
+
+/// STAC/CLAC: set or clear EFLAGS.AC (#UD without SMAP or above CPL 0).
+pub fn stac_clac(cpu: &mut Cpu, set: bool) -> XResult<()> {
+    if !cpu.config.features.has(Feature::Smap) || cpu.cpl != 0 {
+        return Err(Exception::ud());
+    }
+    if set {
+        cpu.state.rflags |= rflags::AC;
+    } else {
+        cpu.state.rflags &= !rflags::AC;
+    }
+    Ok(())
+}
+
+/// Installs a new PKRU (WRPKRU, XRSTOR): the TLB caches rights it gave.
+pub(crate) fn set_pkru(cpu: &mut Cpu, v: u32) {
+    if cpu.state.pkru != v {
+        cpu.state.pkru = v;
+        cpu.mmu.flush_all();
+    }
+}
+
+/// RDPKRU (`wr` false) and WRPKRU: #UD unless CR4.PKE; ECX (and for
+/// WRPKRU EDX) must be 0.
+pub fn rdwrpkru(cpu: &mut Cpu, wr: bool) -> XResult<()> {
+    if cpu.state.cr4 & cr4::PKE == 0 {
+        return Err(Exception::ud());
+    }
+    if cpu.state.gpr[RCX] as u32 != 0 || (wr && cpu.state.gpr[RDX] as u32 != 0) {
+        return Err(Exception::gp0());
+    }
+    if wr {
+        let v = cpu.state.gpr[RAX] as u32;
+        set_pkru(cpu, v);
+    } else {
+        cpu.state.gpr[RAX] = cpu.state.pkru as u64;
+        cpu.state.gpr[RDX] = 0;
+    }
     Ok(())
 }
 

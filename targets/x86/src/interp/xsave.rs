@@ -1,29 +1,61 @@
-//! XSAVE family for state components 0 (x87) and 1 (SSE): XSAVE,
-//! XSAVEOPT, XSAVEC, XRSTOR (standard and compacted forms), XGETBV and
-//! XSETBV. The XSAVE area is the 512-byte legacy region followed by the
-//! 64-byte header (576 bytes; the compacted layout of components 0 and 1
-//! is the same). XINUSE is reported as all ones (permitted by the SDM: a
-//! component may be reported in use while in its initial state), so
-//! XSAVEOPT behaves as XSAVE.
+//! XSAVE family for state components 0 (x87), 1 (SSE) and, when the model
+//! has PKU, 9 (PKRU): XSAVE, XSAVEOPT, XSAVEC, XRSTOR (standard and
+//! compacted forms), XGETBV and XSETBV. The XSAVE area is the 512-byte
+//! legacy region followed by the 64-byte header (576 bytes; the compacted
+//! layout of components 0 and 1 is the same); PKRU is 8 bytes at 0xA80 in
+//! the standard form and right after the header in the compacted one.
+//! XINUSE is reported as all ones (permitted by the SDM: a component may be
+//! reported in use while in its initial state), so XSAVEOPT behaves as
+//! XSAVE.
 
 use iced_x86::{Instruction, Mnemonic as M};
 
 use super::x87_env::{image_mxcsr, init_x87, load_x87, load_xmm, save_mxcsr, save_x87, save_xmm};
-use super::Cpu;
+use super::{Cpu, CpuConfig};
 use crate::bus::CpuBus;
 use crate::consts::cr4;
+use crate::cpu_model::Feature;
 use crate::exception::{Exception, XResult};
 use crate::mmu::seg::SegAccess;
 use crate::state::gpr::{RAX, RCX, RDX};
 
-/// XCR0 bits this CPU supports: x87 and SSE.
-pub const XCR0_SUPPORTED: u64 = 0b11;
-/// Size of the XSAVE area for the supported components.
+/// Size of the legacy region and the header.
 pub const XSAVE_SIZE: u32 = 576;
+/// Offset of the PKRU component in the standard form.
+pub const PKRU_OFFSET: u64 = 0xa80;
 
 const X87: u64 = 1;
 const SSE: u64 = 2;
+/// XCR0 bit of the PKRU component.
+pub const PKRU: u64 = 1 << 9;
 const COMPACT: u64 = 1 << 63;
+
+/// XCR0 bits the vCPU's model supports: x87, SSE, and PKRU with PKU.
+pub fn xcr0_supported(cfg: &CpuConfig) -> u64 {
+    if cfg.features.has(Feature::Pku) {
+        X87 | SSE | PKRU
+    } else {
+        X87 | SSE
+    }
+}
+
+/// Size of the standard-form area holding the components of `xcr0`.
+pub fn area_size(xcr0: u64) -> u32 {
+    if xcr0 & PKRU != 0 {
+        PKRU_OFFSET as u32 + 8
+    } else {
+        XSAVE_SIZE
+    }
+}
+
+/// Size of the compacted-form area holding the components of `xcr0`.
+pub fn compacted_size(xcr0: u64) -> u32 {
+    if xcr0 & PKRU != 0 {
+        XSAVE_SIZE + 8
+    } else {
+        XSAVE_SIZE
+    }
+}
 
 pub fn exec(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()> {
     if cpu.state.cr4 & cr4::OSXSAVE == 0 {
@@ -44,7 +76,10 @@ pub fn exec(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()>
             if cpu.cpl != 0 || cpu.state.rflags & crate::consts::rflags::VM != 0 {
                 return Err(Exception::gp0());
             }
-            if cpu.state.gpr[RCX] as u32 != 0 || v & X87 == 0 || v & !XCR0_SUPPORTED != 0 {
+            if cpu.state.gpr[RCX] as u32 != 0
+                || v & X87 == 0
+                || v & !xcr0_supported(&cpu.config) != 0
+            {
                 return Err(Exception::gp0());
             }
             cpu.state.xcr0 = v;
@@ -69,7 +104,13 @@ fn save_restore(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult
     } else {
         SegAccess::Write
     };
-    let lin = cpu.mem_lin(i, XSAVE_SIZE, access)?;
+    let compact_save = matches!(m, M::Xsavec | M::Xsavec64);
+    let size = if compact_save {
+        compacted_size(rfbm)
+    } else {
+        area_size(rfbm)
+    };
+    let lin = cpu.mem_lin(i, size, access)?;
     if lin & 63 != 0 {
         return Err(Exception::gp0());
     }
@@ -77,14 +118,38 @@ fn save_restore(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult
     let mut b = [0u8; XSAVE_SIZE as usize];
     if restore {
         cpu.mmu.read(&cpu.state, bus, lin, &mut b, user)?;
-        return xrstor(cpu, &b, rfbm, rex_w);
+        // PKRU is read before anything changes (a fault leaves all as is).
+        let pkru = if rfbm & PKRU != 0 {
+            let comp = u64::from_le_bytes(b[520..528].try_into().unwrap_or([0; 8]));
+            let off = if comp & COMPACT != 0 {
+                XSAVE_SIZE as u64
+            } else {
+                PKRU_OFFSET
+            };
+            let mut p = [0u8; 4];
+            cpu.mmu
+                .read(&cpu.state, bus, lin.wrapping_add(off), &mut p, user)?;
+            let bv = u64::from_le_bytes(b[512..520].try_into().unwrap_or([0; 8]));
+            Some(if bv & PKRU != 0 {
+                u32::from_le_bytes(p)
+            } else {
+                0
+            })
+        } else {
+            None
+        };
+        xrstor(cpu, &b, rfbm, rex_w)?;
+        if let Some(p) = pkru {
+            super::system::set_pkru(cpu, p);
+        }
+        return Ok(());
     }
-    let compact = matches!(m, M::Xsavec | M::Xsavec64);
+    let compact = compact_save;
     // The header's other bits are preserved by the standard form: read it.
     let mut hdr = [0u8; 64];
     cpu.mmu
         .read(&cpu.state, bus, lin.wrapping_add(512), &mut hdr, user)?;
-    let xinuse = XCR0_SUPPORTED;
+    let xinuse = xcr0_supported(&cpu.config);
     let mut bv = u64::from_le_bytes(hdr[..8].try_into().unwrap_or([0; 8]));
     if compact {
         bv = rfbm & xinuse;
@@ -109,6 +174,16 @@ fn save_restore(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult
         let end = 160 + 16 * super::x87_env::nxmm(cpu);
         cpu.mmu
             .write(&cpu.state, bus, lin.wrapping_add(160), &b[160..end], user)?;
+    }
+    if rfbm & PKRU != 0 {
+        let off = if compact {
+            XSAVE_SIZE as u64
+        } else {
+            PKRU_OFFSET
+        };
+        let v = (cpu.state.pkru as u64).to_le_bytes();
+        cpu.mmu
+            .write(&cpu.state, bus, lin.wrapping_add(off), &v, user)?;
     }
     cpu.mmu
         .write(&cpu.state, bus, lin.wrapping_add(512), &hdr, user)

@@ -11,13 +11,14 @@ pub mod walk;
 use std::collections::HashMap;
 
 use crate::bus::{BusAction, CpuBus};
-use crate::exception::XResult;
+use crate::exception::{pf_err, Exception, XResult};
 use crate::CpuState;
 pub use tlb::{tlb_index, Tlb, TlbEntry, TLB_SIZE};
 use tlb::{
-    ATTR_GLOBAL, ATTR_LARGE, ATTR_RAM_READ, ATTR_RAM_WRITE, PAGE_MASK, TAG_INVALID, TAG_SLOW,
+    ATTR_GLOBAL, ATTR_LARGE, ATTR_RAM_READ, ATTR_RAM_WRITE, ATTR_SMAP, PAGE_MASK, TAG_INVALID,
+    TAG_SLOW,
 };
-pub use walk::{walk, Access, PagingMode, Walk};
+pub use walk::{walk, walk_checked, Access, PagingMode, Privilege, Walk};
 
 /// Which bytes of a physical page hold decoded instructions.
 #[derive(Clone)]
@@ -57,6 +58,9 @@ pub struct Mmu {
     watching: bool,
     /// The first watchpoint a data access hit: (slot, linear address).
     pub watch_hit: Option<(usize, u64)>,
+    /// Supervisor accesses are implicit (system structures) until reset:
+    /// set around them by the interpreter (SMAP ignores EFLAGS.AC then).
+    pub implicit: bool,
 }
 
 /// Whether writes to the linear page of a TLB write tag are watched (the
@@ -153,6 +157,7 @@ impl Mmu {
             watch: [None; 4],
             watching: false,
             watch_hit: None,
+            implicit: false,
         }
     }
 
@@ -273,10 +278,27 @@ impl Mmu {
             Access::Write => e.tag_write,
             Access::Exec => e.tag_exec,
         };
+        let who = if user {
+            Privilege::User
+        } else if self.implicit {
+            Privilege::Implicit
+        } else {
+            Privilege::Supervisor
+        };
         if tag & TAG_INVALID == 0 && tag & PAGE_MASK == page {
+            // A user page in the supervisor TLB under SMAP: its data tags
+            // are slow, so every access comes here and sees EFLAGS.AC now.
+            if e.attrs & ATTR_SMAP != 0 && access != Access::Exec && walk::smap_denies(st, who) {
+                let w = if access == Access::Write {
+                    pf_err::W
+                } else {
+                    0
+                };
+                return Err(Exception::pf(lin, pf_err::P | w));
+            }
             return Ok(*e);
         }
-        let w = walk::walk(st, bus, lin, access, user)?;
+        let w = walk::walk_checked(st, bus, lin, access, who)?;
         let mut attrs = 0;
         let mut addend = 0;
         if let Some(r) = bus.ram_ptr(w.paddr) {
@@ -291,6 +313,10 @@ impl Mmu {
         if w.global {
             attrs |= ATTR_GLOBAL;
         }
+        let smap = !user && w.user_page && st.cr4 & crate::consts::cr4::SMAP != 0;
+        if smap {
+            attrs |= ATTR_SMAP;
+        }
         if w.large {
             attrs |= ATTR_LARGE;
             self.has_large = true;
@@ -304,12 +330,12 @@ impl Mmu {
         let code = self.code_pages.contains_key(&w.paddr);
         let ne = TlbEntry {
             tag_read: if w.can_read {
-                slow(attrs & ATTR_RAM_READ != 0)
+                slow(attrs & ATTR_RAM_READ != 0 && !smap)
             } else {
                 TAG_INVALID
             },
             tag_write: if w.can_write {
-                slow(attrs & ATTR_RAM_WRITE != 0 && !code)
+                slow(attrs & ATTR_RAM_WRITE != 0 && !code && !smap)
             } else {
                 TAG_INVALID
             },
@@ -509,7 +535,7 @@ impl Mmu {
                 for e in t.iter_mut() {
                     if e.paddr == page
                         && e.tag_write & TAG_INVALID == 0
-                        && e.attrs & ATTR_RAM_WRITE != 0
+                        && e.attrs & (ATTR_RAM_WRITE | ATTR_SMAP) == ATTR_RAM_WRITE
                         && !watched_write(&self.watch, e.tag_write)
                     {
                         e.tag_write &= !TAG_SLOW;
@@ -526,7 +552,7 @@ impl Mmu {
         for t in self.tlb.iter_mut() {
             for e in t.iter_mut() {
                 if e.tag_write & TAG_INVALID == 0
-                    && e.attrs & ATTR_RAM_WRITE != 0
+                    && e.attrs & (ATTR_RAM_WRITE | ATTR_SMAP) == ATTR_RAM_WRITE
                     && !watched_write(&self.watch, e.tag_write)
                 {
                     e.tag_write &= !TAG_SLOW;

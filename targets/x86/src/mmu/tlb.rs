@@ -24,6 +24,13 @@
 //! (a set [`TAG_INVALID`] or [`TAG_SLOW`] bit, another page) takes the slow
 //! path ([`super::Mmu::read`]/[`super::Mmu::write`]), which walks the page
 //! tables, handles MMIO, ROM, page crossings and self-modifying code.
+//!
+//! Access rights are decided when an entry is filled, so everything they
+//! depend on flushes the TLB when it changes: CR0.WP/PG/PE, CR4 paging
+//! and protection bits (PGE, PAE, PSE, SMEP, SMAP, PKE, PKS), EFER, PKRU
+//! (WRPKRU, XRSTOR) and IA32_PKRS. The one right that changes without a
+//! flush, SMAP's EFLAGS.AC override, is never on the fast path: see
+//! [`ATTR_SMAP`].
 
 /// Entries per TLB (a power of two).
 pub const TLB_SIZE: usize = 1024;
@@ -43,6 +50,10 @@ pub const ATTR_RAM_READ: u64 = 1 << 1;
 pub const ATTR_RAM_WRITE: u64 = 1 << 2;
 /// Entry came from a large (2 MiB / 4 MiB / 1 GiB) page.
 pub const ATTR_LARGE: u64 = 1 << 3;
+/// A user page in the supervisor TLB while CR4.SMAP is set: its data tags
+/// carry [`TAG_SLOW`], so every data access reaches
+/// [`super::Mmu::translate`], which checks EFLAGS.AC and implicitness.
+pub const ATTR_SMAP: u64 = 1 << 4;
 
 /// One TLB entry, see the module documentation.
 #[repr(C)]

@@ -1,8 +1,12 @@
 //! Page-table walks: 32-bit (with PSE/PSE-36), PAE and 4-level paging.
 //! Sets accessed/dirty bits as hardware does and builds #PF error codes.
+//! Access rights (SDM vol. 3, 4.6): U/S, R/W with CR0.WP, NX, SMEP, SMAP
+//! (EFLAGS.AC and implicit supervisor accesses), and in 4-level paging the
+//! protection keys of user pages (CR4.PKE, PKRU) and supervisor pages
+//! (CR4.PKS, IA32_PKRS).
 
 use crate::bus::CpuBus;
-use crate::consts::{cr0, cr4, efer};
+use crate::consts::{cr0, cr4, efer, rflags};
 use crate::exception::{pf_err, Exception, XResult};
 use crate::CpuState;
 
@@ -27,6 +31,18 @@ pub enum Access {
     Exec,
 }
 
+/// Who makes an access (SDM vol. 3, 4.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Privilege {
+    /// CPL 3.
+    User,
+    /// CPL 0..2, explicit (EFLAGS.AC lifts SMAP).
+    Supervisor,
+    /// A system-structure access (GDT, LDT, IDT, TSS) at any CPL: SMAP
+    /// applies whatever EFLAGS.AC says.
+    Implicit,
+}
+
 /// A successful translation of one 4 KiB linear page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Walk {
@@ -38,6 +54,8 @@ pub struct Walk {
     pub can_exec: bool,
     pub global: bool,
     pub large: bool,
+    /// The page is user-mode accessible (U/S set at every level).
+    pub user_page: bool,
 }
 
 /// Which paging structure format is active.
@@ -82,8 +100,10 @@ fn write_pte(bus: &mut dyn CpuBus, addr: u64, val: u64, wide: bool) {
     }
 }
 
-/// Translates `lin` for `access` at privilege `user`. On success the
-/// accessed bits (and the dirty bit for writes) are set in memory.
+/// Translates `lin` for `access` at privilege `user` with the U/S, R/W
+/// (CR0.WP), NX and SMEP checks only: no SMAP, no protection keys (the
+/// debugger's view of memory). On success the accessed bits (and the dirty
+/// bit for writes) are set in memory.
 pub fn walk(
     st: &CpuState,
     bus: &mut dyn CpuBus,
@@ -91,6 +111,43 @@ pub fn walk(
     access: Access,
     user: bool,
 ) -> XResult<Walk> {
+    let who = if user {
+        Privilege::User
+    } else {
+        Privilege::Supervisor
+    };
+    walk_as(st, bus, lin, access, who, false)
+}
+
+/// Translates `lin` for `access` by `who` with every access-rights check
+/// the CPU makes (what instructions see).
+pub fn walk_checked(
+    st: &CpuState,
+    bus: &mut dyn CpuBus,
+    lin: u64,
+    access: Access,
+    who: Privilege,
+) -> XResult<Walk> {
+    walk_as(st, bus, lin, access, who, true)
+}
+
+/// Whether SMAP denies a supervisor data access to a user page now.
+#[inline]
+pub fn smap_denies(st: &CpuState, who: Privilege) -> bool {
+    st.cr4 & cr4::SMAP != 0
+        && (who == Privilege::Implicit
+            || (who == Privilege::Supervisor && st.rflags & rflags::AC == 0))
+}
+
+fn walk_as(
+    st: &CpuState,
+    bus: &mut dyn CpuBus,
+    lin: u64,
+    access: Access,
+    who: Privilege,
+    full: bool,
+) -> XResult<Walk> {
+    let user = who == Privilege::User;
     let mode = paging_mode(st);
     if mode == PagingMode::None {
         return Ok(Walk {
@@ -100,6 +157,7 @@ pub fn walk(
             can_exec: true,
             global: false,
             large: false,
+            user_page: true,
         });
     }
     let nxe = st.efer & efer::NXE != 0;
@@ -111,7 +169,8 @@ pub fn walk(
     if user {
         code |= pf_err::U;
     }
-    if access == Access::Exec && nxe {
+    let smep = st.cr4 & cr4::SMEP != 0;
+    if access == Access::Exec && (nxe || smep) {
         code |= pf_err::ID;
     }
     let not_present = |code: u32| Exception::pf(lin, code);
@@ -226,20 +285,57 @@ pub fn walk(
     }
 
     // Permission checks.
-    let can_read = !user || us_all;
-    let can_write_perm = if user {
+    let mut can_read = !user || us_all;
+    let mut can_write_perm = if user {
         us_all && rw_all
     } else {
         rw_all || !wp
     };
-    let can_exec = (!user || us_all) && !nx_any;
+    // SMEP: no supervisor instruction fetch from user pages.
+    let can_exec = !nx_any && if user { us_all } else { !(smep && us_all) };
+    // SMAP: supervisor data accesses to user pages, unless explicit with
+    // EFLAGS.AC set.
+    if full && !user && us_all && smap_denies(st, who) {
+        can_read = false;
+        can_write_perm = false;
+    }
+    // Protection keys (4-level paging only): data accesses to user pages
+    // under PKRU (CR4.PKE), to supervisor pages under IA32_PKRS (CR4.PKS).
+    // Access-disable stops reads and writes; write-disable stops user
+    // writes and, with CR0.WP, supervisor writes.
+    let mut pk_code = 0;
+    let rights = if !full || mode != PagingMode::Level4 {
+        None
+    } else if us_all && st.cr4 & cr4::PKE != 0 {
+        Some(st.pkru)
+    } else if !us_all && st.cr4 & cr4::PKS != 0 {
+        Some(st.msr.pkrs as u32)
+    } else {
+        None
+    };
+    if let Some(r) = rights {
+        let key = (leaf >> 59) & 0xf;
+        let ad = (r >> (2 * key)) & 1 != 0;
+        let wd = (r >> (2 * key + 1)) & 1 != 0;
+        let pk_write = !ad && !(wd && (user || wp));
+        let denied = match access {
+            Access::Read => ad,
+            Access::Write => !pk_write,
+            Access::Exec => false,
+        };
+        if denied {
+            pk_code = pf_err::PK;
+        }
+        can_read &= !ad;
+        can_write_perm &= pk_write;
+    }
     let ok = match access {
         Access::Read => can_read,
         Access::Write => can_write_perm,
         Access::Exec => can_exec,
     };
     if !ok {
-        return Err(Exception::pf(lin, code | pf_err::P));
+        return Err(Exception::pf(lin, code | pf_err::P | pk_code));
     }
     // Accessed bits on every level, dirty on the leaf for writes.
     for (i, &(addr, val)) in chain[..levels].iter().enumerate() {
@@ -261,5 +357,6 @@ pub fn walk(
         can_exec,
         global,
         large: page_size > 4096,
+        user_page: us_all,
     })
 }

@@ -7,6 +7,7 @@
 mod alu;
 mod boot;
 mod exceptions;
+mod features;
 mod paging;
 mod strings;
 mod system;
