@@ -211,10 +211,13 @@ fn load_boot(cfg: &MachineConfig, mem: &GuestMemoryMmap) -> Result<CpuState> {
                 None => format!("-kernel {}", path.display()),
             })
         }
+        firmware::KernelFormat::Multiboot { .. } => {
+            crate::multiboot::load(mem, cfg.ram_size, path, &image, initrd.as_deref(), cmdline)
+        }
         fmt => {
             if initrd.is_some() {
                 bail!(
-                    "-initrd needs a Linux kernel (bzImage); {} is {}",
+                    "-initrd needs a Linux (bzImage) or multiboot kernel; {} is {}",
                     path.display(),
                     fmt.describe()
                 );

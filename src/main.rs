@@ -8,6 +8,7 @@ mod gdb;
 mod irq;
 mod logging;
 mod machine;
+mod multiboot;
 
 use std::io::IsTerminal;
 

@@ -120,11 +120,11 @@ fn corrupt_and_unsupported_kernels() {
     // A kernel that does not fit in RAM.
     let big = write(&d, "big.elf", &elf(true, 0x1000_0000, &[0xf4; 16]));
     assert_fails(&["-m", "64M", "-kernel", &big], &["big.elf"]);
-    // -initrd needs a Linux kernel.
+    // -initrd needs a Linux or multiboot kernel.
     let k = write(&d, "k.elf", &elf(true, 0x20_0000, &[0xf4; 16]));
     assert_fails(
         &["-kernel", &k, "-initrd", &k],
-        &["-initrd needs a Linux kernel"],
+        &["-initrd needs a Linux (bzImage) or multiboot kernel"],
     );
     assert_fails(&["-initrd", &k], &["-initrd only makes sense with -kernel"]);
 }

@@ -71,6 +71,11 @@ pub enum Error {
     #[error("the kernel command line contains a NUL byte")]
     CmdlineNul,
 
+    #[error("invalid multiboot kernel: {0}")]
+    Multiboot(String),
+    #[error("invalid Multiboot 2 kernel: {0}")]
+    Multiboot2(String),
+
     #[error("invalid Linux kernel: {0}")]
     Linux(String),
     #[error("the kernel needs {need:#x} bytes at {start:#x} but guest RAM ends at {ram_end:#x}")]

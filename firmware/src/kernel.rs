@@ -3,12 +3,13 @@
 //! # Formats
 //!
 //! [`detect`] recognises, in this order: a Linux bzImage (`"HdrS"` at
-//! 0x202), a multiboot (v1) kernel (magic 0x1BADB002 at a 4-byte aligned
-//! offset in the first 8 KiB with a valid checksum; checked before ELF
-//! because multiboot kernels are often ELF files that expect the multiboot
-//! entry state), then ELF32 and ELF64. [`load_kernel`] loads ELF
-//! executables and refuses the others with [`Error::Unsupported`] or
-//! [`Error::NotAKernel`].
+//! 0x202), a multiboot kernel (a Multiboot 1 or 2 header, also a malformed
+//! one, see [`crate::multiboot`]; checked before ELF because multiboot
+//! kernels are often ELF files that expect the multiboot entry state), then
+//! ELF32 and ELF64. [`load_kernel`] loads ELF executables and refuses the
+//! others with [`Error::Unsupported`] or [`Error::NotAKernel`] (the machine
+//! hands bzImages to [`crate::linux`] and multiboot kernels to
+//! [`crate::multiboot`]).
 //!
 //! # ELF loading
 //!
@@ -52,11 +53,6 @@ use crate::elf;
 use crate::layout::{self, FOUR_GIB};
 use crate::Error;
 
-/// Multiboot (v1) header magic.
-pub const MULTIBOOT_MAGIC: u32 = 0x1BAD_B002;
-/// Multiboot headers must lie in the first 8 KiB of the image.
-pub const MULTIBOOT_SEARCH: usize = 8192;
-
 /// The kind of a kernel image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KernelFormat {
@@ -66,7 +62,10 @@ pub enum KernelFormat {
     BzImage {
         version: u16,
     },
-    Multiboot,
+    /// A multiboot kernel (`version` 1 or 2; see [`crate::multiboot`]).
+    Multiboot {
+        version: u8,
+    },
     Unknown,
 }
 
@@ -81,7 +80,8 @@ impl KernelFormat {
                 version >> 8,
                 version & 0xff
             ),
-            KernelFormat::Multiboot => "multiboot kernel".into(),
+            KernelFormat::Multiboot { version: 1 } => "multiboot kernel".into(),
+            KernelFormat::Multiboot { version } => format!("Multiboot {version} kernel"),
             KernelFormat::Unknown => "unknown file".into(),
         }
     }
@@ -89,19 +89,6 @@ impl KernelFormat {
 
 /// Offset of the "HdrS" signature of the Linux setup header.
 const HDRS_OFFSET: usize = 0x202;
-
-/// Whether `image` carries a multiboot (v1) header.
-pub fn has_multiboot_header(image: &[u8]) -> bool {
-    let end = image.len().min(MULTIBOOT_SEARCH);
-    (0..end)
-        .step_by(4)
-        .filter(|&o| o + 12 <= image.len())
-        .any(|o| {
-            let w =
-                |i: usize| u32::from_le_bytes(image[o + i..o + i + 4].try_into().unwrap_or([0; 4]));
-            w(0) == MULTIBOOT_MAGIC && w(0).wrapping_add(w(4)).wrapping_add(w(8)) == 0
-        })
-}
 
 /// Detects the format of a kernel image (see the module docs for the order).
 pub fn detect(image: &[u8]) -> KernelFormat {
@@ -111,8 +98,10 @@ pub fn detect(image: &[u8]) -> KernelFormat {
             .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]));
         return KernelFormat::BzImage { version };
     }
-    if has_multiboot_header(image) {
-        return KernelFormat::Multiboot;
+    if let Some(v) = crate::multiboot::detect_version(image) {
+        return KernelFormat::Multiboot {
+            version: v.number(),
+        };
     }
     if elf::is_elf(image) {
         return match elf::class(image) {

@@ -6,6 +6,7 @@
 //!   the documented entry states.
 //! * [`boot`]: boot GDT, identity page tables, command line, flat entry states.
 //! * [`linux`]: the Linux boot protocol: bzImage/vmlinux, initrd, zero page, e820.
+//! * [`multiboot`]: Multiboot 1 and 2 kernels, their modules and boot information.
 //! * [`acpi`]: ACPI tables (RSDP, RSDT/XSDT, FADT, FACS, MADT, DSDT).
 //! * [`mptable`]: the Intel MP table, for kernels booted without ACPI.
 //! * [`bios`]: the state a `-bios` ROM starts in.
@@ -28,6 +29,7 @@ pub mod layout;
 pub mod linux;
 pub mod memory;
 pub mod mptable;
+pub mod multiboot;
 
 pub use acpi::{write_acpi_tables, AcpiConfig};
 pub use error::Error;

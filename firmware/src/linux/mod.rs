@@ -205,7 +205,7 @@ pub fn load_linux_with(
                     .into(),
             ))
         }
-        KernelFormat::Multiboot => {
+        KernelFormat::Multiboot { .. } => {
             return Err(Error::Unsupported {
                 what: "multiboot kernel".into(),
             })
