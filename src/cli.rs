@@ -67,6 +67,10 @@ pub struct Cli {
         default_value = "512M"
     )]
     pub memory: String,
+    /// CPU model and features: hx86 (default), qemu64, max, host (KVM only), then
+    /// +FEAT, -FEAT, FEAT=on|off (-cpu help lists models and features).
+    #[arg(long, value_name = "MODEL[,+FEAT|-FEAT|FEAT=on|off...]")]
+    pub cpu: Option<String>,
     /// CPUs: N[,cpus=N][,sockets=S][,dies=D][,cores=C][,threads=T][,maxcpus=M].
     #[arg(long, value_name = "N[,PROP=VALUE...]")]
     pub smp: Option<String>,
@@ -170,6 +174,7 @@ const LONG_OPTIONS: &[&str] = &[
     "version",
     "help",
     "memory",
+    "cpu",
 ];
 
 /// Rewrites `-kernel` to `--kernel` (and `-kernel=x` to `--kernel=x`) for the

@@ -89,6 +89,8 @@ pub struct MachineConfig {
     pub show_accel: bool,
     /// DBT options from `-accel dbt,...`.
     pub dbt: accel::dbt::DbtOptions,
+    /// `-cpu`: the CPU model, resolved by the accelerator chosen.
+    pub cpu: x86::cpu_model::CpuSpec,
     /// The gdb server (`-gdb`, `-s`, `-S`).
     pub gdb: Option<crate::gdb::GdbOptions>,
     /// `-smp`: the CPU topology.
@@ -371,7 +373,7 @@ pub fn run(cfg: &MachineConfig) -> Result<i32> {
 fn select_accelerator(cfg: &MachineConfig) -> Result<Box<dyn accel::Accelerator>> {
     let mut why_not = Vec::new();
     for &kind in &cfg.accels {
-        match accel::select_with(kind, &cfg.dbt) {
+        match accel::select_with(kind, &cfg.dbt, &cfg.cpu) {
             Ok((a, why)) => {
                 if cfg.show_accel {
                     match why_not.is_empty() {

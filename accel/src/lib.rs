@@ -204,21 +204,37 @@ pub enum AccelKind {
 /// guest code at least as fast as [`kvm::probe::THRESHOLD_MIPS`] (a probe
 /// guest of a few milliseconds); `kvm` takes KVM whatever its speed.
 pub fn select(kind: AccelKind) -> Result<(Box<dyn Accelerator>, String)> {
+    let cpu = x86::cpu_model::CpuSpec::default();
     #[cfg(feature = "dbt")]
-    return select_with(kind, &dbt::DbtOptions::default());
+    return select_with(kind, &dbt::DbtOptions::default(), &cpu);
     #[cfg(not(feature = "dbt"))]
-    return select_with(kind);
+    return select_with(kind, &cpu);
 }
 
-/// [`select`] with the DBT's options (`-accel dbt,jit=off`, ...).
+/// [`select`] with the DBT's options (`-accel dbt,jit=off`, ...) and the
+/// CPU model (`-cpu`): the DBT runs its features (`DbtOptions::features`
+/// is replaced), KVM gives its vCPUs the model over what it offers. A
+/// model an accelerator cannot give makes that accelerator unusable (with
+/// the reason; `auto` then tries the DBT).
 pub fn select_with(
     kind: AccelKind,
     #[cfg(feature = "dbt")] dbt_opts: &dbt::DbtOptions,
+    cpu: &x86::cpu_model::CpuSpec,
 ) -> Result<(Box<dyn Accelerator>, String)> {
+    #[cfg(feature = "dbt")]
+    let dbt_checked = || -> Result<(dbt::DbtAccel, String)> {
+        let features = cpu
+            .for_dbt()
+            .map_err(|e| Error::Unavailable(e.to_string()))?;
+        Ok(dbt::DbtAccel::checked(dbt::DbtOptions {
+            features,
+            ..dbt_opts.clone()
+        }))
+    };
     match kind {
         #[cfg(feature = "kvm")]
         AccelKind::Kvm => {
-            let k = kvm::KvmAccel::probe()?;
+            let k = kvm::KvmAccel::probe()?.with_cpu(cpu)?;
             Ok((Box::new(k), "hx86: accelerator: kvm".to_string()))
         }
         #[cfg(not(feature = "kvm"))]
@@ -227,7 +243,7 @@ pub fn select_with(
         )),
         #[cfg(feature = "dbt")]
         AccelKind::Dbt => {
-            let (a, tier) = dbt::DbtAccel::checked(dbt_opts.clone());
+            let (a, tier) = dbt_checked()?;
             Ok((Box::new(a), format!("hx86: accelerator: dbt ({tier})")))
         }
         #[cfg(not(feature = "dbt"))]
@@ -236,7 +252,7 @@ pub fn select_with(
         )),
         AccelKind::Auto => {
             #[cfg(feature = "kvm")]
-            let why = match kvm::KvmAccel::probe() {
+            let why = match kvm::KvmAccel::probe().and_then(|k| k.with_cpu(cpu)) {
                 Ok(k) => match auto_kvm(k) {
                     Ok(pick) => return Ok(pick),
                     Err(why) => why,
@@ -247,7 +263,7 @@ pub fn select_with(
             let why = "KVM unavailable: KVM support not compiled in".to_string();
             #[cfg(feature = "dbt")]
             {
-                let (a, tier) = dbt::DbtAccel::checked(dbt_opts.clone());
+                let (a, tier) = dbt_checked()?;
                 Ok((
                     Box::new(a),
                     format!("hx86: accelerator: dbt ({tier}; {why})"),

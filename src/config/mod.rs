@@ -77,13 +77,16 @@ fn gdb_options(cli: &Cli) -> Result<Option<crate::gdb::GdbOptions>> {
 }
 
 /// A help text an option asked for (`-device help`, `-machine help`,
-/// `-accel help`): print it and exit 0.
+/// `-accel help`, `-cpu help`): print it and exit 0.
 pub fn help_request(cli: &Cli) -> Result<Option<String>> {
     if cli.machine.iter().any(|m| is_help(m)) {
         return Ok(Some(accel::machine_help()));
     }
     if cli.accel.iter().any(|a| is_help(a)) {
         return Ok(Some(accel::accel_help()));
+    }
+    if cli.cpu.as_deref().is_some_and(is_help) {
+        return Ok(Some(x86::cpu_model::help_text()));
     }
     devices::help_request(&cli.device)
 }
@@ -208,6 +211,12 @@ pub fn build(cli: &Cli, show_accel: bool) -> Result<MachineConfig> {
         accels: accels.kinds,
         show_accel,
         dbt: accels.dbt,
+        cpu: match &cli.cpu {
+            Some(c) => {
+                x86::cpu_model::CpuSpec::parse(c).map_err(|e| anyhow::anyhow!("-cpu {c}: {e}"))?
+            }
+            None => Default::default(),
+        },
         gdb,
         smp,
         name: cli.name.as_deref().map(parse_name).transpose()?,

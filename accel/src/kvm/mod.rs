@@ -35,6 +35,9 @@ fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
 /// An open `/dev/kvm` that passed the probe.
 pub struct KvmAccel {
     kvm: Kvm,
+    /// The CPUID vCPUs get (`-cpu` applied to KVM_GET_SUPPORTED_CPUID);
+    /// `None`: everything KVM offers.
+    cpuid: Option<kvm_bindings::CpuId>,
 }
 
 impl KvmAccel {
@@ -71,7 +74,36 @@ impl KvmAccel {
                 std::io::Error::from_raw_os_error(e.errno())
             ))
         })?;
-        Ok(KvmAccel { kvm })
+        Ok(KvmAccel { kvm, cpuid: None })
+    }
+
+    fn supported_cpuid(&self) -> Result<kvm_bindings::CpuId> {
+        self.kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))
+    }
+
+    /// Gives vCPUs the CPU model `spec` over what this KVM offers
+    /// (`-cpu`); a feature asked for that KVM cannot give is refused.
+    pub fn with_cpu(mut self, spec: &x86::cpu_model::CpuSpec) -> Result<Self> {
+        use x86::cpu_model::CpuidEntry;
+        let mut cpuid = self.supported_cpuid()?;
+        let mut entries: Vec<CpuidEntry> = cpuid
+            .as_slice()
+            .iter()
+            .map(|e| CpuidEntry {
+                leaf: e.function,
+                sub: e.index,
+                regs: [e.eax, e.ebx, e.ecx, e.edx],
+            })
+            .collect();
+        spec.apply_to_host(&mut entries)
+            .map_err(|e| Error::Unavailable(e.to_string()))?;
+        for (k, e) in cpuid.as_mut_slice().iter_mut().zip(&entries) {
+            [k.eax, k.ebx, k.ecx, k.edx] = e.regs;
+        }
+        self.cpuid = Some(cpuid);
+        Ok(self)
     }
 }
 
@@ -123,10 +155,10 @@ impl Accelerator for KvmAccel {
             unsafe { vm.set_user_memory_region(r) }
                 .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
         }
-        let cpuid = self
-            .kvm
-            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-            .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+        let cpuid = match &self.cpuid {
+            Some(c) => c.clone(),
+            None => self.supported_cpuid()?,
+        };
         Ok(Box::new(KvmVm {
             vm,
             io,

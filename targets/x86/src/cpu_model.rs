@@ -423,6 +423,91 @@ impl CpuSpec {
     }
 }
 
+/// One CPUID leaf/subleaf as a host lists it (KVM_GET_SUPPORTED_CPUID).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuidEntry {
+    pub leaf: u32,
+    pub sub: u32,
+    /// EAX, EBX, ECX, EDX.
+    pub regs: [u32; 4],
+}
+
+impl CpuidEntry {
+    fn reg(&mut self, r: Reg) -> &mut u32 {
+        &mut self.regs[r as usize]
+    }
+}
+
+/// The CPUID registers that hold feature flags: a named model keeps only
+/// its own bits there.
+const FEATURE_WORDS: &[(u32, u32, Reg)] = &[
+    (1, 0, Reg::Ecx),
+    (1, 0, Reg::Edx),
+    (7, 0, Reg::Ebx),
+    (7, 0, Reg::Ecx),
+    (7, 0, Reg::Edx),
+    (0xd, 1, Reg::Eax),
+    (0x8000_0001, 0, Reg::Ecx),
+    (0x8000_0001, 0, Reg::Edx),
+];
+
+/// Leaf 1 ECX OSXSAVE and leaf 7 ECX OSPKE mirror CR4: the host sets them.
+fn dynamic_bits(leaf: u32, reg: Reg) -> u32 {
+    match (leaf, reg) {
+        (1, Reg::Ecx) => 1 << 27,
+        (7, Reg::Ecx) => 1 << 4,
+        _ => 0,
+    }
+}
+
+impl CpuSpec {
+    /// Turns the host's supported CPUID (`entries`, from KVM) into the
+    /// spec's: `host`, `max` and the default `hx86` model keep everything
+    /// the host offers; `qemu64` keeps only its own features (those the
+    /// host lacks are dropped, as QEMU does without `enforce`). Features
+    /// turned on explicitly must be offered by the host.
+    pub fn apply_to_host(&self, entries: &mut [CpuidEntry]) -> Result<(), CpuModelError> {
+        let has = |entries: &[CpuidEntry], f: Feature| {
+            let i = f.info();
+            entries.iter().any(|e| {
+                e.leaf == i.leaf && e.sub == i.sub && e.regs[i.reg as usize] & (1 << i.bit) != 0
+            })
+        };
+        for &(f, on) in &self.changes {
+            if on && !has(entries, f) {
+                return Err(CpuModelError::NotOfferedByKvm(f.name().to_string()));
+            }
+        }
+        let keep = match self.model {
+            Model::Host | Model::Max | Model::Hx86 => None,
+            m => m.dbt_features(),
+        };
+        for e in entries.iter_mut() {
+            for &(leaf, sub, reg) in FEATURE_WORDS {
+                if e.leaf != leaf || e.sub != sub {
+                    continue;
+                }
+                let mut mask = match keep {
+                    Some(k) => k.cpuid_bits(leaf, sub, reg) | dynamic_bits(leaf, reg),
+                    None => !0,
+                };
+                for &(f, on) in &self.changes {
+                    let i = f.info();
+                    if (i.leaf, i.sub, i.reg) == (leaf, sub, reg) {
+                        if on {
+                            mask |= 1 << i.bit;
+                        } else {
+                            mask &= !(1 << i.bit);
+                        }
+                    }
+                }
+                *e.reg(reg) &= mask;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The feature named `name`, or why there is none.
 fn feature(name: &str) -> Result<Feature, CpuModelError> {
     if let Some(f) = Feature::from_name(name) {
@@ -511,6 +596,52 @@ mod tests {
             Err(BadOption("umip=maybe".into()))
         );
         assert_eq!(CpuSpec::parse("host").unwrap().for_dbt(), Err(HostNeedsKvm));
+    }
+
+    #[test]
+    fn host_cpuid_filtered_by_the_spec() {
+        let host = || {
+            vec![
+                CpuidEntry {
+                    leaf: 1,
+                    sub: 0,
+                    // ECX: SSE3 SSSE3 AVX(28) x2APIC(21); EDX: FPU SSE2.
+                    regs: [
+                        0x906ea,
+                        0,
+                        (1 << 0) | (1 << 9) | (1 << 28) | (1 << 21),
+                        1 | (1 << 26),
+                    ],
+                },
+                CpuidEntry {
+                    leaf: 7,
+                    sub: 0,
+                    // EBX: SMEP SMAP AVX2(5); ECX: UMIP.
+                    regs: [0, (1 << 7) | (1 << 20) | (1 << 5), 1 << 2, 0],
+                },
+            ]
+        };
+        let mut e = host();
+        CpuSpec::parse("host,-smap")
+            .unwrap()
+            .apply_to_host(&mut e)
+            .unwrap();
+        assert_eq!(e[0], host()[0]);
+        assert_eq!(e[1].regs[1], (1 << 7) | (1 << 5));
+        let mut e = host();
+        CpuSpec::parse("qemu64,+umip")
+            .unwrap()
+            .apply_to_host(&mut e)
+            .unwrap();
+        assert_eq!(e[0].regs[2], 1, "SSE3 only: SSSE3, AVX and x2APIC dropped");
+        assert_eq!(e[0].regs[3], 1 | (1 << 26));
+        assert_eq!(e[1].regs[1..3], [0, 1 << 2]);
+        assert_eq!(
+            CpuSpec::parse("max,+pku")
+                .unwrap()
+                .apply_to_host(&mut host()),
+            Err(CpuModelError::NotOfferedByKvm("pku".into()))
+        );
     }
 
     #[test]
