@@ -56,6 +56,9 @@ pub struct Cli {
     /// Kernel command line.
     #[arg(long, value_name = "CMDLINE")]
     pub append: Option<String>,
+    /// Add a fw_cfg file: [name=]opt/NAME,file=PATH or [name=]opt/NAME,string=STR.
+    #[arg(long = "fw_cfg", value_name = "[name=]NAME,file=PATH|string=STR")]
+    pub fw_cfg: Vec<String>,
     /// Raw firmware image mapped at the top of 4 GiB (size: multiple of 64 KiB).
     #[arg(long, value_name = "FILE")]
     pub bios: Option<PathBuf>,
@@ -151,6 +154,7 @@ const LONG_OPTIONS: &[&str] = &[
     "kernel",
     "initrd",
     "append",
+    "fw_cfg",
     "bios",
     "smp",
     "machine",

@@ -97,6 +97,8 @@ pub struct MachineConfig {
     pub smp: crate::config::SmpTopology,
     /// `-name`.
     pub name: Option<String>,
+    /// `-fw_cfg` files and what else the fw_cfg device reflects.
+    pub fw_cfg: crate::fw_cfg::FwCfgOptions,
 }
 
 /// The machine's port and MMIO buses, as the accelerator sees them.
@@ -245,6 +247,7 @@ fn build_io(
     cfg: &MachineConfig,
     rom: Vec<(u64, u64)>,
     chip: Option<&SharedIrqChip>,
+    fw_cfg: Arc<Mutex<devices::FwCfg>>,
 ) -> Result<MachineIo> {
     let mut pio = Bus::new();
     let mut mmio = Bus::new();
@@ -309,6 +312,12 @@ fn build_io(
         ),
         (Arc::new(Mutex::new(rtc)), RTC_PORT.into(), 2, "CMOS RTC"),
         (
+            fw_cfg,
+            devices::FW_CFG_PORT.into(),
+            devices::FW_CFG_PORT_LEN,
+            "fw_cfg",
+        ),
+        (
             pci.clone(),
             PCI_CONFIG_PORT.into(),
             PCI_CONFIG_LEN,
@@ -337,7 +346,8 @@ pub fn run(cfg: &MachineConfig) -> Result<i32> {
     // Without an in-kernel irqchip the machine brings its own (the DBT).
     let chip = (!accel.in_kernel_irqchip())
         .then(|| IrqChip::new(Arc::new(HostClock::new())).into_shared());
-    let io = Arc::new(build_io(cfg, image.rom.clone(), chip.as_ref())?);
+    let fw_cfg = crate::fw_cfg::device(cfg, &image.mem, &image.rom, &image.state)?;
+    let io = Arc::new(build_io(cfg, image.rom.clone(), chip.as_ref(), fw_cfg)?);
     let vm: Arc<dyn Vm> = accel
         .create_vm(
             GuestMemory {

@@ -4,6 +4,7 @@ mod cli;
 mod config;
 mod console;
 mod extra_devices;
+mod fw_cfg;
 mod gdb;
 mod irq;
 mod logging;

@@ -21,6 +21,7 @@ pub mod bus;
 pub mod clock;
 pub mod debug_exit;
 pub mod debugcon;
+pub mod fw_cfg;
 pub mod i8042;
 pub mod ioapic;
 pub mod irqchip;
@@ -46,6 +47,7 @@ pub use bus::{Bus, BusDevice, BusError, BusFallback, IrqLine, NoIrq, VmRequest};
 pub use clock::{Clock, HostClock, ManualClock};
 pub use debug_exit::DebugExit;
 pub use debugcon::{Debugcon, DEBUGCON_PORT};
+pub use fw_cfg::{DmaMemory, FwCfg, FwCfgBuilder, FwCfgError, FW_CFG_PORT, FW_CFG_PORT_LEN};
 pub use i8042::{attach_i8042, I8042Port, I8042PortKind, I8042};
 pub use ioapic::{IoApic, IOAPIC_BASE, IOAPIC_SIZE};
 pub use irqchip::{

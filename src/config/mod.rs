@@ -220,6 +220,14 @@ pub fn build(cli: &Cli, show_accel: bool) -> Result<MachineConfig> {
         gdb,
         smp,
         name: cli.name.as_deref().map(parse_name).transpose()?,
+        fw_cfg: crate::fw_cfg::FwCfgOptions {
+            files: cli
+                .fw_cfg
+                .iter()
+                .map(|s| crate::fw_cfg::parse_option(s))
+                .collect::<Result<_>>()?,
+            nographic: cli.nographic,
+        },
     })
 }
 

@@ -22,6 +22,15 @@
 //!                     NonCacheable, ReadWrite,
 //!                     0x00000000, 0xC0000000, 0xFEBFFFFF, 0x00000000, 0x3EC00000)
 //!             })
+//!             Device (FWCF)                   // if fw_cfg_port (here 0x510)
+//!             {
+//!                 Name (_HID, "QEMU0002")
+//!                 Name (_STA, 0x0B)
+//!                 Name (_CRS, ResourceTemplate ()
+//!                 {
+//!                     IO (Decode16, 0x0510, 0x0510, 0x01, 0x0C)
+//!                 })
+//!             }
 //!         }
 //!     }
 //!     Name (\_S5, Package (0x04) { typ, typ, Zero, Zero })   // typ: s5_slp_typ
@@ -32,7 +41,9 @@
 //! for PCI when ACPI is on) would not scan PCI bus 0 at all. The bridge
 //! decodes all I/O ports but the config ports (the legacy devices sit
 //! behind it, as on a PIIX PC) and the 32-bit MMIO hole up to the IOAPIC.
-//! There is no `_PRT`: no PCI device needs an interrupt yet.
+//! There is no `_PRT`: no PCI device needs an interrupt yet. `FWCF` sits
+//! inside `PCI0` as on QEMU's i440FX machine (in `\_SB` when there is no
+//! host bridge), so Linux's `qemu_fw_cfg` driver finds the device.
 
 use super::aml::{self, res};
 use super::tables::{sdt, DSDT_REVISION};
@@ -51,8 +62,24 @@ pub const PCI_MMIO_END: u32 = IOAPIC_BASE as u32 - 1;
 
 const _: () = assert!(MMIO_HOLE_START < IOAPIC_BASE && IOAPIC_BASE <= u32::MAX as u64);
 
-/// `\_SB.PCI0` (see the module docs).
-fn pci0() -> Result<Vec<u8>, Error> {
+/// `Device (FWCF)`: QEMU's fw_cfg at I/O `port` (12 ports), which Linux's
+/// `qemu_fw_cfg` driver binds to by its `_HID`.
+fn fwcf(port: u16) -> Result<Vec<u8>, Error> {
+    let crs = res::template(&[res::io(port, port, 1, FW_CFG_PORTS)]);
+    let body = [
+        aml::name("_HID", &aml::string("QEMU0002")?)?,
+        aml::name("_STA", &aml::integer(0x0B))?,
+        aml::name("_CRS", &aml::buffer(&crs)?)?,
+    ]
+    .concat();
+    aml::device("FWCF", &body)
+}
+
+/// The fw_cfg device's ports (selector, data, DMA address).
+pub const FW_CFG_PORTS: u8 = 0x0C;
+
+/// `\_SB.PCI0` (see the module docs), with `extra` devices inside.
+fn pci0(extra: &[u8]) -> Result<Vec<u8>, Error> {
     let crs = res::template(&[
         res::word_bus_number(0, 0xFF),
         res::io(PCI_CONFIG_PORT, PCI_CONFIG_PORT, 1, PCI_CONFIG_PORTS),
@@ -64,6 +91,7 @@ fn pci0() -> Result<Vec<u8>, Error> {
         aml::name("_HID", &aml::integer(aml::eisa_id("PNP0A03")?.into()))?,
         aml::name("_UID", &aml::integer(0))?,
         aml::name("_CRS", &aml::buffer(&crs)?)?,
+        extra.to_vec(),
     ]
     .concat();
     aml::device("PCI0", &body)
@@ -81,8 +109,14 @@ pub fn s5(slp_typ: u8) -> Result<Vec<u8>, Error> {
 /// The DSDT's AML body (after the table header).
 pub fn aml_body(cfg: &AcpiConfig) -> Result<Vec<u8>, Error> {
     let mut v = Vec::new();
+    let fw_cfg = match cfg.fw_cfg_port {
+        Some(p) => fwcf(p)?,
+        None => Vec::new(),
+    };
     if cfg.pci_host_bridge {
-        v.extend(aml::scope("\\_SB", &pci0()?)?);
+        v.extend(aml::scope("\\_SB", &pci0(&fw_cfg)?)?);
+    } else if !fw_cfg.is_empty() {
+        v.extend(aml::scope("\\_SB", &fw_cfg)?);
     }
     v.extend(s5(cfg.s5_slp_typ)?);
     Ok(v)

@@ -31,6 +31,15 @@ DefinitionBlock ("", "DSDT", 2, "HX86  ", "HX86DSDT", 1)
                     NonCacheable, ReadWrite,
                     0x00000000, 0xC0000000, 0xFEBFFFFF, 0x00000000, 0x3EC00000)
             })
+            Device (FWCF)
+            {
+                Name (_HID, "QEMU0002")
+                Name (_STA, 0x0B)
+                Name (_CRS, ResourceTemplate ()
+                {
+                    IO (Decode16, 0x0510, 0x0510, 0x01, 0x0C)
+                })
+            }
         }
     }
     Name (\_S5, Package (0x04) { Zero, Zero, Zero, Zero })
@@ -102,6 +111,9 @@ fn iasl_disassembles_every_table() {
                 "EisaId (\"PNP0A03\")",
                 "WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode,",
                 "0xFEBFFFFF,         // Range Maximum",
+                "Device (FWCF)",
+                "Name (_HID, \"QEMU0002\")",
+                "IO (Decode16,",
             ],
             "facp" => &[
                 "Table Length : 00000114",

@@ -16,7 +16,7 @@
 //!   C2/C3, no fixed power/sleep buttons, IAPC_BOOT_ARCH "legacy devices,
 //!   8042, no VGA", RTC century register at CMOS index 0x32.
 //! * DSDT: `\_SB.PCI0` (PNP0A03 host bridge with its `_CRS`) and
-//!   `\_S5` = {0, 0, 0, 0} (see [`dsdt`]). SLP_TYP 0 is soft-off on
+//!   `\_S5` = {0, 0, 0, 0}, and QEMU's fw_cfg device `FWCF` (see [`dsdt`]). SLP_TYP 0 is soft-off on
 //!   QEMU's PIIX4 PM as well, so the same tables power off there too.
 //!
 //! # Where
@@ -104,12 +104,16 @@ pub struct AcpiConfig {
     pub s5_slp_typ: u8,
     /// Describe the PCI host bridge (`\_SB.PCI0`) in the DSDT.
     pub pci_host_bridge: bool,
+    /// I/O base of QEMU's fw_cfg device, described as `FWCF` in the DSDT.
+    pub fw_cfg_port: Option<u16>,
 }
 
 /// The hx86 PM I/O block (QEMU's PIIX4 PM layout at 0x600).
 pub const PM1A_EVT_BLK: u16 = 0x600;
 pub const PM1A_CNT_BLK: u16 = 0x604;
 pub const PM_TMR_BLK: u16 = 0x608;
+/// QEMU's fw_cfg I/O base (selector; data at +1, DMA at +4).
+pub const FW_CFG_PORT: u16 = 0x510;
 /// ACPI PM timer frequency.
 pub const PM_TIMER_HZ: u32 = 3_579_545;
 
@@ -147,6 +151,7 @@ impl Default for AcpiConfig {
             rtc: true,
             s5_slp_typ: 0,
             pci_host_bridge: true,
+            fw_cfg_port: Some(FW_CFG_PORT),
         }
     }
 }

@@ -209,6 +209,7 @@ fn variants() {
         pm_tmr_blk: None,
         cpus: 4,
         pci_host_bridge: false,
+        fw_cfg_port: None,
         i8042: false,
         s5_slp_typ: 5,
         ..AcpiConfig::default()
@@ -326,4 +327,23 @@ fn tables_do_not_overlap() {
     spans.sort();
     assert!(spans.windows(2).all(|w| w[0].1 <= w[1].0));
     assert_eq!(t.tables.len(), 7);
+}
+
+#[test]
+fn dsdt_describes_fw_cfg() {
+    let dsdt = dsdt::dsdt(&AcpiConfig::default()).unwrap();
+    let has = |needle: &[u8]| dsdt.windows(needle.len()).any(|w| w == needle);
+    assert!(has(b"FWCF"));
+    assert!(has(b"\x0DQEMU0002\0"), "_HID string");
+    assert!(has(b"_STA\x0A\x0B"));
+    // IO (Decode16, 0x0510, 0x0510, 0x01, 0x0C)
+    assert!(has(&[0x47, 0x01, 0x10, 0x05, 0x10, 0x05, 0x01, 0x0C]));
+    // Without a host bridge it sits in \_SB.
+    let cfg = AcpiConfig {
+        pci_host_bridge: false,
+        ..AcpiConfig::default()
+    };
+    let d = dsdt::dsdt(&cfg).unwrap();
+    assert!(d.windows(4).any(|w| w == b"FWCF"));
+    assert!(!d.windows(4).any(|w| w == b"PCI0"));
 }
