@@ -140,8 +140,17 @@ impl IoHandler for MachineIo {
     }
 }
 
+/// Reads the file of option `what`; the error has QEMU's wording ("could
+/// not open kernel file"), which harnesses (kvm-unit-tests) look for.
 fn read_file(what: &str, path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("{what} {}: cannot read file", path.display()))
+    let noun = what.trim_start_matches('-');
+    std::fs::read(path).with_context(|| {
+        format!(
+            "{what} {}: could not open {noun} file '{}'",
+            path.display(),
+            path.display()
+        )
+    })
 }
 
 /// The guest image and the state to start it in.
