@@ -147,47 +147,41 @@ pub struct Cli {
     pub daemonize: bool,
 }
 
-/// Options that take the QEMU single-dash long form.
-/// (The monitor and chardev options, `-chardev`, `-mon`, `-qmp`,
-/// `-monitor`, join this list with their fields in [`Cli`].)
-const LONG_OPTIONS: &[&str] = &[
-    "kernel",
-    "initrd",
-    "append",
-    "fw_cfg",
-    "bios",
-    "smp",
-    "machine",
-    "accel",
-    "enable-kvm",
-    "serial",
-    "device",
-    "debugcon",
-    "global",
-    "nodefaults",
-    "gdb",
-    "no-reboot",
-    "nographic",
-    "display",
-    "vnc",
-    "vga",
-    "no-user-config",
-    "name",
-    "pidfile",
-    "daemonize",
-    "version",
-    "help",
-    "memory",
-    "cpu",
-];
+/// The long option names of [`Cli`], and those of them that take a value,
+/// and the short options that take a value.
+fn option_table() -> (Vec<String>, Vec<String>, Vec<char>) {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let mut longs = vec!["help".to_string()];
+    let mut long_values = Vec::new();
+    let mut short_values = Vec::new();
+    for arg in cmd.get_arguments() {
+        let takes = arg.get_action().takes_values();
+        if let Some(l) = arg.get_long() {
+            longs.push(l.to_string());
+            if takes {
+                long_values.push(l.to_string());
+            }
+        }
+        if let (Some(c), true) = (arg.get_short(), takes) {
+            short_values.push(c);
+        }
+    }
+    (longs, long_values, short_values)
+}
 
-/// Rewrites `-kernel` to `--kernel` (and `-kernel=x` to `--kernel=x`) for the
-/// options above; everything else is left to clap. A single-dash word that
-/// is no option at all (`-frobnicate`) is refused here, by its full name.
+/// Rewrites QEMU's spelling for clap: `-kernel` becomes `--kernel` (and
+/// `-kernel=x` `--kernel=x`) for every long option of [`Cli`], and an
+/// option's value is attached to it (`--append=-x`, `-m512`) so that a value
+/// starting with a dash (`-append "-test_a -test_b"`) stays a value, as in
+/// QEMU. A single-dash word that is no option at all (`-frobnicate`) is
+/// refused here, by its full name.
 pub fn normalize_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Vec<OsString>, String> {
+    let (longs, long_values, short_values) = option_table();
     let mut out = Vec::new();
     let mut after_ddash = false;
-    for (i, a) in args.into_iter().enumerate() {
+    let mut args = args.into_iter().enumerate();
+    while let Some((i, a)) = args.next() {
         if i == 0 || after_ddash {
             out.push(a);
             continue;
@@ -197,16 +191,58 @@ pub fn normalize_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Vec<O
             out.push(a);
             continue;
         }
-        if let Some(s) = a.to_str() {
-            if s.starts_with('-') && !s.starts_with("--") && s.len() > 2 {
-                let name = s[1..].split('=').next().unwrap_or("");
-                if LONG_OPTIONS.contains(&name) {
-                    out.push(OsString::from(format!("-{s}")));
+        let Some(s) = a.to_str() else {
+            out.push(a);
+            continue;
+        };
+        // The option's name without dashes, and whether it is long.
+        let (name, long) = match s.strip_prefix("--") {
+            Some(n) => (n, true),
+            None => match s.strip_prefix('-') {
+                Some(n) if n.len() > 1 => (n, true),
+                Some(n) => (n, false),
+                None => {
+                    out.push(a);
                     continue;
                 }
-                if !s[1..].starts_with(|c: char| c.is_ascii_digit()) {
-                    return Err(format!("{s}: invalid option (see --help)"));
+            },
+        };
+        if long {
+            let (n, inline) = match name.split_once('=') {
+                Some((n, _)) => (n, true),
+                None => (name, false),
+            };
+            if !longs.iter().any(|l| l == n) {
+                if s.starts_with("--") || n.starts_with(|c: char| c.is_ascii_digit()) {
+                    out.push(a); // clap's error, or a negative number
+                    continue;
                 }
+                return Err(format!("{s}: invalid option (see --help)"));
+            }
+            if !inline && long_values.iter().any(|l| l == n) {
+                if let Some((_, v)) = args.next() {
+                    let mut joined = OsString::from(format!("--{n}="));
+                    joined.push(v);
+                    out.push(joined);
+                    continue;
+                }
+            }
+            out.push(OsString::from(format!("--{name}")));
+            continue;
+        }
+        // A one-letter option: attach its value.
+        let c = name.chars().next().unwrap_or('-');
+        if short_values.contains(&c) {
+            if let Some((_, v)) = args.next() {
+                if !v.is_empty() {
+                    let mut joined = OsString::from(format!("-{c}"));
+                    joined.push(v);
+                    out.push(joined);
+                    continue;
+                }
+                out.push(a);
+                out.push(v);
+                continue;
             }
         }
         out.push(a);
@@ -280,18 +316,52 @@ mod tests {
         let v: Vec<_> = v.iter().map(|s| s.to_str().unwrap()).collect();
         assert_eq!(
             v,
+            ["hx86", "--kernel=k", "-m1G", "-s", "--no-reboot", "-dint"]
+        );
+    }
+
+    #[test]
+    fn values_may_start_with_a_dash() {
+        let v = normalize_args(
             [
                 "hx86",
-                "--kernel",
-                "k",
-                "-m",
-                "1G",
-                "-s",
-                "--no-reboot",
-                "-d",
-                "int"
+                "-append",
+                "-test_a -test_b",
+                "--append",
+                "-x",
+                "-kernel=k",
+                "-M",
+                "pc",
+                "-S",
+            ]
+            .iter()
+            .map(OsString::from),
+        )
+        .unwrap();
+        let v: Vec<_> = v.iter().map(|s| s.to_str().unwrap()).collect();
+        assert_eq!(
+            v,
+            [
+                "hx86",
+                "--append=-test_a -test_b",
+                "--append=-x",
+                "--kernel=k",
+                "-Mpc",
+                "-S"
             ]
         );
+        let c = Cli::try_parse_from(
+            normalize_args(
+                ["hx86", "-append", "-a -b", "-m", "64"]
+                    .iter()
+                    .map(OsString::from),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(c.append.as_deref(), Some("-a -b"));
+        assert_eq!(c.memory, "64");
+        assert!(normalize_args(["hx86", "-frob"].iter().map(OsString::from)).is_err());
     }
 
     #[test]
