@@ -346,6 +346,8 @@ pub enum CpuModelError {
     NotOfferedByKvm(String),
     #[error("bad -cpu option '{0}': expected +FEATURE, -FEATURE or FEATURE=on|off")]
     BadOption(String),
+    #[error("CPU vendor '{0}' is not modelled: hx86's CPU is GenuineIntel")]
+    Vendor(String),
 }
 
 /// A parsed `-cpu` argument: a model and feature changes, in order.
@@ -387,6 +389,12 @@ impl CpuSpec {
             } else if let Some(n) = p.strip_prefix('-') {
                 (n, false)
             } else if let Some((n, v)) = p.split_once('=') {
+                if normalize(n) == "vendor" {
+                    if v != "GenuineIntel" {
+                        return Err(CpuModelError::Vendor(v.to_string()));
+                    }
+                    continue;
+                }
                 let on = match v {
                     "on" | "true" | "yes" => true,
                     "off" | "false" | "no" => false,
@@ -400,7 +408,12 @@ impl CpuSpec {
             if IGNORED_PROPS.contains(&normalize(name).as_str()) {
                 continue;
             }
-            changes.push((feature(name)?, on));
+            match feature(name) {
+                Ok(f) => changes.push((f, on)),
+                // Turning off what hx86 never has changes nothing.
+                Err(CpuModelError::NotImplemented(_)) if !on => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(CpuSpec { model, changes })
     }
@@ -566,6 +579,14 @@ mod tests {
             vec![(Feature::Sse41, false), (Feature::LahfLm, false)]
         );
         assert_eq!(CpuSpec::parse("max,enforce,check").unwrap().changes, vec![]);
+        // What kvm-unit-tests passes: vendor=GenuineIntel, and turning off
+        // features hx86 never has.
+        assert_eq!(
+            CpuSpec::parse("qemu64,-x2apic,vendor=GenuineIntel,pcid=off,migratable=no")
+                .unwrap()
+                .changes,
+            vec![]
+        );
         assert_eq!(
             CpuSpec::default().for_dbt().unwrap(),
             Model::Hx86.dbt_features().unwrap()
