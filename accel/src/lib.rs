@@ -1,6 +1,8 @@
 //! Accelerators: the neutral `Accelerator` / `Vm` / `Vcpu` interface and its
 //! backends, `kvm` (hardware virtualization through `/dev/kvm`) and `dbt`
-//! (hx86's own binary translator / interpreter).
+//! (hx86's own binary translator / interpreter). KVM runs x86 guests only
+//! on x86-64 hosts, so the `kvm` backend is compiled only there; elsewhere
+//! `-accel kvm` fails with [`NO_KVM_HERE`] and `auto` takes the DBT.
 //!
 //! Backends complete port and MMIO accesses themselves by calling the
 //! [`IoHandler`] they were given; [`VcpuExit`] only reports what the machine
@@ -13,8 +15,22 @@ use x86::CpuState;
 
 #[cfg(feature = "dbt")]
 pub mod dbt;
-#[cfg(feature = "kvm")]
+#[cfg(all(feature = "kvm", target_arch = "x86_64"))]
 pub mod kvm;
+
+/// Why `-accel kvm` fails on a host that is not x86-64 (KVM there runs
+/// guests of the host's architecture only).
+pub const NO_KVM_HERE: &str = "KVM cannot run x86 guests on this host";
+
+/// Why this build has no KVM backend, when it has none.
+#[cfg(not(all(feature = "kvm", target_arch = "x86_64")))]
+fn no_kvm() -> String {
+    if cfg!(target_arch = "x86_64") {
+        "KVM support was not compiled in (cargo feature `kvm`)".to_string()
+    } else {
+        format!("{NO_KVM_HERE} ({})", std::env::consts::ARCH)
+    }
+}
 
 /// Errors of the accelerator layer.
 #[derive(Debug, thiserror::Error)]
@@ -189,6 +205,16 @@ pub trait Vcpu: Send {
     fn kicker(&self) -> Arc<dyn Kicker>;
 }
 
+/// KVM, opened and checked (`/dev/kvm`, its API version, a test VM), as an
+/// accelerator with its default CPU model (for tests); on a host that is not x86-64, or without the `kvm`
+/// feature, an error that says so.
+pub fn kvm_accel() -> Result<Box<dyn Accelerator>> {
+    #[cfg(all(feature = "kvm", target_arch = "x86_64"))]
+    return Ok(Box::new(kvm::KvmAccel::probe()?));
+    #[cfg(not(all(feature = "kvm", target_arch = "x86_64")))]
+    Err(Error::Unavailable(no_kvm()))
+}
+
 /// Which accelerator the user asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AccelKind {
@@ -232,15 +258,13 @@ pub fn select_with(
         }))
     };
     match kind {
-        #[cfg(feature = "kvm")]
+        #[cfg(all(feature = "kvm", target_arch = "x86_64"))]
         AccelKind::Kvm => {
             let k = kvm::KvmAccel::probe()?.with_cpu(cpu)?;
             Ok((Box::new(k), "hx86: accelerator: kvm".to_string()))
         }
-        #[cfg(not(feature = "kvm"))]
-        AccelKind::Kvm => Err(Error::Unavailable(
-            "KVM support was not compiled in (cargo feature `kvm`)".into(),
-        )),
+        #[cfg(not(all(feature = "kvm", target_arch = "x86_64")))]
+        AccelKind::Kvm => Err(Error::Unavailable(no_kvm())),
         #[cfg(feature = "dbt")]
         AccelKind::Dbt => {
             let (a, tier) = dbt_checked()?;
@@ -251,7 +275,7 @@ pub fn select_with(
             "the DBT was not compiled in (cargo feature `dbt`)".into(),
         )),
         AccelKind::Auto => {
-            #[cfg(feature = "kvm")]
+            #[cfg(all(feature = "kvm", target_arch = "x86_64"))]
             let why = match kvm::KvmAccel::probe().and_then(|k| k.with_cpu(cpu)) {
                 Ok(k) => match auto_kvm(k) {
                     Ok(pick) => return Ok(pick),
@@ -259,8 +283,8 @@ pub fn select_with(
                 },
                 Err(e) => format!("KVM unavailable: {e}"),
             };
-            #[cfg(not(feature = "kvm"))]
-            let why = "KVM unavailable: KVM support not compiled in".to_string();
+            #[cfg(not(all(feature = "kvm", target_arch = "x86_64")))]
+            let why = format!("KVM unavailable: {}", no_kvm());
             #[cfg(feature = "dbt")]
             {
                 let (a, tier) = dbt_checked()?;
@@ -278,7 +302,7 @@ pub fn select_with(
 /// `auto` with a usable KVM: KVM, unless the DBT is compiled in and the
 /// probe guest finds KVM slower than [`kvm::probe::THRESHOLD_MIPS`] (or
 /// cannot run): then `Err` says why, for the DBT's line.
-#[cfg(feature = "kvm")]
+#[cfg(all(feature = "kvm", target_arch = "x86_64"))]
 fn auto_kvm(k: kvm::KvmAccel) -> std::result::Result<(Box<dyn Accelerator>, String), String> {
     use kvm::probe::{choose, measure, AutoChoice, THRESHOLD_MIPS};
     if !cfg!(feature = "dbt") {

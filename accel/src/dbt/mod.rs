@@ -251,11 +251,9 @@ impl Drop for DbtVcpu {
                 "vCPU {}: {} guest instructions in {:.2} s ({:.0} MIPS), {} blocks decoded ({} page-crossing); JIT: {} blocks translated ({} bytes, {:.1} ms), {} flushes, {} links patched, {} dispatcher entries, {} native / {} helper instructions translated, {} helper runs",
                 self.cpu.config.apic_id, self.cpu.insn_count, secs, mips, self.cpu.decoded_blocks, self.cpu.crossing_decodes, s.blocks, s.code_bytes,
                 s.translate_ns as f64 / 1e6, s.flushes, s.links, s.entries, s.native_insns, s.helper_insns, s.helper_runs);
+            return;
         }
-        #[cfg(target_arch = "x86_64")]
-        if self.cpu.jit_stats().is_none() {
-            log::info!(target: "stats", "vCPU {}: {} guest instructions in {:.2} s ({:.0} MIPS, interpreter)", self.cpu.config.apic_id, self.cpu.insn_count, secs, mips);
-        }
+        log::info!(target: "stats", "vCPU {}: {} guest instructions in {:.2} s ({:.0} MIPS, interpreter)", self.cpu.config.apic_id, self.cpu.insn_count, secs, mips);
     }
 }
 
