@@ -58,13 +58,45 @@ fn auto_says_which_accelerator_runs_and_why() {
         .collect();
     assert_eq!(lines.len(), 1, "{}", o.dump());
     let line = lines[0];
-    if !kvm_usable() {
+    if kvm_usable() {
+        #[cfg(target_arch = "x86_64")]
+        auto_with_usable_kvm(line);
+    } else {
         assert!(
             line.starts_with("hx86: accelerator: dbt (") && line.contains("KVM unavailable: "),
             "{line}"
         );
-        return;
     }
+}
+
+/// On a host that is not x86-64, KVM cannot run x86 guests: `-accel kvm`
+/// fails saying so, and `auto` runs the interpreter and says why (both
+/// reasons in its one line).
+#[cfg(not(target_arch = "x86_64"))]
+#[test]
+fn kvm_is_refused_and_auto_runs_the_interpreter_on_this_host() {
+    let o = run(&["-accel", "kvm"]);
+    assert_eq!(o.status, Some(1), "{}", o.dump());
+    assert!(
+        o.stderr.contains("KVM cannot run x86 guests on this host"),
+        "{}",
+        o.dump()
+    );
+    let o = run(&["-d", "accel"]);
+    assert_eq!(o.status, Some(0), "{}", o.dump());
+    assert!(o.stdout.contains("9592"), "{}", o.dump());
+    let want = format!(
+        "hx86: accelerator: dbt (interpreter: the JIT needs an x86-64 host; \
+         KVM unavailable: KVM cannot run x86 guests on this host ({}))",
+        std::env::consts::ARCH
+    );
+    assert!(o.stderr.lines().any(|l| l == want), "{}", o.dump());
+}
+
+/// The rest of [`auto_says_which_accelerator_runs_and_why`] where KVM is
+/// usable: it runs, or `auto` says how slow it is.
+#[cfg(target_arch = "x86_64")]
+fn auto_with_usable_kvm(line: &str) {
     let threshold = accel::kvm::probe::THRESHOLD_MIPS;
     if line.starts_with("hx86: accelerator: kvm") {
         assert!(line.contains(" M instr/s)"), "{line}");

@@ -24,8 +24,21 @@ impl Output {
     }
 }
 
+/// The `hx86` binary as a command; with `HX86_TEST_RUNNER` set (e.g.
+/// `qemu-aarch64 -L /usr/aarch64-linux-gnu`, for a cross-built hx86 on a
+/// host without binfmt_misc), run through that command.
 pub fn hx86() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_hx86"))
+    let bin = env!("CARGO_BIN_EXE_hx86");
+    let runner = std::env::var("HX86_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(prog) => {
+            let mut c = Command::new(prog);
+            c.args(words).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    }
 }
 
 /// Runs `hx86 ARGS` with stdin closed, killing it after `timeout`.
@@ -90,7 +103,7 @@ pub fn run(args: &[&str]) -> Output {
 
 /// Whether `/dev/kvm` is usable here; prints why not.
 pub fn kvm_usable() -> bool {
-    match accel::kvm::KvmAccel::probe() {
+    match accel::kvm_accel() {
         Ok(_) => true,
         Err(e) => {
             eprintln!("note: skipping the KVM half of this test: {e}");

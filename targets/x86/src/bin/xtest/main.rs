@@ -31,22 +31,34 @@
 //! `xtest [--mode 64|32|16] --seed N --count M [--len L] [--sse] [--quiet]
 //! [--keep-going] [--trace] [--stats] [--from N] [--show]`; exits 1 on a mismatch (after all sequences with
 //! `--keep-going`), 3 when the host cannot run the mode's code natively.
+//!
+//! The host CPU is the reference, so all of it is compiled only on x86-64
+//! hosts; elsewhere xtest says so and exits with status 3 (its test then
+//! reports the skip).
 
+#[cfg(target_arch = "x86_64")]
 mod analyse;
+#[cfg(target_arch = "x86_64")]
 mod gen64;
+#[cfg(target_arch = "x86_64")]
 mod gen_low;
+#[cfg(target_arch = "x86_64")]
 mod low;
+#[cfg(target_arch = "x86_64")]
 mod m64;
+#[cfg(target_arch = "x86_64")]
 mod native;
 
 /// Captures the interpreter's exception log (`int` target), so a fault
 /// report can say which exception the interpreter raised first.
+#[cfg(target_arch = "x86_64")]
 struct Capture;
 
 thread_local! {
     static LOG: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+#[cfg(target_arch = "x86_64")]
 impl log::Log for Capture {
     fn enabled(&self, m: &log::Metadata) -> bool {
         m.target() == "int"
@@ -60,11 +72,13 @@ impl log::Log for Capture {
 }
 
 /// Forgets the captured exception log.
+#[cfg(target_arch = "x86_64")]
 pub fn clear_log() {
     LOG.with(|l| l.borrow_mut().clear());
 }
 
 /// The first exception the interpreter delivered since [`clear_log`].
+#[cfg(target_arch = "x86_64")]
 pub fn first_exception() -> String {
     LOG.with(|l| l.borrow().first().cloned().unwrap_or_default())
 }
@@ -74,12 +88,14 @@ thread_local! {
 }
 
 /// Records where the interpreter stopped on a fault (for `--stats`).
+#[cfg(target_arch = "x86_64")]
 pub fn note_fault(ip: u64) {
     FAULT_AT.with(|f| f.set(Some(ip)));
 }
 
 /// What faulted, for `--stats`: the interpreter's first exception and the
 /// mnemonic at the IP it stopped at.
+#[cfg(target_arch = "x86_64")]
 fn fault_key(lines: &[String]) -> String {
     let exc = first_exception();
     let exc = exc
@@ -99,7 +115,9 @@ fn fault_key(lines: &[String]) -> String {
     format!("{exc} {insn}")
 }
 
+#[cfg(target_arch = "x86_64")]
 pub struct Rng(pub u64);
+#[cfg(target_arch = "x86_64")]
 impl Rng {
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> u64 {
@@ -137,6 +155,7 @@ impl Rng {
 }
 
 /// The state a sequence starts from (and ends in).
+#[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct St {
     pub gpr: [u64; 16],
@@ -146,6 +165,7 @@ pub struct St {
     pub sregs: [u16; 6],
 }
 
+#[cfg(target_arch = "x86_64")]
 impl St {
     pub fn zero() -> St {
         St {
@@ -158,9 +178,12 @@ impl St {
 }
 
 /// RFLAGS status bits (CF, PF, AF, ZF, SF, OF).
+#[cfg(target_arch = "x86_64")]
 pub const STATUS: u64 = 0x8d5;
+#[cfg(target_arch = "x86_64")]
 pub const DF: u64 = 0x400;
 
+#[cfg(target_arch = "x86_64")]
 #[allow(clippy::large_enum_variant)]
 pub enum Outcome {
     /// Ran to the end: the final state and the data area.
@@ -169,6 +192,7 @@ pub enum Outcome {
 }
 
 /// One generated sequence with its prologue and epilogue.
+#[cfg(target_arch = "x86_64")]
 pub struct Case {
     /// The code image (loaded at the mode's code address).
     pub code: Vec<u8>,
@@ -186,6 +210,7 @@ pub struct Case {
 }
 
 /// A processor mode under test.
+#[cfg(target_arch = "x86_64")]
 pub trait Mode {
     /// Builds one sequence (with the code that enters and leaves it).
     fn build(&mut self, rng: &mut Rng, len: usize, sse: bool) -> Case;
@@ -212,6 +237,7 @@ pub trait Mode {
 /// Runs every prefix of the sequence (cut at instruction boundaries)
 /// natively and under interpreter configuration `variant`, and prints the
 /// first one whose outcomes differ.
+#[cfg(target_arch = "x86_64")]
 fn trace(mode: &mut dyn Mode, case: &Case, start: &St, data: &[u8], variant: usize) {
     let bytes = &case.code[case.seq_off..case.seq_off + case.seq_len];
     let mut dec = iced_x86::Decoder::with_ip(case.bits, bytes, case.ip, 0);
@@ -248,6 +274,7 @@ fn trace(mode: &mut dyn Mode, case: &Case, start: &St, data: &[u8], variant: usi
 }
 
 /// The first differences between the host's and the interpreter's outcome.
+#[cfg(target_arch = "x86_64")]
 fn compare(mode: &dyn Mode, nat: &Outcome, emu: &Outcome, mask: u64) -> Option<String> {
     match (nat, emu) {
         (Outcome::Fault(a), Outcome::Fault(b)) => {
@@ -331,6 +358,7 @@ fn compare(mode: &dyn Mode, nat: &Outcome, emu: &Outcome, mask: u64) -> Option<S
 }
 
 /// The signal Linux sends a user process for exception `vector`.
+#[cfg(target_arch = "x86_64")]
 fn signal_of(vector: u8) -> Option<&'static str> {
     Some(match vector {
         0 | 16 | 19 => "SIGFPE",
@@ -342,6 +370,7 @@ fn signal_of(vector: u8) -> Option<&'static str> {
     })
 }
 
+#[cfg(target_arch = "x86_64")]
 struct Args {
     mode: u32,
     seed: u64,
@@ -356,6 +385,7 @@ struct Args {
     show: bool,
 }
 
+#[cfg(target_arch = "x86_64")]
 fn args() -> Args {
     let mut a = Args {
         mode: 64,
@@ -420,6 +450,7 @@ fn args() -> Args {
     a
 }
 
+#[cfg(target_arch = "x86_64")]
 fn usage() -> ! {
     eprintln!(
         "usage: xtest [--mode 64|32|16] --seed N --count M [--len L] [--sse] [--quiet] \
@@ -428,6 +459,7 @@ fn usage() -> ! {
     std::process::exit(2)
 }
 
+#[cfg(target_arch = "x86_64")]
 fn main() {
     let args = args();
     static CAPTURE: Capture = Capture;
@@ -557,6 +589,7 @@ fn main() {
 
 /// Turns on the JIT, translating every block at its first execution (the
 /// `JIT` variants compare it with the host like the interpreter).
+#[cfg(target_arch = "x86_64")]
 pub fn jit_on(cpu: &mut x86::Cpu) {
     let ok = cpu.set_jit(Some(x86::JitConfig {
         threshold: 1,
@@ -564,4 +597,13 @@ pub fn jit_on(cpu: &mut x86::Cpu) {
         perf_map: false,
     }));
     assert!(ok, "the JIT cannot run on this host");
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn main() {
+    println!(
+        "xtest: SKIPPED: the host CPU is the reference and this host is {}, not x86-64",
+        std::env::consts::ARCH
+    );
+    std::process::exit(3);
 }
