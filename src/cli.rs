@@ -41,7 +41,8 @@ pub fn version_text() -> String {
              command-line options (QEMU 7.2's spelling: -kernel, -machine accel=tcg, -device ...).",
     after_help = "With no -kernel and no -bios, hx86 boots its built-in demo guest.\n\
                   Options take one dash as in QEMU (-kernel) or two (--kernel).\n\
-                  -device help, -machine help and -accel help list what hx86 has."
+                  -device help, -machine help and -accel help list what hx86 has.\n\
+                  -enable-kvm is -machine accel=kvm, as in QEMU (the last accel= given wins)."
 )]
 pub struct Cli {
     /// Print the version (QEMU's first line, naming hx86) and exit.
@@ -84,9 +85,6 @@ pub struct Cli {
     /// to give fallbacks (the first usable wins).
     #[arg(long, value_name = "NAME[,PROP=VALUE...]")]
     pub accel: Vec<String>,
-    /// Same as -accel kvm.
-    #[arg(long = "enable-kvm")]
-    pub enable_kvm: bool,
     /// Where COM1 goes: stdio, file:PATH, none (or null).
     #[arg(long, value_name = "DEV")]
     pub serial: Option<String>,
@@ -142,6 +140,9 @@ pub struct Cli {
     /// Write hx86's process id to FILE (removed at exit).
     #[arg(long, value_name = "FILE")]
     pub pidfile: Option<PathBuf>,
+    /// Host resource hints: mem-lock=on|off, cpu-pm=on|off (accepted; "on" is warned about).
+    #[arg(long, value_name = "PROP=on|off,...")]
+    pub overcommit: Vec<String>,
     /// Refused: hx86 always runs in the foreground.
     #[arg(long)]
     pub daemonize: bool,
@@ -207,6 +208,12 @@ pub fn normalize_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Vec<O
                 }
             },
         };
+        // QEMU 7.2 turns -enable-kvm into the machine option accel=kvm: a
+        // later -machine accel= overrides it, and it conflicts with -accel.
+        if long && name == "enable-kvm" {
+            out.push(OsString::from("--machine=accel=kvm"));
+            continue;
+        }
         if long {
             let (n, inline) = match name.split_once('=') {
                 Some((n, _)) => (n, true),
@@ -362,6 +369,14 @@ mod tests {
         assert_eq!(c.append.as_deref(), Some("-a -b"));
         assert_eq!(c.memory, "64");
         assert!(normalize_args(["hx86", "-frob"].iter().map(OsString::from)).is_err());
+        let v = normalize_args(
+            ["hx86", "-enable-kvm", "--enable-kvm"]
+                .iter()
+                .map(OsString::from),
+        )
+        .unwrap();
+        assert_eq!(v[1], "--machine=accel=kvm");
+        assert_eq!(v[2], "--machine=accel=kvm");
     }
 
     #[test]

@@ -350,8 +350,11 @@ fn build_io(
 /// How a run ended: the process exit status.
 pub fn run(cfg: &MachineConfig) -> Result<i32> {
     log::debug!(target: "cpu_reset", "machine '{}', CPUs {:?}", cfg.name.as_deref().unwrap_or("pc"), cfg.smp);
-    let image = load_image(cfg)?;
+    // The accelerator first, as QEMU initialises it before loading the
+    // kernel: an unusable one (-cpu host under the DBT) is reported even
+    // for a missing -kernel file (kvm-unit-tests probes that way).
     let accel = select_accelerator(cfg)?;
+    let image = load_image(cfg)?;
     // Without an in-kernel irqchip the machine brings its own (the DBT).
     let chip = (!accel.in_kernel_irqchip())
         .then(|| IrqChip::new(Arc::new(HostClock::new())).into_shared());
@@ -408,7 +411,10 @@ fn select_accelerator(cfg: &MachineConfig) -> Result<Box<dyn accel::Accelerator>
             )),
         }
     }
-    bail!("no usable accelerator: {}", why_not.join("; "))
+    match why_not.as_slice() {
+        [one] => bail!("{one}"),
+        all => bail!("no usable accelerator: {}", all.join("; ")),
+    }
 }
 
 pub(crate) fn reset(cfg: &MachineConfig, vcpu: &mut dyn Vcpu, mem: &GuestMemoryMmap) -> Result<()> {

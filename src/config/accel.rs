@@ -1,5 +1,6 @@
-//! `-machine`/`-M`, `-accel` and `-enable-kvm`: the machine type, its
-//! properties and the ordered list of accelerators to try.
+//! `-machine`/`-M` and `-accel`: the machine type, its properties and the
+//! ordered list of accelerators to try. (`-enable-kvm` arrives here as
+//! `-machine accel=kvm`, see `cli::normalize_args`.)
 
 use accel::AccelKind;
 use anyhow::{bail, Context, Result};
@@ -177,13 +178,9 @@ const KVM_PROPS: &[&str] = &[
     "notify-window",
 ];
 
-/// The accelerators from `-accel` (repeatable), `-machine accel=` and
-/// `-enable-kvm`: an ordered list, the first usable one wins.
-pub fn accel_choice(
-    accels: &[String],
-    machine: &MachineOpts,
-    enable_kvm: bool,
-) -> Result<AccelChoice> {
+/// The accelerators from `-accel` (repeatable) or `-machine accel=` (the
+/// last one given): an ordered list, the first usable one wins.
+pub fn accel_choice(accels: &[String], machine: &MachineOpts) -> Result<AccelChoice> {
     let mut dbt = accel::dbt::DbtOptions::default();
     let mut kinds = Vec::new();
     if let Some(list) = &machine.accel {
@@ -214,12 +211,6 @@ pub fn accel_choice(
         }
         kinds.push(kind);
     }
-    if enable_kvm {
-        if kinds.iter().any(|k| *k != AccelKind::Kvm) {
-            bail!("-enable-kvm conflicts with the other accelerators asked for ({kinds:?})");
-        }
-        kinds = vec![AccelKind::Kvm];
-    }
     if kinds.is_empty() {
         kinds.push(AccelKind::Auto);
     }
@@ -236,8 +227,12 @@ mod tests {
         for s in machine {
             parse_machine(s, &mut m)?;
         }
+        // -enable-kvm, after the other options.
+        if kvm {
+            parse_machine("accel=kvm", &mut m)?;
+        }
         let a: Vec<String> = accels.iter().map(|s| s.to_string()).collect();
-        Ok(accel_choice(&a, &m, kvm)?.kinds)
+        Ok(accel_choice(&a, &m)?.kinds)
     }
 
     #[test]
@@ -258,7 +253,8 @@ mod tests {
             [Kvm, Dbt]
         );
         assert_eq!(choice(&[], &[], true).unwrap(), [Kvm]);
-        assert_eq!(choice(&["kvm"], &[], true).unwrap(), [Kvm]);
+        // kvm-unit-tests' lam: -machine accel=tcg ... -enable-kvm.
+        assert_eq!(choice(&[], &["accel=tcg"], true).unwrap(), [Kvm]);
         assert_eq!(
             choice(&[], &["pc,hpet=off,usb=off"], false).unwrap(),
             [Auto]
@@ -284,7 +280,7 @@ mod tests {
                 "unknown accelerator 'bogus'",
             ),
             (&["tcg"], &["accel=tcg"], false, "incompatible"),
-            (&["tcg"], &[], true, "-enable-kvm conflicts"),
+            (&["tcg"], &[], true, "incompatible"),
             (&["kvm,frob=2"], &[], false, "kvm has no property 'frob'"),
             (&["tcg,jit=maybe"], &[], false, "jit=maybe"),
         ] {

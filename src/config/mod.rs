@@ -111,6 +111,17 @@ fn check_frontends(cli: &Cli) -> Result<()> {
             bail!("-vnc {v}: hx86 has no VNC server (only -vnc none)");
         }
     }
+    for o in &cli.overcommit {
+        for (k, v) in props(&format!("-overcommit {o}"), o.split(','))? {
+            match (k, v) {
+                ("mem-lock" | "cpu-pm", "off") => {}
+                ("mem-lock" | "cpu-pm", "on") => warn(&format!(
+                    "-overcommit {k}=on ignored: hx86 does not pin guest memory or pass CPU power management through"
+                )),
+                _ => bail!("-overcommit {o}: expected mem-lock=on|off or cpu-pm=on|off"),
+            }
+        }
+    }
     if let Some(v) = &cli.vga {
         if v != "none" {
             bail!("-vga {v}: hx86 has no display adapter (only -vga none)");
@@ -152,7 +163,7 @@ pub fn build(cli: &Cli, show_accel: bool) -> Result<MachineConfig> {
     for m in &cli.machine {
         accel::parse_machine(m, &mut machine)?;
     }
-    let accels = accel::accel_choice(&cli.accel, &machine, cli.enable_kvm)?;
+    let accels = accel::accel_choice(&cli.accel, &machine)?;
     if cli.initrd.is_some() && cli.kernel.is_none() {
         bail!("-initrd only makes sense with -kernel");
     }
@@ -345,6 +356,7 @@ mod tests {
             (&["-debugcon", "pty"], "-debugcon pty"),
             (&["-M", "q35"], "unsupported machine type"),
             (&["-name", "a,b=c"], "-name a,b=c"),
+            (&["-overcommit", "frob=on"], "expected mem-lock"),
         ] {
             let e = format!("{:#}", cfg(args).unwrap_err());
             assert!(e.contains(msg), "{args:?}: {e}");
