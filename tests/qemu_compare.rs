@@ -121,3 +121,146 @@ fn string_io_rom_prints_the_same_as_qemu() {
     rom[0x100..0x10c].copy_from_slice(b"hello, qemu\n");
     same_output("qemu-strio", &rom);
 }
+
+/// A Multiboot 1 kernel (a.out kludge) that prints what it was given:
+/// EAX, the flags it relies on (cmdline, mods, mmap), its command line and
+/// each module's command line, length and byte sum. QEMU and hx86 must pass
+/// the same (the kernel's path, then `-append`; QEMU's `-initrd` module
+/// syntax with `,,`).
+#[test]
+fn multiboot_kernel_sees_the_same_as_under_qemu() {
+    use common::guest32::*;
+    use iced_x86::code_asm::*;
+    if !qemu_available() {
+        return;
+    }
+    let mut g = Gen::new();
+    (|| -> R {
+        let a = &mut g.a;
+        let mut print_str = a.create_label();
+        let mut print_hex = a.create_label();
+        let mut start = a.create_label();
+        a.jmp(start)?;
+        // Prints the NUL-terminated string at ESI.
+        a.set_label(&mut print_str)?;
+        let mut lp = a.create_label();
+        let mut done = a.create_label();
+        a.mov(dx, 0x3f8u32)?;
+        a.set_label(&mut lp)?;
+        a.mov(al, byte_ptr(esi))?;
+        a.test(al, al)?;
+        a.jz(done)?;
+        a.out(dx, al)?;
+        a.inc(esi)?;
+        a.jmp(lp)?;
+        a.set_label(&mut done)?;
+        a.ret()?;
+        // Prints EAX as 8 hex digits and a newline.
+        a.set_label(&mut print_hex)?;
+        let mut digit = a.create_label();
+        let mut num = a.create_label();
+        a.mov(ecx, 8u32)?;
+        a.mov(dx, 0x3f8u32)?;
+        a.set_label(&mut digit)?;
+        a.rol(eax, 4)?;
+        a.push(eax)?;
+        a.and(eax, 0xfu32)?;
+        a.add(eax, b'0' as u32)?;
+        a.cmp(eax, b'9' as u32)?;
+        a.jbe(num)?;
+        a.add(eax, 7u32)?;
+        a.set_label(&mut num)?;
+        a.out(dx, al)?;
+        a.pop(eax)?;
+        a.dec(ecx)?;
+        a.jnz(digit)?;
+        a.mov(al, b'\n' as u32)?;
+        a.out(dx, al)?;
+        a.ret()?;
+
+        a.set_label(&mut start)?;
+        a.call(print_hex)?; // EAX: the magic
+        a.mov(eax, dword_ptr(ebx))?;
+        a.and(eax, 0x4Cu32)?; // CMDLINE | MODS | MMAP
+        a.call(print_hex)?;
+        a.mov(esi, dword_ptr(ebx + 16))?;
+        a.call(print_str)?;
+        a.mov(eax, dword_ptr(ebx + 20))?;
+        a.call(print_hex)?;
+        a.mov(ebp, dword_ptr(ebx + 24))?;
+        a.mov(edi, dword_ptr(ebx + 20))?;
+        let mut m = a.create_label();
+        let mut end = a.create_label();
+        a.set_label(&mut m)?;
+        a.test(edi, edi)?;
+        a.jz(end)?;
+        a.mov(esi, dword_ptr(ebp + 8))?;
+        a.call(print_str)?;
+        a.mov(eax, dword_ptr(ebp + 4))?;
+        a.sub(eax, dword_ptr(ebp))?;
+        a.call(print_hex)?;
+        // Byte sum of the module.
+        a.mov(esi, dword_ptr(ebp))?;
+        a.xor(eax, eax)?;
+        let mut s = a.create_label();
+        let mut s_end = a.create_label();
+        a.set_label(&mut s)?;
+        a.cmp(esi, dword_ptr(ebp + 4))?;
+        a.jae(s_end)?;
+        a.movzx(ecx, byte_ptr(esi))?;
+        a.add(eax, ecx)?;
+        a.inc(esi)?;
+        a.jmp(s)?;
+        a.set_label(&mut s_end)?;
+        a.call(print_hex)?;
+        a.add(ebp, 16)?;
+        a.dec(edi)?;
+        a.jmp(m)?;
+        a.set_label(&mut end)?;
+        a.mov(eax, 2u32)?;
+        a.out(0xf4, eax)?;
+        a.hlt()
+    })()
+    .unwrap();
+    let (code, _) = g.finish();
+    let d = scratch("qemu-mb");
+    let len = CODE_OFF + code.len() as u64;
+    let kernel = write(&d, "mb.bin", &blob(&mb1_header(Some((len, 0x1000))), &code));
+    let m1 = write(
+        &d,
+        "m1.bin",
+        &(0..5000u32).map(|i| (i * 31) as u8).collect::<Vec<_>>(),
+    );
+    let m2 = write(&d, "m2.txt", b"module two\n");
+    let initrd = format!("{m1} one,,two three,{m2}");
+    let args = [
+        "-kernel", &kernel, "-initrd", &initrd, "-append", "a b  c", "-m", "64M",
+    ];
+    let out = Command::new("timeout")
+        .arg("120")
+        .arg("qemu-system-x86_64")
+        .args(["-accel", "tcg"])
+        .args(args)
+        .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
+        .args([
+            "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=4",
+            "-no-reboot",
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .expect("run qemu");
+    let want = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        want.starts_with("2BADB002\n0000004C\n"),
+        "QEMU printed {want:?}"
+    );
+    for accel in accels() {
+        let mut a = vec!["-accel", accel];
+        a.extend(args);
+        let o = run(&a);
+        assert_eq!(o.status, Some(5), "{}", o.dump());
+        assert_eq!(o.stdout, want, "-accel {accel} vs QEMU TCG\n{}", o.dump());
+    }
+}
