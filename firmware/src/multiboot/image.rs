@@ -4,7 +4,7 @@
 use vm_memory::GuestMemoryMmap;
 
 use super::{ram_entry, MultibootOptions};
-use crate::layout::{self, FOUR_GIB};
+use crate::layout::FOUR_GIB;
 use crate::{boot, elf, Error};
 
 /// The address fields of a header (Multiboot 1 flag bit 16, or the
@@ -187,9 +187,11 @@ pub(crate) fn load(
                 p.what, p.addr, opts.ram_size
             )));
         }
-        if let Some(what) = layout::overlapping_boot_structure(p.addr, end as u64) {
+        let (rs, re) = super::RESERVED_LOW;
+        if p.addr < re && rs < end as u64 {
             return Err(bad(format!(
-                "{} at {:#x}..{end:#x} overlaps {what}",
+                "{} at {:#x}..{end:#x} overlaps the BIOS data area and boot GDT at \
+                 {rs:#x}..{re:#x}",
                 p.what, p.addr
             )));
         }

@@ -23,9 +23,12 @@
 //!   `e_entry` translated to its physical address (a Multiboot 2 entry
 //!   address tag overrides it). Segments must not overlap each other.
 //! * Everything loaded must lie below 4 GiB, inside one usable (type 1)
-//!   entry of the machine's e820 map, and clear of the boot GDT/IDT and
-//!   stack (see [`crate::layout`]); the entry point must lie inside the
-//!   loaded image.
+//!   entry of the machine's e820 map, and clear of [`RESERVED_LOW`] (the
+//!   BIOS data area the ACPI setup writes, and the boot GDT/IDT); the
+//!   other low boot structures of [`crate::layout`] (page tables, zero
+//!   page, command line) are not used by multiboot boots, so kernels may
+//!   load there (kvm-unit-tests' realmode test loads at 0x8000). The entry
+//!   point must lie inside the loaded image.
 //!
 //! # What follows the kernel
 //!
@@ -66,6 +69,11 @@ use crate::linux::{E820Entry, E820_RAM};
 use crate::{boot, Error};
 
 pub use image::LoadedKernel;
+
+/// What a multiboot kernel must not overlap: the BIOS data area (0x400,
+/// where the EBDA segment and base memory size go) up to the end of the
+/// boot GDT/IDT.
+pub const RESERVED_LOW: (u64, u64) = (0x400, crate::layout::BOOT_IDT_START + 8);
 
 /// The loader name put in the boot information.
 pub const BOOT_LOADER_NAME: &str = "hx86";

@@ -226,6 +226,17 @@ fn mb1_aout_kludge_loads_text_and_zeroes_bss() {
     assert_eq!(b.kernel.end, 0x20_2000);
 }
 
+/// Low memory the Linux boot structures use is free for multiboot kernels
+/// (kvm-unit-tests' realmode.flat loads at 0x8000).
+#[test]
+fn mb1_kernel_may_load_over_the_unused_boot_structures() {
+    let mut f = mb1_header(0, Some([0x8000, 0x8000, 0, 0xB000, 0x8020]));
+    f.resize(0x2800, 0x90);
+    let b = load(&f).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((b.kernel.start, b.kernel.end), (0x8000, 0xB000));
+    assert!(b.info_addr >= MIB);
+}
+
 #[test]
 fn mb1_malformed_headers_name_the_field() {
     let kl = |a: [u32; 5]| {
@@ -260,8 +271,8 @@ fn mb1_malformed_headers_name_the_field() {
             "entry_addr 0x300000 is outside",
         ),
         (
-            [0x8000, 0x8000, 0x8800, 0xA000, 0x8000],
-            "overlaps the boot page tables",
+            [0x400, 0x400, 0x800, 0, 0x400],
+            "overlaps the BIOS data area and boot GDT",
         ),
         (
             [0x9_F000, 0x9_F000, 0xA_0000, 0, 0x9_F000],
