@@ -3,7 +3,9 @@
 # `apt-get download` (no root needed) and builds an initramfs whose /init
 # mounts proc/sys/dev, prints a marker, then either runs a shell on the
 # console or runs the command given on the kernel command line
-# (hx86.cmd=...), and powers off.
+# (hx86.cmd=...), and powers off. The kernel's qemu_fw_cfg module is in
+# /lib/modules (`insmod /lib/modules/qemu_fw_cfg.ko` shows fw_cfg under
+# /sys/firmware/qemu_fw_cfg).
 #
 # Usage: scripts/linux-guest.sh [OUTDIR]      (default: guest/)
 # Produces OUTDIR/vmlinuz and OUTDIR/initrd.gz; prints their paths.
@@ -15,7 +17,10 @@ mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 work="$out/.work"
 
+# Bumped whenever the initramfs changes, so an older build is redone.
+version=2
 if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.gz" ] && [ -s "$out/busybox" ] \
+    && [ "$(cat "$out/initrd.version" 2>/dev/null)" = "$version" ] \
     && [ "${REBUILD:-0}" != 1 ]; then
     echo "$out/vmlinuz"
     echo "$out/initrd.gz"
@@ -43,11 +48,16 @@ cp "$work/busybox/bin/busybox" "$out/busybox"
 
 # The initramfs: busybox and an /init script.
 r="$work/root"
-mkdir -p "$r/bin" "$r/sbin" "$r/proc" "$r/sys" "$r/dev" "$r/tmp" "$r/etc" "$r/root"
+mkdir -p "$r/bin" "$r/sbin" "$r/proc" "$r/sys" "$r/dev" "$r/tmp" "$r/etc" "$r/root" \
+    "$r/lib/modules"
 cp "$work/busybox/bin/busybox" "$r/bin/busybox"
 for app in sh ash cat echo ls mount umount uname md5sum poweroff reboot halt \
-           mkdir dmesg sleep ps grep head tail wc sync true false date; do
+           mkdir dmesg sleep ps grep head tail wc sync true false date insmod; do
     ln -s busybox "$r/bin/$app"
+done
+# Modules the tests load (Debian builds these as modules).
+for m in drivers/firmware/qemu_fw_cfg.ko; do
+    cp "$(ls -d "$work"/kernel/lib/modules/*/kernel | head -1)/$m" "$r/lib/modules/"
 done
 cat > "$r/init" <<'INIT'
 #!/bin/sh
@@ -95,6 +105,7 @@ for dirpath, dirs, files in os.walk(root):
             entry(name, stat.S_IFREG | (st.st_mode & 0o777), open(p, "rb").read())
 entry("TRAILER!!!", 0)
 PY
+echo "$version" > "$out/initrd.version"
 rm -rf "$work"
 echo "$out/vmlinuz"
 echo "$out/initrd.gz"

@@ -1,6 +1,7 @@
 //! Boots Debian's stock kernel (fetched by scripts/linux-guest.sh) with a
 //! busybox initramfs to its shell and drives the shell through a pipe on
-//! the serial console.
+//! the serial console; the shell also loads Linux's qemu_fw_cfg driver and
+//! reads a `-fw_cfg` file back from /sys/firmware/qemu_fw_cfg.
 //!
 //! Under the DBT this runs by default: it needs Debian's package registry
 //! for `apt-get download` once (CI has it); without it the test prints why
@@ -62,6 +63,8 @@ fn boot_and_drive(
             "-append",
             "console=ttyS0 quiet",
             "-no-reboot",
+            "-fw_cfg",
+            FW_CFG_ARG,
         ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -118,6 +121,14 @@ fn boot_and_drive(
     (status, String::from_utf8_lossy(&out).into_owned())
 }
 
+/// A fw_cfg file the guest reads back through Linux's qemu_fw_cfg driver
+/// (which finds the device by the DSDT's FWCF `_HID` and reads by DMA).
+const FW_CFG_ARG: &str = "name=opt/hx86/linux,string=fw_cfg says hi";
+const FW_CFG_CMDS: &str = "insmod /lib/modules/qemu_fw_cfg.ko\n\
+    echo \"fwcfg: $(cat /sys/firmware/qemu_fw_cfg/by_name/opt/hx86/linux/raw)\"\n\
+    echo \"fwcfg rev: $(cat /sys/firmware/qemu_fw_cfg/rev)\"\n\
+    echo \"fwcfg e820: $(wc -c < /sys/firmware/qemu_fw_cfg/by_name/etc/e820/raw)\"\n";
+
 fn check_linux_shell(accel: &str, timeout: Duration) {
     let Some(g) = guest() else { return };
     let release = std::fs::read_to_string(g.dir.join("kernel-release")).unwrap();
@@ -131,8 +142,9 @@ fn check_linux_shell(accel: &str, timeout: Duration) {
         .next()
         .unwrap()
         .to_string();
-    let cmds = "uname -r\ncat /proc/cpuinfo\nmd5sum /bin/busybox\npoweroff -f\n";
-    let (status, out) = boot_and_drive(accel, &g, cmds, timeout);
+    let cmds =
+        format!("uname -r\ncat /proc/cpuinfo\nmd5sum /bin/busybox\n{FW_CFG_CMDS}poweroff -f\n");
+    let (status, out) = boot_and_drive(accel, &g, &cmds, timeout);
     let tail: String = out
         .chars()
         .rev()
@@ -159,6 +171,14 @@ fn check_linux_shell(accel: &str, timeout: Duration) {
         out.contains(&format!("{md5}  /bin/busybox")),
         "-accel {accel}: md5sum should print {md5}\n{tail}"
     );
+    // fw_cfg: the -fw_cfg string, the DMA interface (rev 3) and etc/e820
+    // (the 4 entries of a 512 MiB machine, 20 bytes each).
+    for want in ["fwcfg: fw_cfg says hi", "fwcfg rev: 3", "fwcfg e820: 80"] {
+        assert!(
+            out.lines().any(|l| l.trim() == want),
+            "-accel {accel}: qemu_fw_cfg should give {want:?}\n{tail}"
+        );
+    }
     assert_eq!(
         status,
         Some(0),
