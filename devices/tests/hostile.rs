@@ -4,8 +4,9 @@
 use std::sync::{Arc, Mutex};
 
 use devices::{
-    attach_i8042, attach_irqchip, lock_chip, Bus, DebugExit, GsiLine, IrqChip, IrqLine,
-    ManualClock, PciConfigIo, PostCode, PowerOffPort, Rtc, Serial, I8042, IOAPIC_BASE, LAPIC_BASE,
+    attach_i8042, attach_irqchip, attach_pc_testdev, attach_pc_testdev_byte_view, lock_chip,
+    pci_testdev, Bus, DebugExit, Debugcon, GsiLine, IrqChip, IrqLine, ManualClock, PcTestdev,
+    PciBarSpace, PciConfigIo, PostCode, PowerOffPort, Rtc, Serial, I8042, IOAPIC_BASE, LAPIC_BASE,
 };
 
 /// xorshift64*: deterministic, no dependency.
@@ -37,8 +38,23 @@ fn random_accesses_never_panic() {
     pio.insert(rtc.clone(), 0x70, 2).unwrap();
     let kbc = Arc::new(Mutex::new(I8042::new(line(1), line(12))));
     attach_i8042(&kbc, &mut pio).unwrap();
-    pio.insert(Arc::new(Mutex::new(PciConfigIo::new())), 0xcf8, 8)
-        .unwrap();
+    // QEMU's test devices: pc-testdev, isa-debugcon at 0xe9, pci-testdev at
+    // 00:02.0 with its BARs decoded (and movable by the random writes to
+    // 0xcf8/0xcfc).
+    let testdev = Arc::new(Mutex::new(PcTestdev::new((0..24).map(line).collect())));
+    attach_pc_testdev(&testdev, &mut pio, &mut mmio).unwrap();
+    let debugcon = Debugcon::new(Box::new(std::io::sink()), 0xe9);
+    pio.insert(Arc::new(Mutex::new(debugcon)), 0xe9, 1).unwrap();
+    attach_pc_testdev_byte_view(&testdev, &mut pio);
+    let (bar_io, bar_mem) = (PciBarSpace::new(), PciBarSpace::new());
+    pio.set_fallback(bar_io.clone());
+    mmio.set_fallback(bar_mem.clone());
+    let (mut testdev_fn, _) = pci_testdev(2 << 3, bar_io, bar_mem);
+    testdev_fn.assign(0, 0xfebf_f000);
+    testdev_fn.assign(1, 0xc000);
+    let mut pci = PciConfigIo::new();
+    pci.add_function(0, 2, 0, Box::new(testdev_fn)).unwrap();
+    pio.insert(Arc::new(Mutex::new(pci)), 0xcf8, 8).unwrap();
     pio.insert(Arc::new(Mutex::new(DebugExit::new(2))), 0x501, 2)
         .unwrap();
     pio.insert(Arc::new(Mutex::new(PostCode::new())), 0x80, 1)
@@ -46,9 +62,9 @@ fn random_accesses_never_panic() {
     pio.insert(Arc::new(Mutex::new(PowerOffPort::new())), 0x604, 2)
         .unwrap();
 
-    let ports: [u64; 16] = [
+    let ports: [u64; 22] = [
         0x20, 0x21, 0xa0, 0xa1, 0x4d0, 0x40, 0x43, 0x61, 0x60, 0x64, 0x70, 0x71, 0x3f8, 0x3fd,
-        0xcf8, 0xcfc,
+        0xcf8, 0xcfc, 0xe0, 0xe4, 0xe8, 0x2000, 0xc000, 0xc080,
     ];
     let mut rng = Rng(0x1234_5678_9abc_def1);
     let mut buf = [0u8; 8];
@@ -61,8 +77,11 @@ fn random_accesses_never_panic() {
             (&pio, base + rng.below(4))
         } else if r < 75 {
             (&mmio, LAPIC_BASE + rng.below(0x1010))
-        } else if r < 85 {
+        } else if r < 80 {
             (&mmio, IOAPIC_BASE + rng.below(0x50))
+        } else if r < 85 {
+            let base = [0xff00_0000u64, 0xfebf_f000][rng.below(2) as usize];
+            (&mmio, base + rng.below(0x1_0010))
         } else {
             (&pio, rng.below(0x10000))
         };
