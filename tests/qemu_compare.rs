@@ -26,12 +26,14 @@ fn qemu_available() -> bool {
     ok
 }
 
-/// stdout of QEMU running `rom` with TCG.
-fn qemu_output(rom: &str) -> String {
+/// stdout of QEMU with TCG and `args`, the machine as the tests run hx86:
+/// no display or monitor, COM1 on stdout, isa-debug-exit at 0xf4.
+fn qemu_stdout(args: &[&str]) -> String {
     let out = Command::new("timeout")
         .arg("120")
         .arg("qemu-system-x86_64")
-        .args(["-accel", "tcg", "-bios", rom, "-m", "64M"])
+        .args(["-accel", "tcg"])
+        .args(args)
         .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
         .args([
             "-device",
@@ -43,6 +45,11 @@ fn qemu_output(rom: &str) -> String {
         .output()
         .expect("run qemu");
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// stdout of QEMU running `rom` with TCG.
+fn qemu_output(rom: &str) -> String {
+    qemu_stdout(&["-bios", rom, "-m", "64M"])
 }
 
 fn same_output(name: &str, rom_bytes: &[u8]) {
@@ -236,22 +243,7 @@ fn multiboot_kernel_sees_the_same_as_under_qemu() {
     let args = [
         "-kernel", &kernel, "-initrd", &initrd, "-append", "a b  c", "-m", "64M",
     ];
-    let out = Command::new("timeout")
-        .arg("120")
-        .arg("qemu-system-x86_64")
-        .args(["-accel", "tcg"])
-        .args(args)
-        .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
-        .args([
-            "-device",
-            "isa-debug-exit,iobase=0xf4,iosize=4",
-            "-no-reboot",
-        ])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .expect("run qemu");
-    let want = String::from_utf8_lossy(&out.stdout).into_owned();
+    let want = qemu_stdout(&args);
     assert!(
         want.starts_with("2BADB002\n0000004C\n"),
         "QEMU printed {want:?}"

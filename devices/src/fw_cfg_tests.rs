@@ -225,26 +225,18 @@ fn dma_read_skip_select_and_refused_write() {
 fn bad_dma_addresses_set_the_error_bit() {
     let ram = Ram::new();
     let mut d = device(&ram);
-    // Destination outside RAM.
-    let c = dma(
-        &mut d,
-        &ram,
-        0x100,
-        (u32::from(key::FILE_DIR) << 16) | 0x0A,
-        64,
-        0xFFFF_FFF0,
-    );
-    assert_eq!(c, dma_ctl::ERROR);
-    // Destination running off the end of RAM.
-    let c = dma(
-        &mut d,
-        &ram,
-        0x100,
-        (u32::from(key::FILE_DIR) << 16) | 0x0A,
-        64,
-        0xFFF0,
-    );
-    assert_eq!(c, dma_ctl::ERROR);
+    // Destinations outside RAM, or running off its end.
+    for addr in [0xFFFF_FFF0, 0xFFF0] {
+        let c = dma(
+            &mut d,
+            &ram,
+            0x100,
+            (u32::from(key::FILE_DIR) << 16) | 0x0A,
+            64,
+            addr,
+        );
+        assert_eq!(c, dma_ctl::ERROR, "{addr:#x}");
+    }
     // Huge length past the item: zero fill until RAM ends, then error.
     let c = dma(&mut d, &ram, 0x100, dma_ctl::READ, u32::MAX, 0x8000);
     assert_eq!(c, dma_ctl::ERROR);

@@ -87,9 +87,7 @@ fn u32_at(b: &[u8], off: usize) -> Option<u32> {
 }
 
 fn magics(image: &[u8], limit: usize) -> impl Iterator<Item = usize> + '_ {
-    (0..image.len().min(limit))
-        .step_by(4)
-        .filter(move |&o| u32_at(image, o) == Some(HEADER_MAGIC))
+    super::magic_offsets(image, HEADER_MAGIC, 4, limit)
 }
 
 /// Whether the image has the Multiboot 1 magic where a header may be.

@@ -110,9 +110,7 @@ fn u16_at(b: &[u8], off: usize) -> u16 {
 }
 
 fn magics(image: &[u8], limit: usize) -> impl Iterator<Item = usize> + '_ {
-    (0..image.len().min(limit))
-        .step_by(8)
-        .filter(move |&o| u32_at(image, o) == Some(HEADER_MAGIC))
+    super::magic_offsets(image, HEADER_MAGIC, 8, limit)
 }
 
 /// Whether the image has the Multiboot 2 magic where a header may be.

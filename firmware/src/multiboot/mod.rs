@@ -245,6 +245,19 @@ pub fn load_multiboot(
     })
 }
 
+/// The offsets below `limit` (and inside `image`), multiples of `align`,
+/// where the little-endian `magic` stands: where a header may start.
+pub(crate) fn magic_offsets(
+    image: &[u8],
+    magic: u32,
+    align: usize,
+    limit: usize,
+) -> impl Iterator<Item = usize> + '_ {
+    (0..image.len().min(limit))
+        .step_by(align)
+        .filter(move |&o| image.get(o..o + 4) == Some(&magic.to_le_bytes()[..]))
+}
+
 /// mem_lower and mem_upper (KiB) from the e820 map: the RAM entry at 0 and
 /// the one at 1 MiB.
 pub fn mem_lower_upper(e820: &[E820Entry]) -> (u32, u32) {
