@@ -46,6 +46,7 @@ fn guest() -> Option<Guest> {
 /// returns (exit status, everything the console printed).
 fn boot_and_drive(
     accel: &str,
+    cpu: &str,
     g: &Guest,
     commands: &str,
     timeout: Duration,
@@ -54,6 +55,8 @@ fn boot_and_drive(
         .args([
             "-accel",
             accel,
+            "-cpu",
+            cpu,
             "-m",
             "512M",
             "-kernel",
@@ -129,7 +132,9 @@ const FW_CFG_CMDS: &str = "insmod /lib/modules/qemu_fw_cfg.ko\n\
     echo \"fwcfg rev: $(cat /sys/firmware/qemu_fw_cfg/rev)\"\n\
     echo \"fwcfg e820: $(wc -c < /sys/firmware/qemu_fw_cfg/by_name/etc/e820/raw)\"\n";
 
-fn check_linux_shell(accel: &str, timeout: Duration) {
+/// Boots to the shell under `accel` with CPU model `cpu` and checks what
+/// the shell prints; `flags` must be in /proc/cpuinfo.
+fn check_linux_shell(accel: &str, cpu: &str, flags: &[&str], timeout: Duration) {
     let Some(g) = guest() else { return };
     let release = std::fs::read_to_string(g.dir.join("kernel-release")).unwrap();
     let release = release.trim();
@@ -144,7 +149,7 @@ fn check_linux_shell(accel: &str, timeout: Duration) {
         .to_string();
     let cmds =
         format!("uname -r\ncat /proc/cpuinfo\nmd5sum /bin/busybox\n{FW_CFG_CMDS}poweroff -f\n");
-    let (status, out) = boot_and_drive(accel, &g, &cmds, timeout);
+    let (status, out) = boot_and_drive(accel, cpu, &g, &cmds, timeout);
     let tail: String = out
         .chars()
         .rev()
@@ -165,6 +170,13 @@ fn check_linux_shell(accel: &str, timeout: Duration) {
         assert!(
             out.contains(field),
             "-accel {accel}: /proc/cpuinfo lacks {field:?}\n{tail}"
+        );
+    }
+    let cpu_flags = out.lines().find(|l| l.starts_with("flags")).unwrap_or("");
+    for f in flags {
+        assert!(
+            cpu_flags.split_whitespace().any(|x| x == *f),
+            "-cpu {cpu}: the kernel should use {f}: {cpu_flags}"
         );
     }
     assert!(
@@ -188,7 +200,24 @@ fn check_linux_shell(accel: &str, timeout: Duration) {
 
 #[test]
 fn debian_linux_boots_to_a_shell_under_the_dbt() {
-    check_linux_shell("dbt", Duration::from_secs(45 * 60));
+    check_linux_shell(
+        "dbt",
+        "hx86",
+        &["nx", "xsave"],
+        Duration::from_secs(45 * 60),
+    );
+}
+
+/// The `max` model: the kernel turns on SMEP, SMAP, UMIP and protection
+/// keys (with PKRU in its XSAVE area) and runs user space under them.
+#[test]
+fn debian_linux_runs_with_smap_and_pku_under_the_dbt() {
+    check_linux_shell(
+        "dbt",
+        "max",
+        &["smep", "smap", "umip", "pku", "ospke"],
+        Duration::from_secs(45 * 60),
+    );
 }
 
 #[test]
@@ -197,5 +226,5 @@ fn debian_linux_boots_to_a_shell_under_kvm() {
     if !common::kvm_usable() {
         return;
     }
-    check_linux_shell("kvm", Duration::from_secs(10 * 60));
+    check_linux_shell("kvm", "host", &[], Duration::from_secs(10 * 60));
 }
