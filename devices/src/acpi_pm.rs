@@ -11,16 +11,59 @@ use crate::clock::Clock;
 /// The ACPI PM timer frequency (3.579545 MHz).
 pub const PM_TIMER_HZ: u64 = 3_579_545;
 
-/// PM1a_STS (offset 0, write 1 to clear) and PM1a_EN (offset 2).
-#[derive(Clone, Copy, Debug, Default)]
+/// PM1 status/enable bit of the fixed power button.
+pub const PWRBTN: u16 = 1 << 8;
+/// The PM1 events that raise the SCI when enabled: timer overflow,
+/// global lock release, power and sleep buttons, RTC alarm.
+const SCI_EVENTS: u16 = 1 | (1 << 5) | PWRBTN | (1 << 9) | (1 << 10);
+
+/// PM1a_STS (offset 0, write 1 to clear) and PM1a_EN (offset 2); the SCI
+/// is asserted while an enabled event's status bit is set.
+#[derive(Clone, Default)]
 pub struct Pm1Event {
     status: u16,
     enable: u16,
+    sci: Option<Arc<dyn crate::IrqLine>>,
+}
+
+impl std::fmt::Debug for Pm1Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pm1Event")
+            .field("status", &self.status)
+            .field("enable", &self.enable)
+            .finish()
+    }
 }
 
 impl Pm1Event {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// With the SCI wired to `sci` (IRQ 9 on the PC, as the FADT says).
+    pub fn with_sci(sci: Arc<dyn crate::IrqLine>) -> Self {
+        Self {
+            sci: Some(sci),
+            ..Self::default()
+        }
+    }
+
+    /// Presses the fixed ACPI power button: PWRBTN_STS is set and the SCI
+    /// raised if the OS enabled the event (PWRBTN_EN).
+    pub fn press_power_button(&mut self) {
+        self.status |= PWRBTN;
+        self.update_sci();
+    }
+
+    /// Whether the SCI is asserted.
+    pub fn sci_level(&self) -> bool {
+        self.status & self.enable & SCI_EVENTS != 0
+    }
+
+    fn update_sci(&self) {
+        if let Some(l) = &self.sci {
+            l.set_level(self.sci_level());
+        }
     }
 
     fn regs(&self) -> [u8; 4] {
@@ -52,6 +95,7 @@ impl BusDevice for Pm1Event {
                 _ => {}
             }
         }
+        self.update_sci();
         None
     }
 }
@@ -122,5 +166,30 @@ mod tests {
         let mut far = [0u8; 2];
         e.read(3, &mut far);
         assert_eq!(far, [0x01, 0xff]);
+    }
+
+    #[test]
+    fn power_button_raises_the_sci_when_enabled() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        struct Line(AtomicBool);
+        impl crate::IrqLine for Line {
+            fn set_level(&self, level: bool) {
+                self.0.store(level, Ordering::SeqCst);
+            }
+        }
+        let line = Arc::new(Line(AtomicBool::new(false)));
+        let mut e = Pm1Event::with_sci(line.clone());
+        e.press_power_button();
+        assert!(!line.0.load(Ordering::SeqCst), "PWRBTN_EN is clear");
+        e.write(0, &[0x00, 0x01]);
+        e.write(2, &[0x00, 0x01]);
+        e.press_power_button();
+        assert!(line.0.load(Ordering::SeqCst));
+        let mut b = [0u8; 2];
+        e.read(0, &mut b);
+        assert_eq!(u16::from_le_bytes(b), PWRBTN);
+        // The OS acknowledges: status cleared, SCI dropped.
+        e.write(0, &[0x00, 0x01]);
+        assert!(!line.0.load(Ordering::SeqCst));
     }
 }

@@ -54,6 +54,7 @@ pub mod fadt {
     /// Flags.
     pub const WBINVD: u32 = 1 << 0;
     pub const PROC_C1: u32 = 1 << 2;
+    /// Set: no fixed-feature power button.
     pub const PWR_BUTTON: u32 = 1 << 4;
     pub const SLP_BUTTON: u32 = 1 << 5;
     pub const TMR_VAL_EXT: u32 = 1 << 8;
@@ -208,7 +209,10 @@ pub fn fadt(cfg: &AcpiConfig, facs: u32, dsdt: u32) -> Vec<u8> {
         boot_arch |= CMOS_RTC_NOT_PRESENT;
     }
     put(&mut b, IAPC_BOOT_ARCH, &boot_arch.to_le_bytes());
-    let mut flags = WBINVD | PROC_C1 | PWR_BUTTON | SLP_BUTTON;
+    // PWR_BUTTON clear: the power button is the fixed-feature one in PM1
+    // (hx86's `system_powerdown` presses it), as on QEMU's PC; no sleep
+    // button.
+    let mut flags = WBINVD | PROC_C1 | SLP_BUTTON;
     if cfg.pm_tmr_blk.is_some() {
         flags |= TMR_VAL_EXT;
     }

@@ -171,6 +171,7 @@ fn fadt_fields() {
     let flags = u32_at(fadt, f::FLAGS);
     assert_ne!(flags & f::TMR_VAL_EXT, 0);
     assert_eq!(flags & f::HW_REDUCED_ACPI, 0);
+    assert_eq!(flags & f::PWR_BUTTON, 0, "the fixed power button exists");
     assert_eq!(fadt[f::MINOR_REVISION], 0);
 }
 
