@@ -85,9 +85,23 @@ pub struct Cli {
     /// to give fallbacks (the first usable wins).
     #[arg(long, value_name = "NAME[,PROP=VALUE...]")]
     pub accel: Vec<String>,
-    /// Where COM1 goes: stdio, file:PATH, none (or null).
+    /// Where COM1 goes: stdio, mon:stdio (shared with the monitor, Ctrl-A c
+    /// switches), file:PATH, unix:PATH[,server=on,wait=off],
+    /// tcp:[HOST]:PORT[,server=on,wait=off], chardev:ID, null, none.
     #[arg(long, value_name = "DEV")]
     pub serial: Option<String>,
+    /// A character device: stdio|file|socket|null,id=ID,... (see docs/monitor.md).
+    #[arg(long, value_name = "BACKEND,id=ID[,...]")]
+    pub chardev: Vec<String>,
+    /// A monitor on a chardev: chardev=ID[,mode=control|readline][,pretty=on].
+    #[arg(long, value_name = "chardev=ID[,mode=...]")]
+    pub mon: Vec<String>,
+    /// A QMP monitor on DEV (unix:PATH,server=on,wait=off, tcp:HOST:PORT,server,nowait, stdio...).
+    #[arg(long, value_name = "DEV")]
+    pub qmp: Vec<String>,
+    /// The human monitor on DEV (stdio, unix:..., tcp:..., none).
+    #[arg(long, value_name = "DEV")]
+    pub monitor: Vec<String>,
     /// Add a device (-device help lists them): isa-debug-exit, isa-debugcon, pc-testdev,
     /// pci-testdev.
     #[arg(long, value_name = "DRIVER[,PROP=VALUE...]")]

@@ -1,13 +1,14 @@
-//! The serial console's input side: stdin to COM1.
+//! The terminal side of the stdio chardev (`crate::chardev::backend`).
 //!
 //! When stdin is a terminal it is put in raw mode (restored on every exit
 //! path through [`restore_terminal`]) and QEMU's escapes work: `Ctrl-A x`
-//! quits, `Ctrl-A h` lists the escapes, `Ctrl-A Ctrl-A` sends a Ctrl-A.
-//! When stdin is a pipe or /dev/null, its bytes go to the guest as they are
-//! and end of input simply stops the reader.
+//! quits, `Ctrl-A h` lists the escapes, `Ctrl-A c` switches a mux
+//! (`-serial mon:stdio`) between the serial port and the monitor,
+//! `Ctrl-A Ctrl-A` sends a Ctrl-A. When stdin is a pipe or /dev/null, its
+//! bytes go to the guest as they are (escapes only on a mux) and end of
+//! input simply stops the reader.
 
-use std::io::Read;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use devices::Serial;
@@ -15,7 +16,7 @@ use devices::Serial;
 static SAVED_TERMIOS: Mutex<Option<libc::termios>> = Mutex::new(None);
 
 /// Puts the terminal on stdin in raw mode, remembering how it was.
-fn enter_raw_mode() -> bool {
+pub fn enter_raw_mode() -> bool {
     // SAFETY: isatty/tcgetattr/tcsetattr only read/write the termios struct
     // we pass, which lives on our stack; fd 0 may be anything, errors are
     // reported by the return values.
@@ -54,8 +55,14 @@ pub fn restore_terminal() {
 
 const CTRL_A: u8 = 0x01;
 
-const ESCAPE_HELP: &str =
-    "\r\nC-a h    print this help\r\nC-a x    exit emulator\r\nC-a C-a  sends C-a\r\n";
+/// The escapes, as `Ctrl-A h` lists them.
+pub fn escape_help(mux: bool) -> &'static str {
+    if mux {
+        "\r\nC-a h    print this help\r\nC-a x    exit emulator\r\nC-a c    switch between console and monitor\r\nC-a C-a  sends C-a\r\n"
+    } else {
+        "\r\nC-a h    print this help\r\nC-a x    exit emulator\r\nC-a C-a  sends C-a\r\n"
+    }
+}
 
 /// What the escape state machine made of one input byte.
 #[derive(Debug, PartialEq, Eq)]
@@ -64,6 +71,8 @@ pub enum Key {
     Guest(Vec<u8>),
     Quit,
     Help,
+    /// Ctrl-A c: the next frontend of a mux gets the input.
+    SwitchFocus,
     None,
 }
 
@@ -80,6 +89,7 @@ impl Escapes {
             match b {
                 b'x' | b'X' => Key::Quit,
                 b'h' | b'H' | b'?' => Key::Help,
+                b'c' | b'C' => Key::SwitchFocus,
                 CTRL_A => Key::Guest(vec![CTRL_A]),
                 _ => Key::None,
             }
@@ -92,7 +102,8 @@ impl Escapes {
     }
 }
 
-fn deliver(serial: &Mutex<Serial>, mut bytes: &[u8]) {
+/// Puts `bytes` in COM1's receive FIFO, waiting while it is full.
+pub fn deliver(serial: &Mutex<Serial>, mut bytes: &[u8]) {
     while !bytes.is_empty() {
         let n = match serial.lock() {
             Ok(mut s) => s.enqueue_input(bytes),
@@ -104,44 +115,6 @@ fn deliver(serial: &Mutex<Serial>, mut bytes: &[u8]) {
             std::thread::sleep(Duration::from_millis(2));
         }
     }
-}
-
-/// Starts the stdin reader thread feeding `serial`.
-pub fn start(serial: Arc<Mutex<Serial>>) {
-    let tty = enter_raw_mode();
-    std::thread::Builder::new()
-        .name("console".into())
-        .spawn(move || {
-            let mut stdin = std::io::stdin().lock();
-            let mut buf = [0u8; 256];
-            let mut esc = Escapes::default();
-            loop {
-                let n = match stdin.read(&mut buf) {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => n,
-                };
-                if !tty {
-                    deliver(&serial, &buf[..n]);
-                    continue;
-                }
-                let mut out = Vec::with_capacity(n);
-                for &b in &buf[..n] {
-                    match esc.feed(b) {
-                        Key::Guest(v) => out.extend_from_slice(&v),
-                        Key::Quit => {
-                            deliver(&serial, &out);
-                            restore_terminal();
-                            eprintln!("\r\nhx86: terminated (C-a x)");
-                            std::process::exit(0);
-                        }
-                        Key::Help => eprint!("{ESCAPE_HELP}"),
-                        Key::None => {}
-                    }
-                }
-                deliver(&serial, &out);
-            }
-        })
-        .ok();
 }
 
 #[cfg(test)]
@@ -156,6 +129,8 @@ mod tests {
         assert_eq!(e.feed(b'x'), Key::Quit);
         assert_eq!(e.feed(CTRL_A), Key::None);
         assert_eq!(e.feed(b'h'), Key::Help);
+        assert_eq!(e.feed(CTRL_A), Key::None);
+        assert_eq!(e.feed(b'c'), Key::SwitchFocus);
         assert_eq!(e.feed(CTRL_A), Key::None);
         assert_eq!(e.feed(CTRL_A), Key::Guest(vec![CTRL_A]));
         assert_eq!(e.feed(b'x'), Key::Guest(vec![b'x']));

@@ -12,7 +12,10 @@ use devices::{
     PowerOffPort, Rtc, Serial, VmRequest, I8042, PCI_CONFIG_LEN, PCI_CONFIG_PORT, RTC_PORT,
 };
 
+use crate::chardev::ChardevConfig;
+use crate::control::{Cause, Control, VcpuAction};
 use crate::irq::ChipController;
+use crate::monitor::Chardevs;
 use vm_memory::GuestMemoryMmap;
 use x86::CpuState;
 
@@ -29,6 +32,8 @@ pub const POST_PORT: u64 = 0x80;
 pub const COM1_IRQ: u32 = 4;
 /// The RTC's interrupt line.
 pub const RTC_IRQ: u32 = 8;
+/// The ACPI SCI (the FADT's SCI_INT).
+pub const SCI_IRQ: u32 = 9;
 /// The i8042's keyboard and aux (mouse) interrupt lines.
 pub const KBD_IRQ: u32 = 1;
 pub const AUX_IRQ: u32 = 12;
@@ -65,7 +70,7 @@ pub enum Boot {
     },
 }
 
-/// Where COM1's (or the debug console's) output goes.
+/// Where the debug console's output goes (COM1's goes to a chardev).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SerialOut {
     Stdio,
@@ -78,7 +83,10 @@ pub enum SerialOut {
 pub struct MachineConfig {
     pub ram_size: u64,
     pub boot: Boot,
-    pub serial: SerialOut,
+    /// The chardevs and who uses them (COM1, the monitors).
+    pub chardevs: ChardevConfig,
+    /// `-S`: wait in `prelaunch` for a monitor's `cont` or a debugger.
+    pub start_stopped: bool,
     /// The devices added to the fixed PC (`-device`, `-debugcon`, and the
     /// default isa-debug-exit).
     pub devices: Vec<crate::config::DeviceConfig>,
@@ -106,8 +114,10 @@ pub struct MachineIo {
     pub pio: Bus,
     pub mmio: Bus,
     rom: Vec<(u64, u64)>,
-    /// COM1, also fed by the console's stdin reader.
+    /// COM1, also fed by its chardev's input.
     pub serial: Arc<Mutex<Serial>>,
+    /// The PM1a event block (the power button).
+    pub pm1: Arc<Mutex<Pm1Event>>,
     /// The VM the interrupt lines drive, set once it is created.
     pub vm: Arc<OnceLock<Arc<dyn Vm>>>,
 }
@@ -254,6 +264,7 @@ pub(crate) fn serial_writer(out: &SerialOut) -> Result<Box<dyn std::io::Write + 
 
 fn build_io(
     cfg: &MachineConfig,
+    serial_out: Box<dyn std::io::Write + Send>,
     rom: Vec<(u64, u64)>,
     chip: Option<&SharedIrqChip>,
     fw_cfg: Arc<Mutex<devices::FwCfg>>,
@@ -271,10 +282,8 @@ fn build_io(
             vm: vm_cell.clone(),
         })
     };
-    let serial = Arc::new(Mutex::new(Serial::new(
-        irq(COM1_IRQ),
-        serial_writer(&cfg.serial)?,
-    )));
+    let serial = Arc::new(Mutex::new(Serial::new(irq(COM1_IRQ), serial_out)));
+    let pm1 = Arc::new(Mutex::new(Pm1Event::with_sci(irq(SCI_IRQ))));
     // CMOS RTC (IRQ 8), with the RAM size bytes firmware reads.
     let mut rtc = Rtc::new(Arc::new(HostClock::new()), irq(RTC_IRQ));
     let below_4g = cfg.ram_size.min(firmware::layout::MMIO_HOLE_START);
@@ -301,12 +310,7 @@ fn build_io(
         // The ACPI PM block the FADT describes: PM1a events, PM1a control
         // (SCI_EN set: the machine is always in ACPI mode; SLP_EN powers
         // off) and the PM timer.
-        (
-            Arc::new(Mutex::new(Pm1Event::new())),
-            PM1_EVT_PORT,
-            4,
-            "PM1a events",
-        ),
+        (pm1.clone(), PM1_EVT_PORT, 4, "PM1a events"),
         (
             Arc::new(Mutex::new(PowerOffPort::with_value(1))),
             POWER_OFF_PORT,
@@ -343,6 +347,7 @@ fn build_io(
         mmio,
         rom,
         serial,
+        pm1,
         vm: vm_cell,
     })
 }
@@ -355,11 +360,26 @@ pub fn run(cfg: &MachineConfig) -> Result<i32> {
     // for a missing -kernel file (kvm-unit-tests probes that way).
     let accel = select_accelerator(cfg)?;
     let image = load_image(cfg)?;
+    let ctl = Control::new(cfg.start_stopped);
+    ctl.set_accel(accel.name());
+    let chardevs = Chardevs::open(&cfg.chardevs)?;
     // Without an in-kernel irqchip the machine brings its own (the DBT).
     let chip = (!accel.in_kernel_irqchip())
         .then(|| IrqChip::new(Arc::new(HostClock::new())).into_shared());
     let fw_cfg = crate::fw_cfg::device(cfg, &image.mem, &image.rom, &image.state)?;
-    let io = Arc::new(build_io(cfg, image.rom.clone(), chip.as_ref(), fw_cfg)?);
+    let io = Arc::new(build_io(
+        cfg,
+        chardevs.serial_writer(),
+        image.rom.clone(),
+        chip.as_ref(),
+        fw_cfg,
+    )?);
+    let pm1 = io.pm1.clone();
+    ctl.set_power_button(move || {
+        if let Ok(mut p) = pm1.lock() {
+            p.press_power_button();
+        }
+    });
     let vm: Arc<dyn Vm> = accel
         .create_vm(
             GuestMemory {
@@ -376,19 +396,23 @@ pub fn run(cfg: &MachineConfig) -> Result<i32> {
             log::warn!(target: "unimp", "{}: no interrupt controller: {e}", accel.name());
         }
     }
-    if matches!(cfg.serial, SerialOut::Stdio) {
-        crate::console::start(io.serial.clone());
-    }
     let mut vcpu = vm
         .create_vcpu(0)
         .map_err(|e| anyhow!("{}: {e}", accel.name()))?;
     vcpu.set_state(&image.state)
         .map_err(|e| anyhow!("setting the boot state: {e}"))?;
     log::debug!(target: "cpu_reset", "CPU 0 boot state: {:x?}", image.state);
-    match &cfg.gdb {
-        Some(g) => crate::gdb::run(cfg, g, accel.name(), vcpu.as_mut(), &image.mem),
-        None => run_loop(cfg, vcpu.as_mut(), &image.mem),
-    }
+    ctl.add_vcpu(vcpu.kicker());
+    chardevs.start(&ctl, &image.mem, &io.serial)?;
+    let r = match &cfg.gdb {
+        Some(g) => crate::gdb::run(cfg, &ctl, g, accel.name(), vcpu.as_mut(), &image.mem),
+        None => run_loop(cfg, &ctl, vcpu.as_mut(), &image.mem),
+    };
+    // Ended by an error or the debugger: the monitors still hear that the
+    // machine is gone (the other endings said why already).
+    ctl.shutdown(Cause::HostError);
+    crate::monitor::flush();
+    r
 }
 
 /// The first usable accelerator of `cfg.accels` (QEMU's `accel=kvm:tcg`).
@@ -426,10 +450,44 @@ pub(crate) fn reset(cfg: &MachineConfig, vcpu: &mut dyn Vcpu, mem: &GuestMemoryM
         .map_err(|e| anyhow!("resetting the CPU: {e}"))
 }
 
-fn run_loop(cfg: &MachineConfig, vcpu: &mut dyn Vcpu, mem: &GuestMemoryMmap) -> Result<i32> {
+/// What the machine control asked of vCPU `idx` (see
+/// [`Control::checkpoint`]): `Some(status)` when the run ends. A paused
+/// machine parks the thread in here.
+pub(crate) fn control_point(
+    cfg: &MachineConfig,
+    ctl: &Control,
+    idx: usize,
+    vcpu: &mut dyn Vcpu,
+    mem: &GuestMemoryMmap,
+) -> Result<Option<i32>> {
     loop {
+        match ctl.checkpoint(idx, vcpu) {
+            VcpuAction::Run | VcpuAction::Poked => return Ok(None),
+            VcpuAction::Reset => {
+                reset(cfg, vcpu, mem)?;
+                ctl.reset_done(Cause::HostQmpSystemReset);
+            }
+            VcpuAction::Quit(code) => {
+                let cause = ctl.quit_requested().map_or(Cause::HostQmpQuit, |q| q.1);
+                ctl.shutdown(cause);
+                return Ok(Some(code));
+            }
+        }
+    }
+}
+
+fn run_loop(
+    cfg: &MachineConfig,
+    ctl: &Control,
+    vcpu: &mut dyn Vcpu,
+    mem: &GuestMemoryMmap,
+) -> Result<i32> {
+    loop {
+        if let Some(code) = control_point(cfg, ctl, 0, vcpu, mem)? {
+            return Ok(code);
+        }
         let exit = vcpu.run().map_err(|e| anyhow!("vCPU 0: {e}"))?;
-        if let Some(code) = handle_exit(cfg, vcpu, mem, exit)? {
+        if let Some(code) = handle_exit(cfg, ctl, vcpu, mem, exit)? {
             return Ok(code);
         }
     }
@@ -438,19 +496,27 @@ fn run_loop(cfg: &MachineConfig, vcpu: &mut dyn Vcpu, mem: &GuestMemoryMmap) -> 
 /// Acts on a vCPU exit: `Some(status)` when the machine stops there.
 pub(crate) fn handle_exit(
     cfg: &MachineConfig,
+    ctl: &Control,
     vcpu: &mut dyn Vcpu,
     mem: &GuestMemoryMmap,
     exit: VcpuExit,
 ) -> Result<Option<i32>> {
     match exit {
-        VcpuExit::GuestExit(code) => return Ok(Some(code)),
-        VcpuExit::PowerOff => return Ok(Some(0)),
+        VcpuExit::GuestExit(code) => {
+            ctl.shutdown(Cause::GuestShutdown);
+            return Ok(Some(code));
+        }
+        VcpuExit::PowerOff => {
+            ctl.shutdown(Cause::GuestShutdown);
+            return Ok(Some(0));
+        }
         VcpuExit::Halt => {
             let s = vcpu.state().map_err(|e| anyhow!("{e}"))?;
             eprintln!(
                 "hx86: the guest halted with nothing to wake it (rip={:#x}); exiting",
                 s.rip
             );
+            ctl.shutdown(Cause::GuestShutdown);
             return Ok(Some(0));
         }
         VcpuExit::Shutdown => {
@@ -463,17 +529,21 @@ pub(crate) fn handle_exit(
                     s.rip,
                     s.mode().name()
                 );
+                ctl.shutdown(Cause::GuestPanic);
                 return Ok(Some(1));
             }
             log::debug!(target: "cpu_reset", "triple fault at rip={:#x}: resetting", s.rip);
             reset(cfg, vcpu, mem)?;
+            ctl.reset_done(Cause::GuestReset);
         }
         VcpuExit::Reset => {
             if cfg.no_reboot {
                 eprintln!("hx86: the guest requested a reset; exiting because of -no-reboot");
+                ctl.shutdown(Cause::GuestReset);
                 return Ok(Some(0));
             }
             reset(cfg, vcpu, mem)?;
+            ctl.reset_done(Cause::GuestReset);
         }
         VcpuExit::Debug(ev) => {
             bail!("unexpected debug stop {ev:?} with no debugger attached")

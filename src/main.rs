@@ -1,14 +1,17 @@
 //! hx86: an x86 PC machine emulator with a KVM and a DBT accelerator.
 
+mod chardev;
 mod cli;
 mod config;
 mod console;
+mod control;
 mod extra_devices;
 mod fw_cfg;
 mod gdb;
 mod irq;
 mod logging;
 mod machine;
+mod monitor;
 mod multiboot;
 
 use std::io::IsTerminal;

@@ -42,9 +42,8 @@ fn props<'a>(what: &str, items: impl Iterator<Item = &'a str>) -> Result<Props<'
         .collect()
 }
 
-/// A character device spec as `-serial` and `-debugcon` take it: stdio,
-/// file:PATH, none or null. (`-chardev` and `chardev:ID` come with the
-/// monitor's chardev layer.)
+/// The output of `-debugcon`: stdio, file:PATH, none or null. (COM1's
+/// `-serial` is a chardev: [`crate::chardev`].)
 pub fn parse_chardev(opt: &str, s: &str) -> Result<SerialOut> {
     Ok(match s {
         "stdio" | "mon:stdio" => SerialOut::Stdio,
@@ -56,8 +55,9 @@ pub fn parse_chardev(opt: &str, s: &str) -> Result<SerialOut> {
     })
 }
 
-/// `-gdb DEV`, `-s` (= `-gdb tcp::1234`) and `-S` (wait for the debugger).
-fn gdb_options(cli: &Cli) -> Result<Option<crate::gdb::GdbOptions>> {
+/// `-gdb DEV`, `-s` (= `-gdb tcp::1234`) and `-S` (wait for the debugger
+/// or a monitor's `cont`).
+fn gdb_options(cli: &Cli, has_monitor: bool) -> Result<Option<crate::gdb::GdbOptions>> {
     let dev = match (&cli.gdb, cli.gdb_default) {
         (Some(d), _) if d == "none" => None,
         (Some(d), _) => Some(d.as_str()),
@@ -69,8 +69,8 @@ fn gdb_options(cli: &Cli) -> Result<Option<crate::gdb::GdbOptions>> {
             listen: crate::gdb::parse_listen(d)?,
             start_stopped: cli.stopped,
         })),
-        None if cli.stopped => {
-            bail!("-S: the CPU would wait for a debugger forever: add -s or -gdb DEV")
+        None if cli.stopped && !has_monitor => {
+            bail!("-S: the CPU would wait forever: add a monitor (-qmp, -monitor) or a debugger (-s, -gdb DEV)")
         }
         None => Ok(None),
     }
@@ -167,7 +167,20 @@ pub fn build(cli: &Cli, show_accel: bool) -> Result<MachineConfig> {
     if cli.initrd.is_some() && cli.kernel.is_none() {
         bail!("-initrd only makes sense with -kernel");
     }
-    let gdb = gdb_options(cli)?;
+    // COM1 is always there; -nodefaults only stops its default output.
+    let serial = match (&cli.serial, cli.nodefaults) {
+        (Some(s), _) => s.as_str(),
+        (None, false) => "stdio",
+        (None, true) => "none",
+    };
+    let chardevs = crate::chardev::ChardevConfig::from_options(&crate::chardev::ChardevOptions {
+        chardev: &cli.chardev,
+        serial,
+        mon: &cli.mon,
+        qmp: &cli.qmp,
+        monitor: &cli.monitor,
+    })?;
+    let gdb = gdb_options(cli, chardevs.has_monitor())?;
     let boot = match (&cli.kernel, &cli.bios) {
         (Some(_), Some(_)) => bail!("-kernel and -bios cannot be used together yet"),
         (Some(k), None) => Boot::Kernel {
@@ -207,16 +220,11 @@ pub fn build(cli: &Cli, show_accel: bool) -> Result<MachineConfig> {
             devs.push(devices::parse_debugcon(d, &globals)?);
         }
     }
-    // COM1 is always there; -nodefaults only stops its default output.
-    let serial = match (&cli.serial, cli.nodefaults) {
-        (Some(s), _) => parse_chardev("-serial", s)?,
-        (None, false) => SerialOut::Stdio,
-        (None, true) => SerialOut::None,
-    };
     Ok(MachineConfig {
         ram_size,
         boot,
-        serial,
+        chardevs,
+        start_stopped: cli.stopped,
         devices: devs,
         no_reboot: cli.no_reboot,
         accels: accels.kinds,
@@ -264,6 +272,13 @@ mod tests {
     use super::*;
     use clap::Parser;
 
+    /// COM1's chardev backend.
+    fn com1(c: &MachineConfig) -> Option<crate::chardev::Backend> {
+        let id = c.chardevs.serial.as_ref()?;
+        let d = c.chardevs.chardevs.iter().find(|d| &d.id == id)?;
+        Some(d.backend.clone())
+    }
+
     fn cfg(args: &[&str]) -> Result<MachineConfig> {
         let mut v = vec!["hx86"];
         v.extend_from_slice(args);
@@ -309,7 +324,7 @@ mod tests {
                 DeviceConfig::PciTestdev { addr: None }
             ]
         );
-        assert_eq!(c.serial, SerialOut::Stdio);
+        assert_eq!(com1(&c), Some(crate::chardev::Backend::Stdio));
         assert!(c.no_reboot);
     }
 
@@ -323,11 +338,11 @@ mod tests {
                 iosize: 4
             }]
         );
-        assert_eq!(c.serial, SerialOut::Stdio);
+        assert_eq!(com1(&c), Some(crate::chardev::Backend::Stdio));
         assert_eq!(c.smp, SmpTopology::default());
         let c = cfg(&["-nodefaults"]).unwrap();
         assert!(c.devices.is_empty());
-        assert_eq!(c.serial, SerialOut::None);
+        assert_eq!(com1(&c), None);
         let c = cfg(&["-name", "guest=vm1,debug-threads=on", "-smp", "1,maxcpus=4"]).unwrap();
         assert_eq!(c.name.as_deref(), Some("vm1"));
         assert_eq!(c.smp.maxcpus, 4);

@@ -14,7 +14,7 @@
 
 mod arch;
 mod conn;
-mod mem;
+pub(crate) mod mem;
 mod monitor;
 mod probe;
 mod target;
@@ -31,6 +31,7 @@ use gdbstub::stub::state_machine::GdbStubStateMachine;
 use gdbstub::stub::{DisconnectReason, GdbStub, SingleThreadStopReason};
 use vm_memory::GuestMemoryMmap;
 
+use crate::control::{Cause, Control, RunState, VcpuAction};
 use crate::machine::{self, MachineConfig};
 use conn::{Conn, Inbox, Input, PacketFilter, Stream};
 use target::{HxTarget, Request, Resume};
@@ -53,9 +54,24 @@ enum End {
     Exit(i32),
 }
 
+/// Kicks the vCPU and wakes it when it is parked by the machine control
+/// (`-S`, or paused by a monitor), so a new debugger is noticed.
+struct WakeKicker {
+    vcpu: Arc<dyn accel::Kicker>,
+    ctl: Arc<Control>,
+}
+
+impl accel::Kicker for WakeKicker {
+    fn kick(&self) {
+        self.vcpu.kick();
+        self.ctl.poke();
+    }
+}
+
 /// Runs the machine with the gdb server listening.
 pub fn run(
     cfg: &MachineConfig,
+    ctl: &Arc<Control>,
     opts: &GdbOptions,
     accel: &str,
     vcpu: &mut dyn Vcpu,
@@ -70,30 +86,43 @@ pub fn run(
             ListenAddr::Unix(_) => format!("unix:{where_}"),
         },
         if opts.start_stopped {
-            "the CPU waits for the debugger"
+            "the CPU waits for the debugger or a monitor's cont"
         } else {
             "the CPU is running"
         }
     );
     let presence = Arc::new(conn::Presence::default());
     let (tx, rx) = mpsc::channel::<Stream>();
-    conn::spawn_acceptor(listener, tx, presence.clone(), vcpu.kicker());
+    let wake = Arc::new(WakeKicker {
+        vcpu: vcpu.kicker(),
+        ctl: ctl.clone(),
+    });
+    conn::spawn_acceptor(listener, tx, presence.clone(), wake);
 
     let mut next: Option<Stream> = None;
-    if opts.start_stopped {
-        next = Some(
-            rx.recv()
-                .map_err(|_| anyhow!("gdb: the listener stopped"))?,
-        );
-    }
     loop {
         if let Some(stream) = next.take() {
-            let end = session(cfg, accel, vcpu, mem, stream, presence.clone());
+            let end = session(cfg, ctl, accel, vcpu, mem, stream, presence.clone());
             presence.busy.store(false, Ordering::SeqCst);
             match end? {
                 End::Exit(code) => return Ok(code),
-                End::Detach => eprintln!("hx86: gdb: debugger detached; the guest runs on"),
+                End::Detach => {
+                    eprintln!("hx86: gdb: debugger detached; the guest runs on");
+                    let _ = ctl.cont();
+                }
             }
+            continue;
+        }
+        // The machine control: a paused machine (-S, a monitor's stop)
+        // parks here until it runs again or a debugger connects.
+        if let Some(code) = machine::control_point(cfg, ctl, 0, vcpu, mem)? {
+            return Ok(code);
+        }
+        if let Ok(s) = rx.try_recv() {
+            next = Some(s);
+            continue;
+        }
+        if ctl.state() != RunState::Running {
             continue;
         }
         let exit = vcpu.run().map_err(|e| anyhow!("vCPU 0: {e}"))?;
@@ -118,7 +147,7 @@ pub fn run(
             // left over from a session that just ended is ignored.
             VcpuExit::Debug(ev) => log::debug!(target: "gdb", "debug stop {ev:?} ignored"),
             other => {
-                if let Some(code) = machine::handle_exit(cfg, vcpu, mem, other)? {
+                if let Some(code) = machine::handle_exit(cfg, ctl, vcpu, mem, other)? {
                     return Ok(code);
                 }
             }
@@ -129,6 +158,7 @@ pub fn run(
 /// One debugger connection, from attach to detach.
 fn session(
     cfg: &MachineConfig,
+    ctl: &Arc<Control>,
     accel: &str,
     vcpu: &mut dyn Vcpu,
     mem: &GuestMemoryMmap,
@@ -149,7 +179,10 @@ fn session(
     let stream = Arc::new(stream);
     let (inbox, reader) = conn::spawn_reader(stream.clone(), vcpu.kicker(), presence);
     let conn = Conn::new(stream);
-    let mut target = HxTarget::new(vcpu, mem.clone(), cfg, caps);
+    // The debugger holds the CPU: stopped for the monitors (a machine in
+    // prelaunch stays there until the debugger's continue).
+    ctl.stop_as(RunState::Debug);
+    let mut target = HxTarget::new(vcpu, mem.clone(), cfg, ctl.clone(), caps);
     let end = drive(&mut target, &conn, &inbox);
     target.detach();
     conn.shutdown();
@@ -202,6 +235,8 @@ fn run_guest(t: &mut HxTarget<'_>, inbox: &Inbox) -> Result<RunEvent> {
     t.watch_map_reset();
     let mut halted_note = false;
     let mut pre_step = t.prepare_run(want_step || soft).map_err(|e| anyhow!(e.0))?;
+    // The debugger's continue or step runs the machine (RESUME).
+    let _ = t.ctl.cont();
     loop {
         {
             let mut st = inbox.lock();
@@ -222,7 +257,28 @@ fn run_guest(t: &mut HxTarget<'_>, inbox: &Inbox) -> Result<RunEvent> {
         t.invalidate();
         let exit = exit.map_err(|e| anyhow!("vCPU 0: {e}"))?;
         match exit {
-            VcpuExit::Interrupted => continue,
+            VcpuExit::Interrupted => {
+                // A monitor's request: quit, reset, a job; its stop ends
+                // the run as the debugger's Ctrl-C would.
+                match t.ctl.clone().checkpoint_nowait(0, &mut *t.vcpu) {
+                    VcpuAction::Quit(code) => {
+                        let cause = t.ctl.quit_requested().map_or(Cause::HostQmpQuit, |q| q.1);
+                        t.ctl.shutdown(cause);
+                        return Ok(RunEvent::Exited(code));
+                    }
+                    VcpuAction::Reset => {
+                        machine::reset(t.cfg, &mut *t.vcpu, &t.mem)?;
+                        t.invalidate();
+                        t.ctl.reset_done(Cause::HostQmpSystemReset);
+                    }
+                    VcpuAction::Run | VcpuAction::Poked => {}
+                }
+                t.invalidate();
+                if t.ctl.state() != RunState::Running {
+                    return Ok(RunEvent::CtrlC);
+                }
+                continue;
+            }
             VcpuExit::Debug(ev) => {
                 if pre_step {
                     // The guest's own INT3 was handed to it.
@@ -258,7 +314,9 @@ fn run_guest(t: &mut HxTarget<'_>, inbox: &Inbox) -> Result<RunEvent> {
                 }
             }
             other => {
-                if let Some(code) = machine::handle_exit(t.cfg, &mut *t.vcpu, &t.mem, other)? {
+                let ctl = t.ctl.clone();
+                if let Some(code) = machine::handle_exit(t.cfg, &ctl, &mut *t.vcpu, &t.mem, other)?
+                {
                     return Ok(RunEvent::Exited(code));
                 }
                 t.invalidate();
@@ -362,14 +420,19 @@ fn drive<'a>(t: &mut HxTarget<'a>, conn: &Conn, inbox: &Inbox) -> Result<End> {
                 }
             }
             GdbStubStateMachine::Running(inner) => match run_guest(t, inbox)? {
-                RunEvent::Stop(reason) => match inner.report_stop(t, reason) {
-                    Ok(s) => s,
-                    Err(_) => return Ok(End::Detach),
-                },
-                RunEvent::CtrlC => match inner.incoming_data(t, 0x03) {
-                    Ok(s) => s,
-                    Err(_) => return Ok(End::Detach),
-                },
+                ev @ (RunEvent::Stop(_) | RunEvent::CtrlC) => {
+                    t.ctl.stop_as(RunState::Debug);
+                    match ev {
+                        RunEvent::Stop(reason) => match inner.report_stop(t, reason) {
+                            Ok(s) => s,
+                            Err(_) => return Ok(End::Detach),
+                        },
+                        _ => match inner.incoming_data(t, 0x03) {
+                            Ok(s) => s,
+                            Err(_) => return Ok(End::Detach),
+                        },
+                    }
+                }
                 RunEvent::Exited(code) => {
                     let _ = inner.report_stop(t, SingleThreadStopReason::Exited(code as u8));
                     return Ok(End::Exit(code));

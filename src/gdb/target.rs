@@ -82,6 +82,7 @@ pub struct HxTarget<'a> {
     pub vcpu: &'a mut dyn Vcpu,
     pub mem: GuestMemoryMmap,
     pub cfg: &'a MachineConfig,
+    pub ctl: std::sync::Arc<crate::control::Control>,
     /// The vCPU's state while it is stopped (read once per stop).
     cache: Option<CpuState>,
     /// Software breakpoints planted as INT3, by linear address (the others
@@ -127,12 +128,14 @@ impl<'a> HxTarget<'a> {
         vcpu: &'a mut dyn Vcpu,
         mem: GuestMemoryMmap,
         cfg: &'a MachineConfig,
+        ctl: std::sync::Arc<crate::control::Control>,
         caps: Caps,
     ) -> Self {
         HxTarget {
             vcpu,
             mem,
             cfg,
+            ctl,
             cache: None,
             sw: BTreeMap::new(),
             slots: [None; 4],
