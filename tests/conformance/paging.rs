@@ -267,7 +267,17 @@ fn nx_data_access_is_allowed() {
 /// Runs `user` in ring 3 (64-bit) from a fresh long-mode guest; the user
 /// code is at `CODE + 0x1000`, its stack at `USER_STACK_TOP`.
 pub fn ring3_64(g: &mut Guest, user: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) {
+    ring3_64_after(g, |_| Ok(()), user)
+}
+
+/// [`ring3_64`] after ring 0 ran `setup`.
+pub fn ring3_64_after(
+    g: &mut Guest,
+    setup: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>,
+    user: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>,
+) {
     let mut a = g.asm();
+    setup(&mut a).unwrap();
     user_data_segments(&mut a).unwrap();
     a.push(sel::UDATA as i32).unwrap();
     a.push(USER_STACK_TOP as i32).unwrap();

@@ -5,6 +5,7 @@
 //! names, as a kernel would.
 
 use crate::harness::*;
+use crate::paging::ring3_64_after;
 use iced_x86::code_asm::*;
 use x86::consts::{cr0, cr4};
 
@@ -46,29 +47,6 @@ fn set_cr4(a: &mut CodeAssembler, bits: u64) -> Result<(), IcedError> {
     a.mov(cr4, rax)
 }
 
-/// Ring 0 runs `setup`, then IRETQ to ring 3 runs `user` (at CODE+0x1000,
-/// user stack at USER_STACK_TOP) followed by INT3.
-fn ring3_after(
-    g: &mut Guest,
-    setup: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>,
-    user: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>,
-) {
-    let mut a = g.asm();
-    setup(&mut a).unwrap();
-    user_data_segments(&mut a).unwrap();
-    a.push(sel::UDATA as i32).unwrap();
-    a.push(USER_STACK_TOP as i32).unwrap();
-    a.push(USER_RFLAGS as i32).unwrap();
-    a.push(sel::UCODE64 as i32).unwrap();
-    a.push((CODE + 0x1000) as i32).unwrap();
-    a.iretq().unwrap();
-    g.load(&mut a);
-    let mut u = CodeAssembler::new(64).unwrap();
-    user(&mut u).unwrap();
-    u.int3().unwrap();
-    g.load_at(&mut u, CODE + 0x1000, CODE + 0x1000);
-}
-
 /// The pages ring 3 code needs: its code and its stack.
 const RING3_PAGES: [u64; 2] = [CODE + 0x1000, USER_STACK_TOP - 0x1000];
 
@@ -76,7 +54,7 @@ const RING3_PAGES: [u64; 2] = [CODE + 0x1000, USER_STACK_TOP - 0x1000];
 fn umip_ring3_smsw_gp() {
     let mut g = Guest::new(Mode::Long64);
     supervisor_only(&mut g, &RING3_PAGES);
-    ring3_after(
+    ring3_64_after(
         &mut g,
         |a| {
             set_cr4(a, cr4::UMIP)?;
@@ -233,7 +211,7 @@ fn pku_write_disable_with_wp() {
 fn pku_access_disable_user_read() {
     let mut g = Guest::new(Mode::Long64);
     g.set_pte(PAGE, PAGE | 7 | (3 << 59)); // user page, key 3
-    ring3_after(
+    ring3_64_after(
         &mut g,
         |a| {
             set_cr4(a, cr4::PKE)?;
