@@ -211,7 +211,7 @@ fn debian_linux_boots_to_a_shell_under_the_dbt() {
 /// The `max` model: the kernel turns on SMEP, SMAP, UMIP and protection
 /// keys (with PKRU in its XSAVE area) and runs user space under them.
 #[test]
-fn debian_linux_runs_with_smap_and_pku_under_the_dbt() {
+fn debian_linux_boots_to_a_shell_with_smap_and_pku_under_the_dbt() {
     check_linux_shell(
         "dbt",
         "max",
