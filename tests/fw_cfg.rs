@@ -3,7 +3,8 @@
 //! through the selector and data ports, the file directory by DMA (compared
 //! with the directory QEMU's format gives for these files, sorted by name),
 //! `etc/e820` (the machine's e820 map) and two `-fw_cfg` files (one
-//! `file=`, one `string=` with a `,,` escape) by both paths, DMA SKIP, a
+//! `file=`, one `string=` with a `,,` escape) by both paths, the kernel
+//! entry and `-append` items, DMA SKIP, a
 //! refused DMA write and a DMA to an address that is not RAM, under every
 //! usable accelerator.
 
@@ -14,6 +15,7 @@ use common::*;
 use iced_x86::code_asm::*;
 
 const SEL: u16 = 0x510;
+const APPEND: &str = "fw_cfg command line";
 const DATA: u16 = 0x511;
 const DMA_HI: u16 = 0x514;
 const DMA_LO: u16 = 0x518;
@@ -119,6 +121,25 @@ fn guest_reads_fw_cfg_by_ports_and_dma() {
         port_read_eq(&mut g, buf, &4u16.to_le_bytes(), "MAX_CPUS = -smp maxcpus")?;
         select(&mut g, 3)?;
         port_read_eq(&mut g, buf, &ram.to_le_bytes(), "RAM_SIZE = -m")?;
+        // The -kernel items: entry point and command line (NUL included).
+        select(&mut g, 0x10)?;
+        port_read_eq(
+            &mut g,
+            buf,
+            &((BASE + CODE_OFF) as u32).to_le_bytes(),
+            "KERNEL_ENTRY",
+        )?;
+        let mut cmdline = APPEND.as_bytes().to_vec();
+        cmdline.push(0);
+        select(&mut g, 0x14)?;
+        port_read_eq(
+            &mut g,
+            buf,
+            &(cmdline.len() as u32).to_le_bytes(),
+            "CMDLINE_SIZE",
+        )?;
+        select(&mut g, 0x15)?;
+        port_read_eq(&mut g, buf, &cmdline, "CMDLINE_DATA = -append")?;
         // Past the end of an item the data port reads 0.
         select(&mut g, 5)?;
         port_read_eq(&mut g, buf, &[1, 0, 0, 0, 0], "reads past the end are 0")?;
@@ -219,6 +240,8 @@ fn guest_reads_fw_cfg_by_ports_and_dma() {
             "1,maxcpus=4",
             "-kernel",
             &kernel,
+            "-append",
+            APPEND,
             "-fw_cfg",
             &format!("name=opt/hx86/file,file={file}"),
             "-fw_cfg",
