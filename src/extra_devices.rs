@@ -55,6 +55,7 @@ pub fn attach(
                 iobase,
                 readback,
                 out,
+                ..
             } => port(
                 pio,
                 Arc::new(Mutex::new(Debugcon::new(serial_writer(out)?, *readback))),

@@ -203,6 +203,22 @@ fn debugcon_option_writes_to_a_file_and_reads_back_0xe9() {
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "debugcon ok\n");
         assert_eq!(o.stdout, "");
     }
+    // -device isa-debugcon,chardev=ID with a file -chardev.
+    let log2 = d.join("chardev.txt");
+    let cd = format!("file,id=dbg,path={}", log2.display());
+    let o = run(&[
+        "-accel",
+        "dbt",
+        "-chardev",
+        &cd,
+        "-device",
+        "isa-debugcon,chardev=dbg",
+        "-kernel",
+        &k,
+    ]);
+    assert_eq!(o.status, Some(PASSED), "{}", o.dump());
+    assert_eq!(std::fs::read_to_string(&log2).unwrap(), "debugcon ok\n");
+    assert_eq!(o.stdout, "");
     // With pc-testdev too, the debug console keeps port 0xe9.
     let k = write(
         &d,

@@ -14,11 +14,13 @@ pub enum DeviceConfig {
     /// QEMU's isa-debug-exit: a write of `v` ends hx86 with `(v << 1) | 1`.
     DebugExit { iobase: u64, iosize: u64 },
     /// QEMU's isa-debugcon: bytes written to the port go to `out`; reads
-    /// return `readback`.
+    /// return `readback`. `chardev`: the `-chardev` ID it was given, which
+    /// `config::build` turns into `out`.
     Debugcon {
         iobase: u64,
         readback: u8,
         out: SerialOut,
+        chardev: Option<String>,
     },
     /// QEMU's pc-testdev (ports 0xe0-0xeb, 0x2000-0x2017, MMIO 0xff000000).
     PcTestdev,
@@ -62,11 +64,7 @@ const DEVICES: &[DeviceInfo] = &[
         props: &[
             prop("iobase", "uint32", "233"),
             prop("readback", "uint32", "233"),
-            prop(
-                "chardev",
-                "str",
-                "stdout until hx86 has -chardev; then a chardev ID",
-            ),
+            prop("chardev", "str", "none: stdout (QEMU requires one)"),
         ],
     },
     DeviceInfo {
@@ -235,6 +233,7 @@ pub fn parse_device(spec: &str, globals: &Globals) -> Result<DeviceConfig> {
             iobase: 0xe9,
             readback: 0xe9,
             out: SerialOut::Stdio,
+            chardev: None,
         },
         "pc-testdev" => DeviceConfig::PcTestdev,
         _ => DeviceConfig::PciTestdev { addr: None },
@@ -263,10 +262,7 @@ pub fn parse_device(spec: &str, globals: &Globals) -> Result<DeviceConfig> {
                 // A one-byte port: the value's low byte is what reads see.
                 *readback = num(&what, k, v, u64::from(u32::MAX))? as u8
             }
-            (DeviceConfig::Debugcon { .. }, "chardev") => bail!(
-                "{what}: chardev=: hx86 has no -chardev yet; use -debugcon stdio|file:PATH|none \
-                 (or -device isa-debugcon without chardev, which writes to stdout)"
-            ),
+            (DeviceConfig::Debugcon { chardev, .. }, "chardev") => *chardev = Some(v.to_string()),
             (DeviceConfig::PciTestdev { addr }, "addr") => *addr = Some(pci_addr(&what, v)?),
             (_, "membar") if driver == "pci-testdev" => {
                 bail!("{what}: membar= (a 64-bit prefetchable BAR 2) is not supported")
@@ -310,7 +306,8 @@ mod tests {
             DeviceConfig::Debugcon {
                 iobase: 0x402,
                 readback: 0xe9,
-                out: SerialOut::Stdio
+                out: SerialOut::Stdio,
+                chardev: None
             }
         );
         assert_eq!(dev("pc-testdev,id=t").unwrap(), DeviceConfig::PcTestdev);
@@ -358,7 +355,6 @@ mod tests {
             ("isa-debug-exit,iobase=0x10000", "out of range"),
             ("isa-debug-exit,frob=1", "no property 'frob'"),
             ("isa-debug-exit,iobase", "expected PROP=VALUE"),
-            ("isa-debugcon,chardev=c0", "no -chardev yet"),
             ("pci-testdev,addr=20.0", "addr=20.0"),
             ("pci-testdev,bus=pcie.0", "bus 'pcie.0' not found"),
             ("pc-testdev,iobase=1", "no property 'iobase'"),

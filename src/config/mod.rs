@@ -220,6 +220,9 @@ pub fn build(cli: &Cli, show_accel: bool) -> Result<MachineConfig> {
             devs.push(devices::parse_debugcon(d, &globals)?);
         }
     }
+    for d in &mut devs {
+        resolve_chardev(d, &chardevs)?;
+    }
     Ok(MachineConfig {
         ram_size,
         boot,
@@ -248,6 +251,38 @@ pub fn build(cli: &Cli, show_accel: bool) -> Result<MachineConfig> {
             nographic: cli.nographic,
         },
     })
+}
+
+/// An isa-debugcon's `chardev=ID`: its output goes where that chardev's
+/// does. The chardev may be shared (with COM1 or a monitor) only when it is
+/// a mux, as in QEMU, and then only a stdio one (a shared file would be
+/// written through two handles).
+fn resolve_chardev(d: &mut DeviceConfig, c: &crate::chardev::ChardevConfig) -> Result<()> {
+    use crate::chardev::Backend;
+    let DeviceConfig::Debugcon {
+        out,
+        chardev: Some(id),
+        ..
+    } = d
+    else {
+        return Ok(());
+    };
+    let what = format!("-device isa-debugcon,chardev={id}");
+    let Some(spec) = c.chardevs.iter().find(|s| &s.id == id) else {
+        bail!("{what}: chardev '{id}' not found (define it with -chardev ...,id={id})");
+    };
+    let shared = c.serial.as_ref() == Some(id) || c.monitors.iter().any(|m| &m.chardev == id);
+    if shared && !spec.mux {
+        bail!("{what}: chardev '{id}' is used twice: add mux=on to share it");
+    }
+    *out = match &spec.backend {
+        Backend::Stdio => SerialOut::Stdio,
+        Backend::Null => SerialOut::None,
+        Backend::File(p) if !shared => SerialOut::File(p.clone()),
+        Backend::File(_) => bail!("{what}: a file chardev shared with another user is not supported for isa-debugcon"),
+        Backend::Socket(_) => bail!("{what}: socket chardevs are not supported for isa-debugcon yet (use stdio, file or null)"),
+    };
+    Ok(())
 }
 
 /// `-pidfile FILE`: written at start, removed when dropped (at exit).
@@ -356,8 +391,38 @@ mod tests {
         assert!(c.devices.contains(&DeviceConfig::Debugcon {
             iobase: 0x402,
             readback: 0xe9,
-            out: SerialOut::File("/tmp/dc".into())
+            out: SerialOut::File("/tmp/dc".into()),
+            chardev: None
         }));
+        // chardev=: a file one, and stdio shared with COM1 through a mux.
+        let c = cfg(&[
+            "-chardev",
+            "file,id=dbg,path=/tmp/dbg.log",
+            "-device",
+            "isa-debugcon,iobase=0x402,chardev=dbg",
+        ])
+        .unwrap();
+        assert!(matches!(
+            c.devices.last(),
+            Some(DeviceConfig::Debugcon { iobase: 0x402, out: SerialOut::File(p), .. })
+                if p.to_str() == Some("/tmp/dbg.log")
+        ));
+        let c = cfg(&[
+            "-chardev",
+            "stdio,id=c,mux=on",
+            "-serial",
+            "chardev:c",
+            "-device",
+            "isa-debugcon,chardev=c",
+        ])
+        .unwrap();
+        assert!(matches!(
+            c.devices.last(),
+            Some(DeviceConfig::Debugcon {
+                out: SerialOut::Stdio,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -372,6 +437,30 @@ mod tests {
             (&["-M", "q35"], "unsupported machine type"),
             (&["-name", "a,b=c"], "-name a,b=c"),
             (&["-overcommit", "frob=on"], "expected mem-lock"),
+            (
+                &["-device", "isa-debugcon,chardev=nope"],
+                "chardev 'nope' not found",
+            ),
+            (
+                &[
+                    "-chardev",
+                    "stdio,id=c",
+                    "-serial",
+                    "chardev:c",
+                    "-device",
+                    "isa-debugcon,chardev=c",
+                ],
+                "used twice",
+            ),
+            (
+                &[
+                    "-chardev",
+                    "socket,id=s,path=/tmp/x,server=on,wait=off",
+                    "-device",
+                    "isa-debugcon,chardev=s",
+                ],
+                "socket chardevs are not supported",
+            ),
         ] {
             let e = format!("{:#}", cfg(args).unwrap_err());
             assert!(e.contains(msg), "{args:?}: {e}");
