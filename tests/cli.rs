@@ -305,7 +305,10 @@ fn refused_options_say_why() {
         &["incompatible"],
     );
     assert_fails(&["-device", "pci-testdev,addr=40"], &["addr=40"]);
-    assert_fails(&["-device", "isa-debugcon,chardev=c"], &["chardev 'c' not found"]);
+    assert_fails(
+        &["-device", "isa-debugcon,chardev=c"],
+        &["chardev 'c' not found"],
+    );
     assert_fails(&["-global", "nodot"], &["DRIVER.PROP=VALUE"]);
     assert_fails(&["-debugcon", "vc"], &["-debugcon vc"]);
     // Two devices on one port.
