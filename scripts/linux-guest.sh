@@ -5,7 +5,9 @@
 # console or runs the command given on the kernel command line
 # (hx86.cmd=...), and powers off. The kernel's qemu_fw_cfg module is in
 # /lib/modules (`insmod /lib/modules/qemu_fw_cfg.ko` shows fw_cfg under
-# /sys/firmware/qemu_fw_cfg).
+# /sys/firmware/qemu_fw_cfg). With hx86.acpid on the command line /init
+# first loads the ACPI button and evdev modules and starts busybox acpid,
+# which turns the power button (QMP system_powerdown) into a power-off.
 #
 # Usage: scripts/linux-guest.sh [OUTDIR]      (default: guest/)
 # Produces OUTDIR/vmlinuz and OUTDIR/initrd.gz; prints their paths.
@@ -18,7 +20,7 @@ out="$(cd "$out" && pwd)"
 work="$out/.work"
 
 # Bumped whenever the initramfs changes, so an older build is redone.
-version=2
+version=3
 if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.gz" ] && [ -s "$out/busybox" ] \
     && [ "$(cat "$out/initrd.version" 2>/dev/null)" = "$version" ] \
     && [ "${REBUILD:-0}" != 1 ]; then
@@ -49,22 +51,46 @@ cp "$work/busybox/bin/busybox" "$out/busybox"
 # The initramfs: busybox and an /init script.
 r="$work/root"
 mkdir -p "$r/bin" "$r/sbin" "$r/proc" "$r/sys" "$r/dev" "$r/tmp" "$r/etc" "$r/root" \
-    "$r/lib/modules"
+    "$r/lib/modules" "$r/etc/acpi/PWRF" "$r/var/log" "$r/var/run"
 cp "$work/busybox/bin/busybox" "$r/bin/busybox"
 for app in sh ash cat echo ls mount umount uname md5sum poweroff reboot halt \
-           mkdir dmesg sleep ps grep head tail wc sync true false date insmod; do
+           mkdir dmesg sleep ps grep head tail wc sync true false date \
+           acpid insmod run-parts; do
     ln -s busybox "$r/bin/$app"
 done
-# Modules the tests load (Debian builds these as modules).
-for m in drivers/firmware/qemu_fw_cfg.ko; do
+# Modules the tests load (Debian builds these as modules). The power
+# button: busybox acpid reads /dev/input/event* and runs
+# /etc/acpi/PWRF/00000080 for KEY_POWER.
+for m in drivers/firmware/qemu_fw_cfg.ko drivers/input/evdev.ko drivers/acpi/button.ko; do
     cp "$(ls -d "$work"/kernel/lib/modules/*/kernel | head -1)/$m" "$r/lib/modules/"
 done
+cat > "$r/etc/acpi/PWRF/00000080" <<'ACPI'
+#!/bin/sh
+echo "HX86-POWER-BUTTON" > /dev/console
+sync
+poweroff -f
+ACPI
+chmod +x "$r/etc/acpi/PWRF/00000080"
 cat > "$r/init" <<'INIT'
 #!/bin/sh
 export PATH=/bin:/sbin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
+if grep -q hx86.acpid /proc/cmdline; then
+    insmod /lib/modules/evdev.ko
+    insmod /lib/modules/button.ko
+    # acpid opens the event devices that exist when it starts: wait for
+    # devtmpfs to show every one the kernel registered.
+    want=$(grep -c 'Handlers=.*event' /proc/bus/input/devices)
+    n=0
+    while [ "$(ls /dev/input 2>/dev/null | grep -c event)" -lt "$want" ] && [ $n -lt 50 ]; do
+        sleep 1
+        n=$((n+1))
+    done
+    acpid -l /dev/null
+    echo "HX86-ACPID-READY"
+fi
 echo "HX86-GUEST-READY $(uname -r)"
 cmd="$(sed -n 's/.*hx86\.cmd=\([^ ]*\).*/\1/p' /proc/cmdline | tr '+' ' ')"
 if [ -n "$cmd" ]; then

@@ -228,3 +228,86 @@ fn debian_linux_boots_to_a_shell_under_kvm() {
     }
     check_linux_shell("kvm", "host", &[], Duration::from_secs(10 * 60));
 }
+
+/// QMP `system_powerdown` presses the ACPI power button: Linux's button
+/// driver reports it, busybox acpid (started by the initramfs for
+/// `hx86.acpid`) runs /etc/acpi/PWRF/00000080, which powers off; the QMP
+/// client sees POWERDOWN, then SHUTDOWN with `guest: true`.
+#[test]
+fn debian_linux_boots_to_a_shell_then_powers_off_on_qmp_system_powerdown() {
+    let Some(g) = guest() else { return };
+    let Some(py) = common::qmp::python() else {
+        return;
+    };
+    let dir = common::scratch("linux-powerdown");
+    let sock = dir.join("qmp.sock");
+    let mut child = common::hx86()
+        .args(["-accel", "dbt", "-m", "512M", "-kernel"])
+        .arg(g.dir.join("vmlinuz"))
+        .arg("-initrd")
+        .arg(g.dir.join("initrd.gz"))
+        .args(["-append", "console=ttyS0 quiet hx86.acpid", "-no-reboot"])
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", sock.display()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn hx86");
+    // Keep the shell's stdin open: the guest must power off because of the
+    // button, not because its console went away.
+    let stdin = child.stdin.take();
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                return;
+            }
+        }
+    });
+    let start = Instant::now();
+    let mut out = Vec::new();
+    while !String::from_utf8_lossy(&out).contains("HX86-GUEST-READY") {
+        if let Ok(c) = rx.recv_timeout(Duration::from_millis(100)) {
+            out.extend_from_slice(&c);
+        }
+        if start.elapsed() > Duration::from_secs(45 * 60) || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            panic!("no init marker\n{}", String::from_utf8_lossy(&out));
+        }
+    }
+    assert!(
+        String::from_utf8_lossy(&out).contains("HX86-ACPID-READY"),
+        "acpid did not start\n{}",
+        String::from_utf8_lossy(&out)
+    );
+    let r = common::qmp::script(
+        &py,
+        "powerdown.py",
+        &[sock.to_str().unwrap()],
+        Duration::from_secs(45 * 60),
+    );
+    assert!(r.contains("OK"), "{r}");
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code();
+        }
+        if start.elapsed() > Duration::from_secs(50 * 60) {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(stdin);
+    while let Ok(c) = rx.recv_timeout(Duration::from_millis(200)) {
+        out.extend_from_slice(&c);
+    }
+    let out = String::from_utf8_lossy(&out);
+    assert!(
+        out.contains("HX86-POWER-BUTTON"),
+        "acpid's power-button action did not run\n{out}"
+    );
+    assert_eq!(status, Some(0), "a power-off ends hx86 with 0\n{out}");
+}

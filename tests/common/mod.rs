@@ -2,6 +2,8 @@
 //! timeout, find out which accelerators are usable, build tiny guests.
 #![allow(dead_code)]
 
+pub mod qmp;
+
 pub mod guest32;
 
 use std::io::Read;
