@@ -290,16 +290,7 @@ fn debian_linux_boots_to_a_shell_then_powers_off_on_qmp_system_powerdown() {
         Duration::from_secs(45 * 60),
     );
     assert!(r.contains("OK"), "{r}");
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s.code();
-        }
-        if start.elapsed() > Duration::from_secs(50 * 60) {
-            let _ = child.kill();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = common::wait_exit(&mut child, Duration::from_secs(10 * 60));
     drop(stdin);
     while let Ok(c) = rx.recv_timeout(Duration::from_millis(200)) {
         out.extend_from_slice(&c);

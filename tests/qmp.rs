@@ -59,22 +59,6 @@ fn wait_for_socket(path: &Path, child: &mut Child) {
     }
 }
 
-/// Waits for hx86 to exit (at most `timeout`) and returns its status.
-fn wait_exit(child: &mut Child, timeout: Duration) -> Option<i32> {
-    let start = Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s.code();
-        }
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn spawn_counting(dir: &Path, sock: &Path, extra: &[&str]) -> Child {
     let kernel = counting_guest(dir);
     hx86()

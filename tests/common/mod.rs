@@ -80,22 +80,28 @@ pub fn run_input(args: &[&str], input: Option<&[u8]>, timeout: Duration) -> Outp
         let _ = err.read_to_end(&mut s);
         s
     });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait") {
-            break st.code();
-        }
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = wait_exit(&mut child, timeout);
     Output {
         status,
         stdout: String::from_utf8_lossy(&t_out.join().unwrap()).into_owned(),
         stderr: String::from_utf8_lossy(&t_err.join().unwrap()).into_owned(),
+    }
+}
+
+/// Waits for `child` to exit (killing it after `timeout`) and returns its
+/// status (`None`: killed or ended by a signal).
+pub fn wait_exit(child: &mut std::process::Child, timeout: Duration) -> Option<i32> {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            return st.code();
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
