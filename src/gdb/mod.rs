@@ -201,9 +201,17 @@ fn new_stub<'a>(target: &mut HxTarget<'a>, conn: &Conn) -> Result<Sm<'a>> {
         .map_err(|e| anyhow!("gdb: starting the session: {e}"))
 }
 
+/// How often a stopped session looks at the machine control's requests.
+const IDLE_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Waits for the next unit of input while the target is stopped; `None`
-/// when the client went away.
-fn next_input(inbox: &Inbox, filter: &mut PacketFilter) -> Option<Input> {
+/// when the client went away or `idle` (run every [`IDLE_POLL`] without
+/// input) returned true.
+fn next_input(
+    inbox: &Inbox,
+    filter: &mut PacketFilter,
+    idle: &mut dyn FnMut() -> bool,
+) -> Option<Input> {
     let mut st = inbox.lock();
     loop {
         while let Some(b) = st.bytes.pop_front() {
@@ -214,7 +222,40 @@ fn next_input(inbox: &Inbox, filter: &mut PacketFilter) -> Option<Input> {
         if st.closed {
             return None;
         }
-        st = inbox.cond.wait(st).unwrap_or_else(|e| e.into_inner());
+        st = match inbox.cond.wait_timeout(st, IDLE_POLL) {
+            Ok((g, _)) => g,
+            Err(e) => e.into_inner().0,
+        };
+        if st.bytes.is_empty() && !st.closed {
+            drop(st);
+            if idle() {
+                return None;
+            }
+            st = inbox.lock();
+        }
+    }
+}
+
+/// While the debugger holds the CPU stopped: the monitors' requests (jobs
+/// such as `info registers`, a reset, quit). True when hx86 must quit
+/// (`t.request` says with which status).
+fn serve_control(t: &mut HxTarget<'_>) -> bool {
+    let ctl = t.ctl.clone();
+    match ctl.checkpoint_nowait(0, &mut *t.vcpu) {
+        VcpuAction::Quit(code) => {
+            ctl.shutdown(ctl.quit_requested().map_or(Cause::HostQmpQuit, |q| q.1));
+            t.request = Some(Request::Quit(code));
+            true
+        }
+        VcpuAction::Reset => {
+            if let Err(e) = machine::reset(t.cfg, &mut *t.vcpu, &t.mem) {
+                log::warn!(target: "gdb", "system_reset: {e:#}");
+            }
+            t.invalidate();
+            ctl.reset_done(Cause::HostQmpSystemReset);
+            false
+        }
+        VcpuAction::Run | VcpuAction::Poked => false,
     }
 }
 
@@ -358,7 +399,11 @@ fn drive<'a>(t: &mut HxTarget<'a>, conn: &Conn, inbox: &Inbox) -> Result<End> {
         }
         sm = match sm {
             GdbStubStateMachine::Idle(inner) => {
-                let Some(input) = next_input(inbox, &mut filter) else {
+                let Some(input) = next_input(inbox, &mut filter, &mut || serve_control(t)) else {
+                    if let Some(Request::Quit(code)) = t.request {
+                        eprintln!("hx86: gdb: quit requested from a monitor");
+                        return Ok(End::Exit(code));
+                    }
                     eprintln!("hx86: gdb: the debugger went away");
                     return Ok(End::Detach);
                 };
