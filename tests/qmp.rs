@@ -281,3 +281,54 @@ fn human_monitor_on_stdio_and_behind_serial_mon_stdio() {
     assert!(o.stdout.contains("VM status: running"), "{}", o.dump());
     assert!(o.stdout.contains("(qemu) "), "{}", o.dump());
 }
+
+/// A debugger holds the CPU (`-S`, gdb attached and waiting): monitor
+/// jobs still run on the vCPU thread and `quit` ends hx86 without the
+/// debugger doing anything.
+#[test]
+fn monitors_work_while_a_debugger_holds_the_cpu() {
+    let Some(py) = python() else { return };
+    if std::process::Command::new("gdb")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("note: skipping: no gdb");
+        return;
+    }
+    let dir = scratch("qmp-gdb");
+    let sock = dir.join("qmp.sock");
+    let gdb_sock = dir.join("gdb.sock");
+    let gdb_dev = format!("unix:{}", gdb_sock.display());
+    let mut child = spawn_counting(&dir, &sock, &["-S", "-gdb", &gdb_dev]);
+    wait_for_socket(&sock, &mut child);
+    // gdb attaches, then waits on its stdin (a line or EOF ends it).
+    let mut gdb = std::process::Command::new("gdb")
+        .args(["-q", "-nx", "-batch", "-ex"])
+        .arg(format!("target remote {}", gdb_sock.display()))
+        .args(["-ex", "echo ATTACHED\\n", "-ex", "shell read x"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn gdb");
+    let mut out = BufReader::new(gdb.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("ATTACHED") {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "gdb ended before attaching"
+        );
+    }
+    let r = script(
+        &py,
+        "debugger_held.py",
+        &[sock.to_str().unwrap()],
+        Duration::from_secs(300),
+    );
+    assert!(r.contains("OK"), "{r}");
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), Some(0));
+    drop(gdb.stdin.take());
+    let _ = wait_exit(&mut gdb, Duration::from_secs(60));
+}
