@@ -149,11 +149,19 @@ impl Hx {
         }
     }
 
-    /// Waits for hx86 to exit; its status.
+    /// Waits for hx86 to exit; its status. Everything it wrote on stdout
+    /// has been read by then.
     fn wait(&mut self) -> Option<i32> {
         let start = Instant::now();
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
+                // The reader thread ends (and drops its sender) at EOF.
+                while start.elapsed() < TIMEOUT {
+                    match self.out_rx.recv_timeout(Duration::from_secs(1)) {
+                        Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
                 return st.code();
             }
             if start.elapsed() > TIMEOUT {
