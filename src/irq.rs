@@ -8,7 +8,7 @@
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use accel::InterruptController;
+use accel::{InterruptController, Startup};
 use devices::irqchip::{lock_chip, SharedIrqChip};
 
 /// Wakes a halted vCPU when a line changes.
@@ -46,23 +46,40 @@ impl InterruptController for ChipController {
     fn set_irq_line(&self, gsi: u32, level: bool) {
         lock_chip(&self.chip).set_irq(gsi, level);
     }
-    fn pending_interrupt(&self) -> Option<u8> {
-        lock_chip(&self.chip).pending_interrupt()
+    fn pending_interrupt(&self, cpu: u32) -> Option<u8> {
+        lock_chip(&self.chip).pending_interrupt_on(cpu as usize)
     }
-    fn acknowledge(&self) -> Option<u8> {
-        lock_chip(&self.chip).acknowledge()
+    fn acknowledge(&self, cpu: u32) -> Option<u8> {
+        lock_chip(&self.chip).acknowledge_on(cpu as usize)
     }
-    fn take_nmi(&self) -> bool {
-        lock_chip(&self.chip).take_nmi()
+    fn take_nmi(&self, cpu: u32) -> bool {
+        lock_chip(&self.chip).take_nmi_on(cpu as usize)
+    }
+    fn take_startup(&self, cpu: u32) -> Option<Startup> {
+        lock_chip(&self.chip)
+            .take_startup(cpu as usize)
+            .map(|s| match s {
+                devices::lapic::Startup::Init => Startup::Init,
+                devices::lapic::Startup::Sipi(v) => Startup::Sipi(v),
+            })
+    }
+    fn startup_pending(&self, cpu: u32) -> bool {
+        lock_chip(&self.chip).startup_pending(cpu as usize)
+    }
+    fn lapic_read(&self, cpu: u32, offset: u64, data: &mut [u8]) {
+        lock_chip(&self.chip).lapic_read_on(cpu as usize, offset, data);
+    }
+    fn lapic_write(&self, cpu: u32, offset: u64, data: &[u8]) {
+        lock_chip(&self.chip).lapic_write_on(cpu as usize, offset, data);
     }
     fn now_ns(&self) -> u64 {
         lock_chip(&self.chip).now_ns()
     }
-    fn next_deadline_ns(&self) -> Option<u64> {
-        lock_chip(&self.chip).next_deadline_ns()
+    fn next_deadline_ns(&self, cpu: u32) -> Option<u64> {
+        lock_chip(&self.chip).next_deadline_ns_on(cpu as usize)
     }
-    fn set_tsc_deadline(&self, value: u64, tsc_now: u64) {
-        lock_chip(&self.chip).set_tsc_deadline(value, tsc_now);
+    fn set_tsc_deadline(&self, cpu: u32, value: u64, tsc_now: u64) {
+        lock_chip(&self.chip).set_tsc_deadline_on(cpu as usize, value, tsc_now);
     }
     fn wait(&self, deadline_ns: Option<u64>) {
         // Lock order is chip -> generation (the notifier runs under the chip

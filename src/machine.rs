@@ -215,9 +215,13 @@ fn load_boot(cfg: &MachineConfig, mem: &GuestMemoryMmap) -> Result<CpuState> {
                 None => None,
             };
             // ACPI tables (MADT for the APICs, FADT/DSDT for power-off).
+            let acpi = firmware::acpi::AcpiConfig {
+                cpus: cfg.smp.cpus as u8,
+                ioapic_id: cfg.smp.cpus as u8,
+                ..Default::default()
+            };
             let rsdp =
-                firmware::acpi::write_acpi_tables(mem, &firmware::acpi::AcpiConfig::default())
-                    .context("writing the ACPI tables")?;
+                firmware::acpi::write_acpi_tables(mem, &acpi).context("writing the ACPI tables")?;
             firmware::linux::load_linux_with(
                 mem,
                 &image,
@@ -364,8 +368,9 @@ pub fn run(cfg: &MachineConfig) -> Result<i32> {
     ctl.set_accel(accel.name());
     let chardevs = Chardevs::open(&cfg.chardevs)?;
     // Without an in-kernel irqchip the machine brings its own (the DBT).
-    let chip = (!accel.in_kernel_irqchip())
-        .then(|| IrqChip::new(Arc::new(HostClock::new())).into_shared());
+    let chip = (!accel.in_kernel_irqchip()).then(|| {
+        IrqChip::with_cpus(Arc::new(HostClock::new()), cfg.smp.cpus as usize).into_shared()
+    });
     let fw_cfg = crate::fw_cfg::device(cfg, &image.mem, &image.rom, &image.state)?;
     let io = Arc::new(build_io(
         cfg,
@@ -396,17 +401,33 @@ pub fn run(cfg: &MachineConfig) -> Result<i32> {
             log::warn!(target: "unimp", "{}: no interrupt controller: {e}", accel.name());
         }
     }
-    let mut vcpu = vm
-        .create_vcpu(0)
-        .map_err(|e| anyhow!("{}: {e}", accel.name()))?;
-    vcpu.set_state(&image.state)
+    let mut vcpus = Vec::new();
+    for id in 0..cfg.smp.cpus {
+        vcpus.push(
+            vm.create_vcpu(id)
+                .map_err(|e| anyhow!("{}: vCPU {id}: {e}", accel.name()))?,
+        );
+    }
+    vcpus[0]
+        .set_state(&image.state)
         .map_err(|e| anyhow!("setting the boot state: {e}"))?;
     log::debug!(target: "cpu_reset", "CPU 0 boot state: {:x?}", image.state);
-    ctl.add_vcpu(vcpu.kicker());
+    for v in &vcpus {
+        ctl.add_vcpu(v.kicker());
+    }
     chardevs.start(&ctl, &image.mem, &io.serial)?;
     let r = match &cfg.gdb {
-        Some(g) => crate::gdb::run(cfg, &ctl, g, accel.name(), vcpu.as_mut(), &image.mem),
-        None => run_loop(cfg, &ctl, vcpu.as_mut(), &image.mem),
+        Some(g) => {
+            if vcpus.len() > 1 {
+                bail!(
+                    "-gdb with -smp {}: debugging several vCPUs is not supported yet",
+                    vcpus.len()
+                );
+            }
+            crate::gdb::run(cfg, &ctl, g, accel.name(), vcpus[0].as_mut(), &image.mem)
+        }
+        None if vcpus.len() == 1 => run_loop(cfg, &ctl, vcpus[0].as_mut(), &image.mem),
+        None => crate::smp::run(cfg, &ctl, vcpus, &image.mem),
     };
     // Ended by an error or the debugger: the monitors still hear that the
     // machine is gone (the other endings said why already).

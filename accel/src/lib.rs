@@ -149,24 +149,43 @@ pub struct GuestMemory {
 pub trait InterruptController: Send + Sync {
     /// Drives global system interrupt `gsi`.
     fn set_irq_line(&self, gsi: u32, level: bool);
-    /// The vector the vCPU would take now (timers brought up to date),
+    /// The vector vCPU `cpu` would take now (timers brought up to date),
     /// ignoring RFLAGS.IF; not yet acknowledged.
-    fn pending_interrupt(&self) -> Option<u8>;
-    /// Takes the pending interrupt (the INTA cycle) and returns its vector.
-    fn acknowledge(&self) -> Option<u8>;
-    /// Takes a pending NMI.
-    fn take_nmi(&self) -> bool;
+    fn pending_interrupt(&self, cpu: u32) -> Option<u8>;
+    /// Takes the pending interrupt of `cpu` (the INTA cycle) and returns
+    /// its vector.
+    fn acknowledge(&self, cpu: u32) -> Option<u8>;
+    /// Takes a pending NMI of `cpu`.
+    fn take_nmi(&self, cpu: u32) -> bool;
+    /// Takes a pending INIT or start-up IPI of `cpu`.
+    fn take_startup(&self, cpu: u32) -> Option<Startup>;
+    /// Whether an INIT or start-up IPI waits for `cpu`.
+    fn startup_pending(&self, cpu: u32) -> bool;
+    /// A read of `cpu`'s local APIC page at `offset`.
+    fn lapic_read(&self, cpu: u32, offset: u64, data: &mut [u8]);
+    /// A write of `cpu`'s local APIC page (EOIs, IPIs).
+    fn lapic_write(&self, cpu: u32, offset: u64, data: &[u8]);
     /// The controller's clock, in nanoseconds.
     fn now_ns(&self) -> u64;
-    /// When a timer next needs attention, on [`InterruptController::now_ns`]'s clock.
-    fn next_deadline_ns(&self) -> Option<u64>;
-    /// IA32_TSC_DEADLINE was written; `tsc_now` is the guest TSC now.
-    fn set_tsc_deadline(&self, value: u64, tsc_now: u64);
-    /// Blocks until an interrupt line changes, the deadline passes, or
-    /// [`InterruptController::wake`] is called, whichever is first.
+    /// When a timer of `cpu` next needs attention, on
+    /// [`InterruptController::now_ns`]'s clock.
+    fn next_deadline_ns(&self, cpu: u32) -> Option<u64>;
+    /// IA32_TSC_DEADLINE of `cpu` was written; `tsc_now` is its guest TSC.
+    fn set_tsc_deadline(&self, cpu: u32, value: u64, tsc_now: u64);
+    /// Blocks until an interrupt line or an APIC changes, the deadline
+    /// passes, or [`InterruptController::wake`] is called, whichever is first.
     fn wait(&self, deadline_ns: Option<u64>);
-    /// Wakes a vCPU blocked in [`InterruptController::wait`].
+    /// Wakes the vCPUs blocked in [`InterruptController::wait`].
     fn wake(&self);
+}
+
+/// A start-up event of an x86 processor, from its local APIC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Startup {
+    /// INIT: reset, then wait for a start-up IPI.
+    Init,
+    /// Start-up IPI: run real-mode code at `vector << 12`.
+    Sipi(u8),
 }
 
 /// A virtualization or emulation backend.
@@ -203,6 +222,14 @@ pub trait Vcpu: Send {
     fn set_guest_debug(&mut self, dbg: &GuestDebug) -> Result<()>;
     /// A handle another thread uses to interrupt `run`.
     fn kicker(&self) -> Arc<dyn Kicker>;
+    /// Puts an application processor back in its state after INIT:
+    /// waiting for a start-up IPI (machine reset).
+    fn reset_ap(&mut self) -> Result<()> {
+        Err(Error::Unsupported(
+            "resetting an application processor",
+            "this",
+        ))
+    }
 }
 
 /// KVM, opened and checked (`/dev/kvm`, its API version, a test VM), as an

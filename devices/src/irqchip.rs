@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::bus::{Bus, BusDevice, BusError, IrqLine, VmRequest};
 use crate::clock::Clock;
 use crate::ioapic::{IoApic, IOAPIC_BASE, IOAPIC_SIZE};
-use crate::lapic::{LocalApic, LAPIC_BASE, LAPIC_SIZE};
+use crate::lapic::{ApicMessage, LocalApic, LAPIC_BASE, LAPIC_SIZE};
 use crate::pic::Pic;
 use crate::pit::Pit;
 
@@ -20,17 +20,21 @@ use crate::pit::Pit;
 /// interrupt line changes, so a halted vCPU can be woken up.
 pub type IrqNotifier = Arc<dyn Fn() + Send + Sync>;
 
-/// The interrupt controllers and the PIT of the single-vCPU PC.
+/// The interrupt controllers and the PIT of the PC: one local APIC per
+/// vCPU (APIC ID = vCPU index), routing IOAPIC messages and IPIs between
+/// them.
 pub struct IrqChip {
     pic: Pic,
     ioapic: IoApic,
-    lapic: LocalApic,
+    lapics: Vec<LocalApic>,
     pit: Pit,
     clock: Arc<dyn Clock>,
     notifier: Option<IrqNotifier>,
+    /// Rotates lowest-priority deliveries among equal candidates.
+    lowest_rr: usize,
 }
 
-/// The chip as shared between the vCPU, the buses and the devices' lines.
+/// The chip as shared between the vCPUs, the buses and the devices' lines.
 pub type SharedIrqChip = Arc<Mutex<IrqChip>>;
 
 impl std::fmt::Debug for IrqChip {
@@ -38,7 +42,7 @@ impl std::fmt::Debug for IrqChip {
         f.debug_struct("IrqChip")
             .field("pic", &self.pic)
             .field("ioapic", &self.ioapic)
-            .field("lapic", &self.lapic)
+            .field("lapics", &self.lapics)
             .field("pit", &self.pit)
             .finish_non_exhaustive()
     }
@@ -50,22 +54,65 @@ pub fn lock_chip(chip: &SharedIrqChip) -> MutexGuard<'_, IrqChip> {
     chip.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Delivers an IOAPIC message to the local APICs it addresses: every
+/// match for fixed/NMI/INIT, one of them for lowest priority (the lowest
+/// processor priority, rotating among equals). Returns whether any took it.
+fn route_message(lapics: &mut [LocalApic], rr: &mut usize, m: &ApicMessage) -> bool {
+    let n = lapics.len();
+    if m.delivery_mode == crate::lapic::delivery::LOWEST {
+        let pick = (0..n)
+            .map(|k| (k + *rr) % n)
+            .filter(|&j| lapics[j].is_enabled() && lapics[j].matches_destination(m.dest, m.logical))
+            .min_by_key(|&j| lapics[j].ppr() & 0xf0);
+        return match pick {
+            Some(j) => {
+                *rr = (j + 1) % n;
+                lapics[j].deliver_local(m.delivery_mode, m.vector, m.level);
+                true
+            }
+            None => false,
+        };
+    }
+    let mut any = false;
+    for l in lapics.iter_mut() {
+        any |= l.accept_message(m);
+    }
+    any
+}
+
 impl IrqChip {
-    /// A chip in its reset state with local APIC ID 0, timed by `clock`.
+    /// A chip in its reset state with one local APIC (ID 0), timed by
+    /// `clock`.
     pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self::with_cpus(clock, 1)
+    }
+
+    /// A chip with `cpus` local APICs (IDs 0..cpus; 0 is the BSP).
+    pub fn with_cpus(clock: Arc<dyn Clock>, cpus: usize) -> Self {
+        let cpus = cpus.clamp(1, 255);
         Self {
             pic: Pic::new(),
-            ioapic: IoApic::new(0),
-            lapic: LocalApic::new(0),
+            ioapic: IoApic::new(cpus as u8),
+            lapics: (0..cpus)
+                .map(|i| {
+                    if i == 0 {
+                        LocalApic::new(0)
+                    } else {
+                        LocalApic::new_ap(i as u8)
+                    }
+                })
+                .collect(),
             pit: Pit::new(),
             clock,
             notifier: None,
+            lowest_rr: 0,
         }
     }
 
-    /// Replace the local APIC (e.g. to set its timer and TSC frequencies).
+    /// Replace the BSP's local APIC (e.g. to set its timer and TSC
+    /// frequencies).
     pub fn with_lapic(mut self, lapic: LocalApic) -> Self {
-        self.lapic = lapic;
+        self.lapics[0] = lapic;
         self
     }
 
@@ -79,6 +126,12 @@ impl IrqChip {
         self.notifier = notifier;
     }
 
+    fn notify(&self) {
+        if let Some(n) = &self.notifier {
+            n();
+        }
+    }
+
     /// The i8259 pair.
     pub fn pic(&self) -> &Pic {
         &self.pic
@@ -87,13 +140,22 @@ impl IrqChip {
     pub fn ioapic(&self) -> &IoApic {
         &self.ioapic
     }
-    /// The local APIC.
+    /// The BSP's local APIC.
     pub fn lapic(&self) -> &LocalApic {
-        &self.lapic
+        &self.lapics[0]
     }
-    /// The local APIC, mutably (MSRs: APIC base, TSC deadline).
+    /// The BSP's local APIC, mutably (MSRs: APIC base, TSC deadline).
     pub fn lapic_mut(&mut self) -> &mut LocalApic {
-        &mut self.lapic
+        &mut self.lapics[0]
+    }
+    /// The local APIC of vCPU `cpu` (the BSP's for an unknown index).
+    pub fn lapic_of(&mut self, cpu: usize) -> &mut LocalApic {
+        let i = if cpu < self.lapics.len() { cpu } else { 0 };
+        &mut self.lapics[i]
+    }
+    /// Number of local APICs (vCPUs).
+    pub fn cpus(&self) -> usize {
+        self.lapics.len()
     }
     /// The PIT.
     pub fn pit(&self) -> &Pit {
@@ -111,66 +173,108 @@ impl IrqChip {
             self.pic.set_irq(gsi, level);
         }
         let pin = if gsi == 0 { 2 } else { gsi };
-        let Self { ioapic, lapic, .. } = self;
-        ioapic.set_irq(pin, level, &mut |m| lapic.accept_message(m));
-        if let Some(n) = &self.notifier {
-            n();
-        }
+        let Self {
+            ioapic,
+            lapics,
+            lowest_rr,
+            ..
+        } = self;
+        ioapic.set_irq(pin, level, &mut |m| route_message(lapics, lowest_rr, m));
+        self.notify();
     }
 
     /// Bring the timers up to now: PIT channel 0 edges become IRQ0 pulses,
-    /// an expired APIC timer requests its vector.
-    pub fn poll(&mut self) {
+    /// an expired APIC timer of `cpu` requests its vector.
+    pub fn poll_on(&mut self, cpu: usize) {
         let now = self.clock.now_ns();
         if self.pit.poll(now) {
             log::trace!(target: "int", "pit: IRQ0 edge");
             self.set_irq(0, true);
             self.set_irq(0, false);
         }
-        self.lapic.poll(now);
+        self.lapic_of(cpu).poll(now);
     }
 
-    /// The vector the vCPU would take now (ignoring RFLAGS.IF), if any.
-    pub fn pending_interrupt(&mut self) -> Option<u8> {
-        self.poll();
-        self.lapic.pending_vector().or_else(|| {
-            self.lapic
-                .accepts_pic_interrupts()
-                .then(|| self.pic.peek_vector())
-                .flatten()
-        })
+    /// [`IrqChip::poll_on`] for the BSP.
+    pub fn poll(&mut self) {
+        self.poll_on(0);
     }
 
-    /// Take the interrupt [`IrqChip::pending_interrupt`] reports: the vector
-    /// to deliver, with the controllers' in-service state updated.
-    pub fn acknowledge(&mut self) -> Option<u8> {
-        self.poll();
-        if let Some(v) = self.lapic.acknowledge() {
+    /// The vector vCPU `cpu` would take now (ignoring RFLAGS.IF), if any.
+    /// The i8259 reaches the BSP only (through its LINT0 in ExtINT mode).
+    pub fn pending_interrupt_on(&mut self, cpu: usize) -> Option<u8> {
+        self.poll_on(cpu);
+        let l = self.lapic_of(cpu);
+        if let Some(v) = l.pending_vector() {
             return Some(v);
         }
-        if self.lapic.accepts_pic_interrupts() {
+        (cpu == 0 && self.lapics[0].accepts_pic_interrupts())
+            .then(|| self.pic.peek_vector())
+            .flatten()
+    }
+
+    /// Take the interrupt [`IrqChip::pending_interrupt_on`] reports: the
+    /// vector to deliver, with the controllers' in-service state updated.
+    pub fn acknowledge_on(&mut self, cpu: usize) -> Option<u8> {
+        self.poll_on(cpu);
+        if let Some(v) = self.lapic_of(cpu).acknowledge() {
+            return Some(v);
+        }
+        if cpu == 0 && self.lapics[0].accepts_pic_interrupts() {
             return self.pic.acknowledge();
         }
         None
     }
 
-    /// Take a pending NMI.
-    pub fn take_nmi(&mut self) -> bool {
-        self.lapic.take_nmi()
+    /// Take a pending NMI of `cpu`.
+    pub fn take_nmi_on(&mut self, cpu: usize) -> bool {
+        self.lapic_of(cpu).take_nmi()
     }
 
-    /// The earliest time a timer needs [`IrqChip::poll`], if any.
-    pub fn next_deadline_ns(&self) -> Option<u64> {
-        match (self.pit.next_deadline_ns(), self.lapic.next_deadline_ns()) {
+    /// Take a pending INIT or start-up IPI of `cpu`.
+    pub fn take_startup(&mut self, cpu: usize) -> Option<crate::lapic::Startup> {
+        self.lapic_of(cpu).take_startup()
+    }
+
+    /// Whether an INIT or start-up IPI waits for `cpu`.
+    pub fn startup_pending(&mut self, cpu: usize) -> bool {
+        self.lapic_of(cpu).startup_pending()
+    }
+
+    /// BSP forms of the per-vCPU calls above.
+    pub fn pending_interrupt(&mut self) -> Option<u8> {
+        self.pending_interrupt_on(0)
+    }
+    pub fn acknowledge(&mut self) -> Option<u8> {
+        self.acknowledge_on(0)
+    }
+    pub fn take_nmi(&mut self) -> bool {
+        self.take_nmi_on(0)
+    }
+
+    /// The earliest time a timer of `cpu` (or the PIT) needs polling.
+    pub fn next_deadline_ns_on(&mut self, cpu: usize) -> Option<u64> {
+        let l = self.lapic_of(cpu).next_deadline_ns();
+        match (self.pit.next_deadline_ns(), l) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
     }
 
-    /// IA32_TSC_DEADLINE write; `tsc_now` is the guest TSC at this moment.
-    pub fn set_tsc_deadline(&mut self, value: u64, tsc_now: u64) {
+    /// [`IrqChip::next_deadline_ns_on`] for the BSP.
+    pub fn next_deadline_ns(&mut self) -> Option<u64> {
+        self.next_deadline_ns_on(0)
+    }
+
+    /// IA32_TSC_DEADLINE write of `cpu`; `tsc_now` is its guest TSC now.
+    pub fn set_tsc_deadline_on(&mut self, cpu: usize, value: u64, tsc_now: u64) {
         let now = self.clock.now_ns();
-        self.lapic.set_tsc_deadline(value, tsc_now, now);
+        self.lapic_of(cpu).set_tsc_deadline(value, tsc_now, now);
+    }
+
+    /// [`IrqChip::set_tsc_deadline_on`] for the BSP.
+    pub fn set_tsc_deadline(&mut self, value: u64, tsc_now: u64) {
+        self.set_tsc_deadline_on(0, value, tsc_now);
     }
 
     /// Port read of the PIC, ELCR, PIT or port 0x61.
@@ -204,19 +308,71 @@ impl IrqChip {
         }
     }
 
-    /// MMIO read in the local APIC page.
-    pub fn lapic_read(&mut self, offset: u64, data: &mut [u8]) {
+    /// MMIO read in the local APIC page of vCPU `cpu`.
+    pub fn lapic_read_on(&mut self, cpu: usize, offset: u64, data: &mut [u8]) {
         let now = self.clock.now_ns();
-        self.lapic.mmio_read(offset, data, now);
+        self.lapic_of(cpu).mmio_read(offset, data, now);
     }
 
-    /// MMIO write in the local APIC page (EOIs reach the IOAPIC).
-    pub fn lapic_write(&mut self, offset: u64, data: &[u8]) {
+    /// MMIO write in the local APIC page of vCPU `cpu`: EOIs reach the
+    /// IOAPIC, IPIs their destination APICs.
+    pub fn lapic_write_on(&mut self, cpu: usize, offset: u64, data: &[u8]) {
         let now = self.clock.now_ns();
-        if let Some(vector) = self.lapic.mmio_write(offset, data, now) {
-            let Self { ioapic, lapic, .. } = self;
-            ioapic.eoi(vector, &mut |m| lapic.accept_message(m));
+        let cpu = if cpu < self.lapics.len() { cpu } else { 0 };
+        if let Some(vector) = self.lapics[cpu].mmio_write(offset, data, now) {
+            let Self {
+                ioapic,
+                lapics,
+                lowest_rr,
+                ..
+            } = self;
+            ioapic.eoi(vector, &mut |m| route_message(lapics, lowest_rr, m));
         }
+        let sent = self.lapics[cpu].take_outbox();
+        if !sent.is_empty() {
+            for icr in sent {
+                self.route_ipi(cpu, icr);
+            }
+            self.notify();
+        }
+    }
+
+    /// Routes an IPI `icr` sent by vCPU `from` (destination shorthand,
+    /// physical or logical destination, lowest priority).
+    fn route_ipi(&mut self, from: usize, icr: u64) {
+        let mode = ((icr >> 8) & 7) as u8;
+        let vector = icr as u8;
+        let logical = icr & (1 << 11) != 0;
+        let level = icr & (1 << 15) != 0 && mode == crate::lapic::delivery::FIXED;
+        let dest = (icr >> 56) as u8;
+        let shorthand = (icr >> 18) & 3;
+        let n = self.lapics.len();
+        let targets: Vec<usize> = (0..n)
+            .filter(|&j| match shorthand {
+                0 => self.lapics[j].matches_destination(dest, logical),
+                1 => j == from,
+                2 => true,
+                _ => j != from,
+            })
+            .collect();
+        log::trace!(target: "int", "IPI {icr:#x} from CPU {from} to {targets:?}");
+        if mode == crate::lapic::delivery::LOWEST && shorthand == 0 {
+            if let Some(&j) = targets.iter().min_by_key(|&&j| self.lapics[j].ppr() & 0xf0) {
+                self.lapics[j].deliver_local(mode, vector, false);
+            }
+            return;
+        }
+        for j in targets {
+            self.lapics[j].deliver_local(mode, vector, level);
+        }
+    }
+
+    /// BSP forms of the local APIC MMIO calls.
+    pub fn lapic_read(&mut self, offset: u64, data: &mut [u8]) {
+        self.lapic_read_on(0, offset, data);
+    }
+    pub fn lapic_write(&mut self, offset: u64, data: &[u8]) {
+        self.lapic_write_on(0, offset, data);
     }
 
     /// MMIO read in the IOAPIC window.
@@ -226,8 +382,13 @@ impl IrqChip {
 
     /// MMIO write in the IOAPIC window.
     pub fn ioapic_write(&mut self, offset: u64, data: &[u8]) {
-        let Self { ioapic, lapic, .. } = self;
-        ioapic.mmio_write(offset, data, &mut |m| lapic.accept_message(m));
+        let Self {
+            ioapic,
+            lapics,
+            lowest_rr,
+            ..
+        } = self;
+        ioapic.mmio_write(offset, data, &mut |m| route_message(lapics, lowest_rr, m));
     }
 }
 

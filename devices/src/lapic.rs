@@ -126,6 +126,21 @@ pub struct LocalApic {
     lvt: [u32; 6],
     timer: ApicTimer,
     nmi_pending: bool,
+    /// ICR values of IPIs sent and not yet routed by the chip.
+    outbox: Vec<u64>,
+    /// An INIT was received and not yet taken by the vCPU.
+    init_pending: bool,
+    /// The vector of the last start-up IPI not yet taken.
+    sipi: Option<u8>,
+}
+
+/// A start-up event of the processor ([`LocalApic::take_startup`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Startup {
+    /// INIT: the processor resets and waits for a start-up IPI.
+    Init,
+    /// Start-up IPI with its vector (execution starts at vector << 12).
+    Sipi(u8),
 }
 
 impl LocalApic {
@@ -152,7 +167,58 @@ impl LocalApic {
             lvt,
             timer: ApicTimer::new(LAPIC_BUS_HZ, 1_000_000_000),
             nmi_pending: false,
+            outbox: Vec::new(),
+            init_pending: false,
+            sipi: None,
         }
+    }
+
+    /// An application processor's APIC with ID `id`: not the bootstrap
+    /// processor, LINT0 masked (only the BSP takes the i8259's INTR).
+    pub fn new_ap(id: u8) -> Self {
+        let mut l = Self::new(id);
+        l.apic_base &= !APIC_BASE_BSP;
+        l.lvt[LVT_LINT0] = LVT_MASKED;
+        l
+    }
+
+    /// Takes the pending INIT (first) or start-up IPI.
+    pub fn take_startup(&mut self) -> Option<Startup> {
+        if std::mem::take(&mut self.init_pending) {
+            // INIT resets the APIC's state but for its ID and base (SDM
+            // 10.4.7.3); a start-up IPI sent after it stays pending.
+            let keep = (
+                self.apic_base,
+                self.id,
+                self.timer.bus_hz,
+                self.timer.tsc_hz,
+            );
+            let sipi = self.sipi;
+            *self = Self::new(keep.1).with_bus_hz(keep.2).with_tsc_hz(keep.3);
+            self.apic_base = keep.0;
+            self.sipi = sipi;
+            if self.apic_base & APIC_BASE_BSP == 0 {
+                self.lvt[LVT_LINT0] = LVT_MASKED;
+            }
+            return Some(Startup::Init);
+        }
+        self.sipi.take().map(Startup::Sipi)
+    }
+
+    /// Whether an INIT or start-up IPI waits to be taken.
+    pub fn startup_pending(&self) -> bool {
+        self.init_pending || self.sipi.is_some()
+    }
+
+    /// IPIs sent since the last call (raw ICR values), for the chip to
+    /// route to their destinations.
+    pub fn take_outbox(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// Whether this APIC takes interrupts at all (globally enabled).
+    pub fn is_enabled(&self) -> bool {
+        self.hw_enabled()
     }
 
     /// Use a timer input clock of `hz` (the rate CPUID/calibration reports).
@@ -306,13 +372,22 @@ impl LocalApic {
         true
     }
 
-    fn deliver_local(&mut self, mode: u8, vector: u8, level: bool) {
-        if !self.hw_enabled() {
+    /// Takes an interrupt message of delivery `mode` (an IPI or an
+    /// IOAPIC message the chip routed here).
+    pub fn deliver_local(&mut self, mode: u8, vector: u8, level: bool) {
+        if !self.hw_enabled() && !matches!(mode, delivery::INIT | delivery::STARTUP) {
             return;
         }
         match mode {
             delivery::FIXED | delivery::LOWEST => self.set_irr(vector, level),
             delivery::NMI => self.nmi_pending = true,
+            delivery::INIT => {
+                // A start-up IPI before this INIT is void; one after it
+                // must survive until the vCPU takes the INIT.
+                self.init_pending = true;
+                self.sipi = None;
+            }
+            delivery::STARTUP => self.sipi = Some(vector),
             delivery::EXTINT => {
                 log::debug!(target: "unimp", "lapic: ExtINT message (vector {:#x}) ignored", vector)
             }
@@ -337,22 +412,15 @@ impl LocalApic {
         let icr = self.icr;
         let vector = icr as u8;
         let mode = ((icr >> 8) & 7) as u8;
-        let logical = icr & (1 << 11) != 0;
-        let to_self = match (icr >> 18) & 3 {
-            0 => self.matches_destination((icr >> 56) as u8, logical),
-            1 | 2 => true,
-            _ => false,
-        };
         if matches!(mode, delivery::FIXED | delivery::LOWEST) && vector < 16 {
             self.error(ESR_SEND_ILLEGAL_VECTOR);
+            return;
         }
         if mode == delivery::INIT && icr & (1 << 14) == 0 {
             return; // INIT level de-assert: nothing to do.
         }
-        log::trace!(target: "int", "lapic: IPI {:#x} (to self: {})", icr, to_self);
-        if to_self {
-            self.deliver_local(mode, vector, false);
-        }
+        log::trace!(target: "int", "lapic {}: IPI {:#x}", self.id, icr);
+        self.outbox.push(icr);
     }
 
     /// Deliver the timer's expiration if due. Returns whether it fired.

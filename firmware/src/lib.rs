@@ -30,6 +30,7 @@ pub mod linux;
 pub mod memory;
 pub mod mptable;
 pub mod multiboot;
+pub mod smp;
 
 pub use acpi::{write_acpi_tables, AcpiConfig};
 pub use error::Error;

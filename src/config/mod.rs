@@ -152,11 +152,12 @@ pub fn build(cli: &Cli, show_accel: bool) -> Result<MachineConfig> {
         Some(s) => SmpTopology::parse(s)?,
         None => SmpTopology::default(),
     };
-    if smp.cpus > 1 {
+    if smp.cpus > x86::mmu::share::MAX_VCPUS as u32 {
         bail!(
-            "-smp {}: {} vCPUs asked for; hx86 runs one vCPU for now",
+            "-smp {}: {} vCPUs asked for; hx86 runs at most {}",
             cli.smp.as_deref().unwrap_or(""),
-            smp.cpus
+            smp.cpus,
+            x86::mmu::share::MAX_VCPUS
         );
     }
     let mut machine = accel::MachineOpts::default();
@@ -232,7 +233,10 @@ pub fn build(cli: &Cli, show_accel: bool) -> Result<MachineConfig> {
         no_reboot: cli.no_reboot,
         accels: accels.kinds,
         show_accel,
-        dbt: accels.dbt,
+        dbt: ::accel::dbt::DbtOptions {
+            cpus: smp.cpus,
+            ..accels.dbt
+        },
         cpu: match &cli.cpu {
             Some(c) => {
                 x86::cpu_model::CpuSpec::parse(c).map_err(|e| anyhow::anyhow!("-cpu {c}: {e}"))?

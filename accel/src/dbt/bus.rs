@@ -10,6 +10,8 @@ use x86::{BusAction, CpuBus, RamPtr};
 use crate::{GuestMemory, InterruptController, IoAction, IoHandler};
 
 pub(crate) struct DbtBus {
+    /// The vCPU index (its local APIC ID).
+    pub cpu: u32,
     pub mem: GuestMemory,
     pub io: Arc<dyn IoHandler>,
     pub ic: Option<Arc<dyn InterruptController>>,
@@ -26,6 +28,7 @@ impl DbtBus {
         ic: Option<Arc<dyn InterruptController>>,
     ) -> Self {
         DbtBus {
+            cpu: 0,
             mem,
             io,
             ic,
@@ -66,7 +69,17 @@ fn action(a: IoAction) -> BusAction {
     }
 }
 
+/// The local APIC page: each vCPU sees its own APIC there.
+const LAPIC_PAGE: u64 = 0xfee0_0000;
+
 impl DbtBus {
+    /// The offset in the local APIC page, when `paddr` is in it and the
+    /// machine has a userspace interrupt controller.
+    #[inline]
+    fn lapic_offset(&self, paddr: u64) -> Option<u64> {
+        let off = paddr.wrapping_sub(LAPIC_PAGE);
+        (off < 0x1000 && self.ic.is_some()).then_some(off)
+    }
     fn in_rom(&self, a: u64) -> bool {
         self.mem.rom.iter().any(|&(s, l)| a >= s && a - s < l)
     }
@@ -107,6 +120,10 @@ impl CpuBus for DbtBus {
             }
             return;
         }
+        if let (Some(off), Some(ic)) = (self.lapic_offset(paddr), &self.ic) {
+            ic.lapic_read(self.cpu, off, data);
+            return;
+        }
         self.io.mmio_read(paddr, data);
     }
 
@@ -133,6 +150,10 @@ impl CpuBus for DbtBus {
                 }
             }
             return act;
+        }
+        if let (Some(off), Some(ic)) = (self.lapic_offset(paddr), &self.ic) {
+            ic.lapic_write(self.cpu, off, data);
+            return BusAction::Continue;
         }
         action(self.io.mmio_write(paddr, data))
     }
@@ -166,14 +187,20 @@ impl CpuBus for DbtBus {
     fn pending_interrupt(&mut self) -> bool {
         self.ic
             .as_ref()
-            .is_some_and(|ic| ic.pending_interrupt().is_some())
+            .is_some_and(|ic| ic.pending_interrupt(self.cpu).is_some())
     }
 
     fn acknowledge_interrupt(&mut self) -> Option<u8> {
-        self.ic.as_ref().and_then(|ic| ic.acknowledge())
+        self.ic.as_ref().and_then(|ic| ic.acknowledge(self.cpu))
     }
 
     fn take_nmi(&mut self) -> bool {
-        self.ic.as_ref().is_some_and(|ic| ic.take_nmi())
+        self.ic.as_ref().is_some_and(|ic| ic.take_nmi(self.cpu))
+    }
+
+    fn startup_pending(&mut self) -> bool {
+        self.ic
+            .as_ref()
+            .is_some_and(|ic| ic.startup_pending(self.cpu))
     }
 }

@@ -20,7 +20,7 @@ mod bus;
 #[cfg(test)]
 mod tests;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use x86::interp::DebugStop;
@@ -28,7 +28,7 @@ use x86::{Cpu, CpuState, ExitReason};
 
 use crate::{
     Accelerator, DebugEvent, Error, GuestDebug, GuestMemory, HwBreak, InterruptController,
-    IoHandler, Kicker, Result, Vcpu, VcpuExit, Vm, WatchKind,
+    IoHandler, Kicker, Result, Startup, Vcpu, VcpuExit, Vm, WatchKind,
 };
 use bus::DbtBus;
 
@@ -41,6 +41,8 @@ pub struct DbtOptions {
     /// The CPU model's features (`-cpu`): what CPUID reports and the
     /// interpreter allows.
     pub features: x86::cpu_model::FeatureSet,
+    /// vCPUs of the machine (CPUID topology).
+    pub cpus: u32,
 }
 
 impl Default for DbtOptions {
@@ -48,6 +50,7 @@ impl Default for DbtOptions {
         DbtOptions {
             jit: Some(x86::JitConfig::default()),
             features: x86::CpuConfig::default().features,
+            cpus: 1,
         }
     }
 }
@@ -117,35 +120,87 @@ impl Accelerator for DbtAccel {
         "dbt"
     }
     fn create_vm(&self, mem: GuestMemory, io: Arc<dyn IoHandler>) -> Result<Box<dyn Vm>> {
+        use vm_memory::{GuestMemory as _, GuestMemoryRegion as _};
+        let top = mem
+            .mem
+            .iter()
+            .map(|r| r.start_addr().0 + r.len())
+            .filter(|&end| end <= 1 << 40)
+            .max()
+            .unwrap_or(0);
         Ok(Box::new(DbtVm {
+            code: x86::mmu::CodeShare::new(top),
             mem,
             io,
             ic: Arc::new(Mutex::new(None)),
+            vcpus: Arc::new(AtomicU32::new(0)),
+            tsc: Arc::new(Mutex::new(None)),
             opts: self.opts.clone(),
         }))
     }
 }
 
 type IcSlot = Arc<Mutex<Option<Arc<dyn InterruptController>>>>;
+/// The TSC reference the machine set last (all vCPUs read one TSC).
+type TscRef = Arc<Mutex<Option<(std::time::Instant, u64)>>>;
 
 /// A DBT virtual machine.
 pub struct DbtVm {
     mem: GuestMemory,
+    /// Which vCPUs hold code in which pages (cross-vCPU invalidation).
+    code: Arc<x86::mmu::CodeShare>,
+    /// vCPUs created.
+    vcpus: Arc<AtomicU32>,
+    /// The machine's TSC reference (see [`x86::Cpu::tsc_ref`]).
+    tsc: TscRef,
     io: Arc<dyn IoHandler>,
     ic: IcSlot,
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     opts: DbtOptions,
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn current_ic(slot: &IcSlot) -> Option<Arc<dyn InterruptController>> {
     slot.lock().ok().and_then(|g| g.clone())
 }
 
+impl DbtVm {
+    /// Code any vCPU decoded in guest RAM `[paddr, paddr + len)` is dropped
+    /// before it runs again (device DMA, loaders).
+    pub fn ram_written(&self, paddr: u64, len: u64) {
+        self.code.dma_written(paddr, len);
+    }
+}
+
 impl Vm for DbtVm {
     fn create_vcpu(&self, id: u32) -> Result<Box<dyn Vcpu>> {
-        let mut cpu = Cpu::new(CpuState::reset());
+        // The BSP starts at the reset vector, the others wait for INIT and
+        // a start-up IPI.
+        let state = if id == 0 {
+            CpuState::reset()
+        } else {
+            CpuState::ap_init()
+        };
+        let mut cpu = Cpu::new(state);
+        {
+            let mut t = lock(&self.tsc);
+            match *t {
+                Some(r) => cpu.set_tsc_ref(r),
+                None => *t = Some(cpu.tsc_ref()),
+            }
+        }
         cpu.config.apic_id = id;
         cpu.config.features = self.opts.features;
+        cpu.config.cpus = self.opts.cpus.max(1);
+        if !cpu.mmu.join_share(&self.code) {
+            return Err(Error::Unavailable(format!(
+                "dbt: at most {} vCPUs",
+                x86::mmu::share::MAX_VCPUS
+            )));
+        }
         #[cfg(target_arch = "x86_64")]
         if let Some(c) = &self.opts.jit {
             if !cpu.set_jit(Some(c.clone())) && id == 0 {
@@ -154,10 +209,18 @@ impl Vm for DbtVm {
                 );
             }
         }
+        let mut bus = DbtBus::new(self.mem.clone(), self.io.clone(), None);
+        bus.cpu = id;
         Ok(Box::new(DbtVcpu {
             kick: cpu.kick_flag(),
             cpu,
-            bus: DbtBus::new(self.mem.clone(), self.io.clone(), None),
+            wait_sipi: id != 0,
+            tsc: self.tsc.clone(),
+            vcpus: {
+                self.vcpus.fetch_add(1, Ordering::Relaxed);
+                self.vcpus.clone()
+            },
+            bus,
             ic: self.ic.clone(),
             debugging: false,
             debug_hw: [None; 4],
@@ -191,6 +254,11 @@ impl Vm for DbtVm {
 /// One interpreted vCPU.
 pub struct DbtVcpu {
     cpu: Cpu,
+    /// After INIT: waiting for a start-up IPI (APs start so).
+    wait_sipi: bool,
+    tsc: TscRef,
+    /// vCPUs of the machine (more than one: others may wake this one).
+    vcpus: Arc<AtomicU32>,
     bus: DbtBus,
     kick: Arc<AtomicBool>,
     ic: IcSlot,
@@ -223,21 +291,78 @@ impl DbtVcpu {
         }
     }
 
-    /// HLT with IF=1 and an interrupt controller: sleep until something is
-    /// pending (true) or a kick (false).
-    fn wait_halted(&mut self) -> bool {
+    /// HLT with an interrupt controller: sleep until something the vCPU
+    /// takes is pending (true: an interrupt when IF=1, an NMI, INIT or a
+    /// start-up IPI) or a kick (false).
+    fn wait_halted(&mut self, if_set: bool) -> bool {
         let Some(ic) = self.bus.ic.clone() else {
             return false;
         };
+        let id = self.bus.cpu;
         loop {
             if self.kick.load(Ordering::Acquire) {
                 return false;
             }
-            if ic.pending_interrupt().is_some() {
+            if ic.startup_pending(id) || (if_set && ic.pending_interrupt(id).is_some()) {
                 return true;
             }
-            ic.wait(ic.next_deadline_ns());
+            ic.wait(ic.next_deadline_ns(id));
         }
+    }
+
+    /// Acts on a pending INIT or start-up IPI.
+    fn take_startup(&mut self) {
+        let Some(ic) = self.bus.ic.clone() else {
+            return;
+        };
+        while let Some(ev) = ic.take_startup(self.bus.cpu) {
+            match ev {
+                Startup::Init => {
+                    log::debug!(target: "cpu_reset", "CPU {}: INIT", self.bus.cpu);
+                    let mut st = CpuState::ap_init();
+                    if self.bus.cpu == 0 {
+                        st.msr.apic_base = CpuState::reset().msr.apic_base;
+                    }
+                    self.set_state_shared_tsc(&st);
+                    self.wait_sipi = true;
+                }
+                Startup::Sipi(v) if self.wait_sipi => {
+                    log::debug!(target: "cpu_reset", "CPU {}: start-up IPI, vector {v:#x}", self.bus.cpu);
+                    let mut st = self.cpu.get_state();
+                    st.start_up(v);
+                    self.set_state_shared_tsc(&st);
+                    self.wait_sipi = false;
+                }
+                Startup::Sipi(_) => {}
+            }
+        }
+    }
+
+    /// Loads `st` but the TSC, which stays the machine's.
+    fn set_state_shared_tsc(&mut self, st: &CpuState) {
+        self.cpu.set_state(st);
+        let r = *lock(&self.tsc);
+        if let Some(r) = r {
+            self.cpu.set_tsc_ref(r);
+        }
+    }
+
+    /// Waits (after INIT) for a start-up IPI: false on a kick.
+    fn wait_for_sipi(&mut self) -> bool {
+        while self.wait_sipi {
+            if self.kick.swap(false, Ordering::AcqRel) {
+                return false;
+            }
+            let Some(ic) = self.bus.ic.clone() else {
+                return false;
+            };
+            if ic.startup_pending(self.bus.cpu) {
+                self.take_startup();
+            } else {
+                ic.wait(None);
+            }
+        }
+        true
     }
 }
 
@@ -264,6 +389,9 @@ impl Vcpu for DbtVcpu {
 
     fn set_state(&mut self, state: &CpuState) -> Result<()> {
         self.cpu.set_state(state);
+        // The machine sets a vCPU's whole state (boot, reset, debugger):
+        // its TSC becomes the reference the others adopt at INIT.
+        *lock(&self.tsc) = Some(self.cpu.tsc_ref());
         // Loaders write guest memory directly before setting the state.
         self.cpu.flush_code_cache();
         Ok(())
@@ -276,12 +404,22 @@ impl Vcpu for DbtVcpu {
             self.cpu.flush_code_cache();
         }
         loop {
+            if self.wait_sipi && !self.wait_for_sipi() {
+                return Ok(VcpuExit::Interrupted);
+            }
             let r = self.cpu.run(&mut self.bus, u64::MAX);
             return Ok(match r {
                 ExitReason::Budget => continue,
+                ExitReason::Startup => {
+                    self.take_startup();
+                    continue;
+                }
                 ExitReason::Halt => {
                     let if_set = self.cpu.state.rflags & x86::consts::rflags::IF != 0;
-                    if if_set && self.wait_halted() {
+                    // With other vCPUs an IF=0 halt still wakes on NMI,
+                    // INIT and start-up IPIs.
+                    let smp = self.bus.ic.is_some() && self.vcpus.load(Ordering::Relaxed) > 1;
+                    if (if_set || smp) && self.wait_halted(if_set) {
                         continue;
                     }
                     if self.kick.swap(false, Ordering::AcqRel) {
@@ -342,6 +480,13 @@ impl Vcpu for DbtVcpu {
         self.debug_hw = if dbg.enabled { dbg.hw } else { [None; 4] };
         // The debugger patches guest memory (INT3) behind the CPU's back.
         self.cpu.flush_code_cache();
+        Ok(())
+    }
+
+    fn reset_ap(&mut self) -> Result<()> {
+        self.set_state_shared_tsc(&CpuState::ap_init());
+        self.cpu.flush_code_cache();
+        self.wait_sipi = true;
         Ok(())
     }
 

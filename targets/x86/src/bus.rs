@@ -60,6 +60,11 @@ pub trait CpuBus {
     fn take_nmi(&mut self) -> bool {
         false
     }
+    /// An INIT or start-up IPI waits for this processor (the CPU stops
+    /// with [`crate::ExitReason::Startup`] for its owner to act on it).
+    fn startup_pending(&mut self) -> bool {
+        false
+    }
 }
 
 /// A flat test bus: RAM from 0 of the given size, unmapped reads return

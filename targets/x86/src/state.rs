@@ -356,6 +356,25 @@ impl CpuState {
         }
     }
 
+    /// The state INIT leaves an application processor in (reset state,
+    /// IA32_APIC_BASE without the BSP flag): it waits for a start-up IPI.
+    pub fn ap_init() -> Self {
+        let mut s = Self::reset();
+        s.msr.apic_base &= !(1 << 8);
+        s
+    }
+
+    /// Applies a start-up IPI with `vector` to an AP waiting after INIT:
+    /// real mode at `vector << 12` (CS = `vector << 8`, IP = 0).
+    pub fn start_up(&mut self, vector: u8) {
+        let sel = u16::from(vector) << 8;
+        let cs = self.seg_mut(SegReg::Cs);
+        cs.selector = sel;
+        cs.base = u64::from(sel) << 4;
+        self.rip = 0;
+        self.halted = false;
+    }
+
     /// A flat CPL-0 state at `rip`: CS = `code_sel` with the flat 64-bit
     /// (when `long`) or 32-bit code descriptor cached, the other segment
     /// registers `data_sel` with the flat data descriptor, GPRs 0,

@@ -149,10 +149,22 @@ pub fn cmpxchg16b(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResu
     if a & 15 != 0 {
         return Err(Exception::gp0());
     }
-    let st = &cpu.state;
-    let m = cpu.mmu.read_u128(st, bus, a, cpu.user)?;
     let g = &cpu.state.gpr;
     let cmp = ((g[RDX] as u128) << 64) | g[RAX] as u128;
+    if cpu.lock != super::locked::LockState::Off {
+        let n = ((g[RCX] as u128) << 64) | g[RBX] as u128;
+        match cpu.locked_cmpxchg16(bus, a, cmp, n)? {
+            Ok(()) => cpu.state.rflags |= ZF,
+            Err(m) => {
+                cpu.state.gpr[RAX] = m as u64;
+                cpu.state.gpr[RDX] = (m >> 64) as u64;
+                cpu.state.rflags &= !ZF;
+            }
+        }
+        return Ok(());
+    }
+    let st = &cpu.state;
+    let m = cpu.mmu.read_u128(st, bus, a, cpu.user)?;
     if m == cmp {
         let n = ((g[RCX] as u128) << 64) | g[RBX] as u128;
         cpu.mmu.write_u128(&cpu.state, bus, a, n, cpu.user)?;

@@ -166,6 +166,9 @@ impl Cpu {
         if !self.cache.graveyard.is_empty() {
             self.cache.graveyard.clear();
         }
+        if self.mmu.remote_pending() {
+            self.mmu.drain_remote();
+        }
         if self.mmu.dirty_code.is_empty() {
             return;
         }

@@ -26,7 +26,23 @@ pub fn leaf1_edx(cfg: &CpuConfig) -> u32 {
     if !cfg.apic {
         d &= !(1 << 9);
     }
+    if cfg.cpus > 1 {
+        d |= 1 << 28; // HTT: EBX[23:16] counts logical processors.
+    }
     d
+}
+
+/// Topology (leaf 1 EBX, leaf 0xB): `cpus` cores of one thread each in one
+/// package, APIC ID = core number.
+fn topology(cfg: &CpuConfig, leaf: u32, sub: u32) -> [u32; 4] {
+    let n = cfg.cpus.max(1);
+    match (leaf, sub) {
+        (1, _) => [0, (8 << 8) | (n.min(255) << 16) | (cfg.apic_id << 24), 0, 0],
+        // Leaf 0xB: level 0 SMT (1 thread), level 1 core (n cores).
+        (_, 0) => [0, 1, 1 << 8, cfg.apic_id],
+        (_, 1) => [32 - (n - 1).leading_zeros(), n, (2 << 8) | 1, cfg.apic_id],
+        (_, s) => [0, 0, s & 0xff, cfg.apic_id],
+    }
 }
 
 /// Leaf 1 ECX: the model's features and OSXSAVE (CR4). Bit 31, "running
@@ -87,7 +103,7 @@ pub fn cpuid(cfg: &CpuConfig, st: &CpuState, leaf: u32, sub: u32) -> [u32; 4] {
         ],
         1 => [
             SIGNATURE,
-            (8 << 8) | (1 << 16) | (cfg.apic_id << 24),
+            topology(cfg, 1, 0)[1],
             leaf1_ecx(cfg, st),
             leaf1_edx(cfg),
         ],
@@ -97,6 +113,7 @@ pub fn cpuid(cfg: &CpuConfig, st: &CpuState, leaf: u32, sub: u32) -> [u32; 4] {
             leaf7_ecx(cfg, st),
             0,
         ],
+        0xb => topology(cfg, leaf, sub),
         0xd => leaf_xsave(cfg, st, sub),
         // TSC and core crystal clock: TSC = crystal * 1/1 = tsc_hz, the
         // local APIC timer runs at the same (1 GHz) rate. Linux takes the

@@ -111,11 +111,22 @@ pub fn execute(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<
         | M::Seto
         | M::Setp
         | M::Sets => data::setcc(cpu, bus, i),
+        // A spin-wait hint: with more vCPUs than host CPUs, every 16th
+        // PAUSE gives the host CPU away (perhaps to the vCPU holding the
+        // lock this one spins on).
+        M::Pause => {
+            cpu.pause_hint();
+            Ok(())
+        }
+        // Guest loads and stores are host ones (TSO on an x86 host): only
+        // the store-load barrier needs a host fence.
+        M::Mfence => {
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
         M::Nop
-        | M::Pause
         | M::Lfence
         | M::Sfence
-        | M::Mfence
         | M::Prefetchnta
         | M::Prefetcht0
         | M::Prefetcht1

@@ -276,6 +276,11 @@ fn is_imm(i: &Instruction, n: u32) -> bool {
 
 /// Picks the handler of a decoded instruction.
 pub fn lookup(i: &Instruction) -> Handler {
+    match super::locked::lock_kind(i) {
+        Some(true) => return super::locked::locked,
+        Some(false) => return super::locked::lock_ud,
+        None => {}
+    }
     let m = i.mnemonic();
     let two = i.op_count() == 2 && is_gpr(i, 0);
     let rr = two && is_gpr(i, 1);

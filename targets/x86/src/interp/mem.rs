@@ -104,6 +104,9 @@ impl Cpu {
         size: u32,
         user: bool,
     ) -> XResult<u64> {
+        if self.lock != super::locked::LockState::Off {
+            return self.locked_read(bus, lin, size, user);
+        }
         let st = &self.state;
         Ok(match size {
             1 => self.mmu.read_u8(st, bus, lin, user)? as u64,
@@ -122,6 +125,9 @@ impl Cpu {
         v: u64,
         user: bool,
     ) -> XResult<()> {
+        if self.lock != super::locked::LockState::Off {
+            return self.locked_write(bus, lin, size, v, user);
+        }
         let st = &self.state;
         match size {
             1 => self.mmu.write_u8(st, bus, lin, v as u8, user),

@@ -55,6 +55,7 @@ mod fast;
 mod flags;
 mod interrupt;
 mod io;
+mod locked;
 mod logic;
 mod mem;
 mod msr;
@@ -139,6 +140,8 @@ pub enum ExitReason {
     Interrupted,
     /// The instruction budget given to [`Cpu::run`] was used up.
     Budget,
+    /// An INIT or start-up IPI is pending ([`CpuBus::startup_pending`]).
+    Startup,
 }
 
 /// Why a debug stop happened.
@@ -171,6 +174,8 @@ pub struct CpuConfig {
     pub apic: bool,
     /// APIC id of this vCPU (CPUID leaf 1 EBX[31:24]).
     pub apic_id: u32,
+    /// vCPUs of the machine (CPUID topology).
+    pub cpus: u32,
     /// Nominal TSC frequency in Hz (RDTSC counts host time at this rate).
     pub tsc_hz: u64,
     /// The CPU model's features: CPUID reports them, and the ones with
@@ -184,6 +189,7 @@ impl Default for CpuConfig {
         CpuConfig {
             apic: false,
             apic_id: 0,
+            cpus: 1,
             tsc_hz: 1_000_000_000,
             features: crate::cpu_model::CpuSpec::default()
                 .for_dbt()
@@ -260,6 +266,12 @@ pub struct Cpu {
     pub(crate) jit_link_site: usize,
     /// The helpers' context while generated code runs.
     pub(crate) jit_ctx: usize,
+    /// Locked-instruction state (see `locked.rs`).
+    pub(crate) lock: locked::LockState,
+    /// A split locked access was logged.
+    split_lock_seen: bool,
+    /// PAUSEs executed (see [`Cpu::pause_hint`]).
+    pauses: u32,
 }
 
 impl Cpu {
@@ -298,6 +310,9 @@ impl Cpu {
             jit_stash: 0,
             jit_link_site: 0,
             jit_ctx: 0,
+            lock: locked::LockState::Off,
+            split_lock_seen: false,
+            pauses: 0,
         };
         c.update_mode();
         c
@@ -312,6 +327,20 @@ impl Cpu {
     /// TLB index (0 supervisor, 1 user) of data accesses at the current CPL.
     pub fn mmu_index(&self) -> usize {
         self.user as usize
+    }
+
+    /// PAUSE: with more vCPUs than host CPUs, every 16th one yields the
+    /// host CPU.
+    pub(crate) fn pause_hint(&mut self) {
+        static HOST_CPUS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+        let host = *HOST_CPUS
+            .get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
+        if self.config.cpus > host {
+            self.pauses = self.pauses.wrapping_add(1);
+            if self.pauses.is_multiple_of(16) {
+                std::thread::yield_now();
+            }
+        }
     }
 
     /// The flag another thread sets to stop [`Cpu::run`] at the next block
@@ -346,6 +375,18 @@ impl Cpu {
         let ns = self.tsc_base.elapsed().as_nanos() as u64;
         let ticks = (ns as u128 * self.config.tsc_hz as u128 / 1_000_000_000) as u64;
         self.tsc_at_base.wrapping_add(ticks)
+    }
+
+    /// The time-stamp counter's reference: the TSC read `at` the host
+    /// instant. vCPUs sharing one reference read one consistent TSC.
+    pub fn tsc_ref(&self) -> (Instant, u64) {
+        (self.tsc_base, self.tsc_at_base)
+    }
+
+    /// Adopts another vCPU's TSC reference (see [`Cpu::tsc_ref`]).
+    pub fn set_tsc_ref(&mut self, (base, at): (Instant, u64)) {
+        self.tsc_base = base;
+        self.tsc_at_base = at;
     }
 
     pub(crate) fn write_tsc(&mut self, v: u64) {
@@ -483,6 +524,9 @@ impl Cpu {
             if self.poll_countdown & 7 != 0 {
                 return None;
             }
+        }
+        if bus.startup_pending() {
+            return Some(ExitReason::Startup);
         }
         if !self.state.nmi_blocked && bus.take_nmi() {
             self.state.halted = false;

@@ -5,14 +5,17 @@
 //! code).
 
 pub mod seg;
+pub mod share;
 pub mod tlb;
 pub mod walk;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::bus::{BusAction, CpuBus};
 use crate::exception::{pf_err, Exception, XResult};
 use crate::CpuState;
+pub use share::{CodeShare, Remote};
 pub use tlb::{tlb_index, Tlb, TlbEntry, TLB_SIZE};
 use tlb::{
     ATTR_GLOBAL, ATTR_LARGE, ATTR_RAM_READ, ATTR_RAM_WRITE, ATTR_SMAP, PAGE_MASK, TAG_INVALID,
@@ -61,6 +64,9 @@ pub struct Mmu {
     /// Supervisor accesses are implicit (system structures) until reset:
     /// set around them by the interpreter (SMAP ignores EFLAGS.AC then).
     pub implicit: bool,
+    /// The machine-wide code map, this vCPU's slot in it and its mailbox
+    /// (SMP; `None` for a lone CPU).
+    share: Option<(Arc<CodeShare>, usize, Arc<Remote>)>,
 }
 
 /// Whether writes to the linear page of a TLB write tag are watched (the
@@ -158,6 +164,70 @@ impl Mmu {
             watching: false,
             watch_hit: None,
             implicit: false,
+            share: None,
+        }
+    }
+
+    /// Joins the machine-wide code map (before any code is decoded).
+    /// Fails when the map has no free slot.
+    pub fn join_share(&mut self, share: &Arc<CodeShare>) -> bool {
+        match share.register() {
+            Some((slot, remote)) => {
+                self.share = Some((share.clone(), slot, remote));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether another vCPU may hold code in physical page `page`.
+    #[inline]
+    fn shared_code(&self, page: u64) -> bool {
+        self.share
+            .as_ref()
+            .is_some_and(|(s, _, _)| s.mask(page) != 0)
+    }
+
+    /// Another vCPU or a device left work for this one (checked at block
+    /// boundaries).
+    #[inline(always)]
+    pub fn remote_pending(&self) -> bool {
+        self.share.as_ref().is_some_and(|(_, _, r)| r.pending())
+    }
+
+    /// Acts on what other vCPUs and devices reported: pages written where
+    /// this vCPU holds code (queued in [`Mmu::dirty_code`]) and pages that
+    /// became code elsewhere (their fast write path is dropped; if there
+    /// was one, this vCPU may have written the page after it was decoded,
+    /// and says so).
+    #[cold]
+    pub fn drain_remote(&mut self) {
+        let Some((share, slot, remote)) = self.share.clone() else {
+            return;
+        };
+        let inbox = remote.take();
+        for (page, off, len) in inbox.writes {
+            let hit = self
+                .code_pages
+                .get(&page)
+                .is_some_and(|cp| cp.overlaps(off as usize, len as usize));
+            if hit {
+                self.invalidate_code_page(page);
+            }
+        }
+        for page in inbox.code {
+            let mut had_fast = false;
+            for t in self.tlb.iter_mut() {
+                for e in t.iter_mut() {
+                    if e.paddr == page && e.tag_write & (TAG_INVALID | TAG_SLOW) == 0 {
+                        e.tag_write |= TAG_SLOW;
+                        had_fast = true;
+                    }
+                }
+            }
+            if had_fast {
+                share.written(Some(slot), page, 0, 4096);
+            }
         }
     }
 
@@ -327,7 +397,7 @@ impl Mmu {
             }
         }
         let slow = |fast: bool| if fast { page } else { page | TAG_SLOW };
-        let code = self.code_pages.contains_key(&w.paddr);
+        let code = self.code_pages.contains_key(&w.paddr) || self.shared_code(w.paddr);
         let ne = TlbEntry {
             tag_read: if w.can_read {
                 slow(attrs & ATTR_RAM_READ != 0 && !smap)
@@ -399,6 +469,9 @@ impl Mmu {
             if cp.overlaps(off, data.len()) {
                 self.invalidate_code_page(e.paddr);
             }
+        }
+        if let Some((share, slot, _)) = &self.share {
+            share.written(Some(*slot), e.paddr, off, data.len());
         }
         if e.attrs & ATTR_RAM_WRITE != 0 {
             // SAFETY: `ATTR_RAM_WRITE` means `addend + page` maps the whole
@@ -516,6 +589,9 @@ impl Mmu {
             .or_insert(CodePage { bits: [0; 64] })
             .set((paddr & 0xfff) as usize, len);
         if newly {
+            if let Some((share, slot, _)) = &self.share {
+                share.mark(*slot, page);
+            }
             for t in self.tlb.iter_mut() {
                 for e in t.iter_mut() {
                     if e.paddr == page && e.tag_write & TAG_INVALID == 0 {
@@ -531,6 +607,12 @@ impl Mmu {
     pub fn invalidate_code_page(&mut self, page: u64) {
         if self.code_pages.remove(&page).is_some() {
             self.dirty_code.push(page);
+            if let Some((share, slot, _)) = &self.share {
+                share.unmark(*slot, page);
+                if share.mask(page) != 0 {
+                    return;
+                }
+            }
             for t in self.tlb.iter_mut() {
                 for e in t.iter_mut() {
                     if e.paddr == page
@@ -547,11 +629,18 @@ impl Mmu {
 
     /// Forgets all code pages (when the code cache is flushed).
     pub fn clear_code_pages(&mut self) {
+        if let Some((share, slot, _)) = &self.share {
+            for page in self.code_pages.keys() {
+                share.unmark(*slot, *page);
+            }
+        }
         self.code_pages.clear();
         self.dirty_code.clear();
+        let share = self.share.clone();
         for t in self.tlb.iter_mut() {
             for e in t.iter_mut() {
                 if e.tag_write & TAG_INVALID == 0
+                    && share.as_ref().is_none_or(|(s, _, _)| s.mask(e.paddr) == 0)
                     && e.attrs & (ATTR_RAM_WRITE | ATTR_SMAP) == ATTR_RAM_WRITE
                     && !watched_write(&self.watch, e.tag_write)
                 {

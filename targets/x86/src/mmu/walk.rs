@@ -91,12 +91,44 @@ fn read_pte(bus: &mut dyn CpuBus, addr: u64, wide: bool) -> u64 {
     }
 }
 
-fn write_pte(bus: &mut dyn CpuBus, addr: u64, val: u64, wide: bool) {
+/// Sets the accessed/dirty bits of the entry at `addr`, read as `old`, to
+/// make it `new`, as the processor does: a locked compare-and-swap, so an
+/// entry another vCPU changed in the meantime (e.g. cleared) is left as that
+/// vCPU wrote it.
+fn write_pte(bus: &mut dyn CpuBus, addr: u64, old: u64, new: u64, wide: bool) {
+    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
+    let size = if wide { 8 } else { 4 };
+    if let Some(r) = bus.ram_ptr(addr) {
+        if r.writable && r.len >= size && (r.ptr as usize).is_multiple_of(size) {
+            // SAFETY: `ram_ptr` gives a host pointer into guest RAM valid
+            // for `r.len` bytes (checked >= the entry size) for the life
+            // of the bus, naturally aligned (checked); other vCPUs share
+            // the memory, hence the atomic access.
+            unsafe {
+                if wide {
+                    let _ = AtomicU64::from_ptr(r.ptr as *mut u64).compare_exchange(
+                        old.to_le(),
+                        new.to_le(),
+                        SeqCst,
+                        SeqCst,
+                    );
+                } else {
+                    let _ = AtomicU32::from_ptr(r.ptr as *mut u32).compare_exchange(
+                        (old as u32).to_le(),
+                        (new as u32).to_le(),
+                        SeqCst,
+                        SeqCst,
+                    );
+                }
+            }
+            return;
+        }
+    }
     // A/D updates of page tables in MMIO would be odd; the action is dropped.
     if wide {
-        let _ = bus.write_phys(addr, &val.to_le_bytes());
+        let _ = bus.write_phys(addr, &new.to_le_bytes());
     } else {
-        let _ = bus.write_phys(addr, &(val as u32).to_le_bytes());
+        let _ = bus.write_phys(addr, &(new as u32).to_le_bytes());
     }
 }
 
@@ -344,7 +376,7 @@ fn walk_as(
             nv |= D;
         }
         if nv != val {
-            write_pte(bus, addr, nv, wide);
+            write_pte(bus, addr, val, nv, wide);
         }
     }
     let dirty = leaf & D != 0 || access == Access::Write;
