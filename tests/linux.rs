@@ -51,12 +51,22 @@ fn boot_and_drive(
     commands: &str,
     timeout: Duration,
 ) -> (Option<i32>, String) {
+    boot_and_drive_with(accel, g, &["-cpu", cpu], commands, timeout)
+}
+
+/// [`boot_and_drive`] with `extra` options (e.g. `-smp 2`).
+fn boot_and_drive_with(
+    accel: &str,
+    g: &Guest,
+    extra: &[&str],
+    commands: &str,
+    timeout: Duration,
+) -> (Option<i32>, String) {
     let mut child = common::hx86()
+        .args(extra)
         .args([
             "-accel",
             accel,
-            "-cpu",
-            cpu,
             "-m",
             "512M",
             "-kernel",
@@ -150,14 +160,7 @@ fn check_linux_shell(accel: &str, cpu: &str, flags: &[&str], timeout: Duration) 
     let cmds =
         format!("uname -r\ncat /proc/cpuinfo\nmd5sum /bin/busybox\n{FW_CFG_CMDS}poweroff -f\n");
     let (status, out) = boot_and_drive(accel, cpu, &g, &cmds, timeout);
-    let tail: String = out
-        .chars()
-        .rev()
-        .take(6000)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
+    let tail = tail_of(&out);
     assert!(
         out.contains("HX86-GUEST-READY"),
         "-accel {accel}: no init marker\n{tail}"
@@ -301,4 +304,98 @@ fn debian_linux_boots_to_a_shell_then_powers_off_on_qmp_system_powerdown() {
         "acpid's power-button action did not run\n{out}"
     );
     assert_eq!(status, Some(0), "a power-off ends hx86 with 0\n{out}");
+}
+
+/// The end of the console output, for assertion messages.
+fn tail_of(out: &str) -> String {
+    let v: Vec<char> = out.chars().rev().take(8000).collect();
+    v.into_iter().rev().collect()
+}
+
+/// Debian's kernel on `cpus` vCPUs: every CPU comes up and is listed, a
+/// parallel load (one md5sum per CPU, in the background) finishes with the
+/// right sums, `poweroff` ends hx86 with status 0, and the kernel log has
+/// no APIC, IPI or TSC-synchronisation complaint.
+fn check_linux_smp(cpus: u32) {
+    let Some(g) = guest() else { return };
+    let md5 = Command::new("md5sum")
+        .arg(g.dir.join("busybox"))
+        .output()
+        .expect("md5sum");
+    let md5 = String::from_utf8_lossy(&md5.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let cmds = format!(
+        "echo NPROC=$(busybox nproc)\n\
+         cat /proc/cpuinfo\n\
+         i=0; while [ $i -lt {cpus} ]; do md5sum /bin/busybox > /tmp/m$i & i=$((i+1)); done; wait; cat /tmp/m*; echo LOAD-DONE\n\
+         echo DMESG-START; dmesg | grep -iE 'tsc|apic|ipi|smpboot|stuck|lockup|bug|warn|fail|error'; echo DMESG-END\n\
+         poweroff -f\n"
+    );
+    let n = cpus.to_string();
+    let (status, out) = boot_and_drive_with(
+        "dbt",
+        &g,
+        &["-smp", &n],
+        &cmds,
+        Duration::from_secs(30 * 60),
+    );
+    let tail = tail_of(&out);
+    assert!(
+        out.contains(&format!("NPROC={cpus}")),
+        "-smp {cpus}: nproc\n{tail}"
+    );
+    for c in 0..cpus {
+        assert!(
+            out.contains(&format!("processor\t: {c}")),
+            "-smp {cpus}: /proc/cpuinfo lacks CPU {c}\n{tail}"
+        );
+    }
+    let sums = out
+        .lines()
+        .filter(|l| l.trim() == format!("{md5}  /bin/busybox"))
+        .count();
+    assert!(
+        sums >= cpus as usize && out.contains("LOAD-DONE"),
+        "-smp {cpus}: {sums} of {cpus} parallel md5sums right\n{tail}"
+    );
+    let log = out
+        .split("DMESG-START")
+        .nth(2)
+        .and_then(|s| s.split("DMESG-END").next())
+        .unwrap_or("");
+    for bad in [
+        "TSC synchronization",
+        "warp",
+        "Marking TSC unstable",
+        "APIC error",
+        "IPI",
+        "stuck",
+        "lockup",
+        "BUG",
+        "APIC timer disabled",
+        "failed to boot",
+    ] {
+        assert!(
+            !log.contains(bad),
+            "-smp {cpus}: the kernel log says {bad:?}:\n{log}"
+        );
+    }
+    assert_eq!(
+        status,
+        Some(0),
+        "-smp {cpus}: poweroff -f should exit 0\n{tail}"
+    );
+}
+
+#[test]
+fn debian_linux_runs_on_2_vcpus_under_the_dbt() {
+    check_linux_smp(2);
+}
+
+#[test]
+fn debian_linux_runs_on_4_vcpus_under_the_dbt() {
+    check_linux_smp(4);
 }

@@ -337,8 +337,9 @@ impl IrqChip {
         }
     }
 
-    /// Routes an IPI `icr` sent by vCPU `from` (destination shorthand,
-    /// physical or logical destination, lowest priority).
+    /// Routes an IPI `icr` sent by vCPU `from` to the other APICs (the
+    /// sender took its own share, see `LocalApic::send_ipi`; a
+    /// lowest-priority IPI by destination may pick the sender too).
     fn route_ipi(&mut self, from: usize, icr: u64) {
         let mode = ((icr >> 8) & 7) as u8;
         let vector = icr as u8;
@@ -347,16 +348,17 @@ impl IrqChip {
         let dest = (icr >> 56) as u8;
         let shorthand = (icr >> 18) & 3;
         let n = self.lapics.len();
+        let lowest = mode == crate::lapic::delivery::LOWEST && shorthand == 0;
         let targets: Vec<usize> = (0..n)
+            .filter(|&j| j != from || lowest)
             .filter(|&j| match shorthand {
                 0 => self.lapics[j].matches_destination(dest, logical),
-                1 => j == from,
-                2 => true,
-                _ => j != from,
+                1 => false,
+                _ => true,
             })
             .collect();
         log::trace!(target: "int", "IPI {icr:#x} from CPU {from} to {targets:?}");
-        if mode == crate::lapic::delivery::LOWEST && shorthand == 0 {
+        if lowest {
             if let Some(&j) = targets.iter().min_by_key(|&&j| self.lapics[j].ppr() & 0xf0) {
                 self.lapics[j].deliver_local(mode, vector, false);
             }

@@ -255,3 +255,92 @@ fn polling_the_irr_with_interrupts_off_sees_the_pit() {
     c.pio_read(0x20, &mut irr);
     assert_eq!(irr[0] & 1, 1, "IRQ0 must show in the IRR");
 }
+
+/// A chip with `n` CPUs whose APICs are software-enabled.
+fn smp_chip(n: usize) -> IrqChip {
+    let mut c = IrqChip::with_cpus(Arc::new(ManualClock::new(1_000_000)), n);
+    for cpu in 0..n {
+        c.lapic_write_on(cpu, 0xf0, &0x1ffu32.to_le_bytes());
+    }
+    c
+}
+
+fn ipi(c: &mut IrqChip, from: usize, dest: u8, lo: u32) {
+    c.lapic_write_on(from, 0x310, &(u32::from(dest) << 24).to_le_bytes());
+    c.lapic_write_on(from, 0x300, &lo.to_le_bytes());
+}
+
+#[test]
+fn ipis_reach_their_destinations() {
+    let mut c = smp_chip(4);
+    // Fixed, physical destination 2.
+    ipi(&mut c, 0, 2, 0x0000_0041);
+    assert_eq!(c.pending_interrupt_on(2), Some(0x41));
+    assert_eq!(c.pending_interrupt_on(1), None);
+    assert_eq!(c.pending_interrupt_on(0), None);
+    // All excluding self, from CPU 3.
+    ipi(&mut c, 3, 0, 0x000c_0042);
+    for cpu in 0..3 {
+        assert_eq!(c.acknowledge_on(cpu), Some(0x42), "CPU {cpu}");
+        c.lapic_write_on(cpu, 0xb0, &0u32.to_le_bytes()); // EOI
+    }
+    assert_eq!(c.pending_interrupt_on(3), None);
+    // NMI to CPU 1 by physical destination.
+    ipi(&mut c, 0, 1, 0x0000_0400);
+    assert!(c.take_nmi_on(1));
+    assert!(!c.take_nmi_on(0));
+    // Logical flat destination: CPUs 1 and 3 in the bitmap.
+    for cpu in 0..4 {
+        c.lapic_write_on(cpu, 0xe0, &0xffff_ffffu32.to_le_bytes());
+        c.lapic_write_on(cpu, 0xd0, &((1u32 << cpu) << 24).to_le_bytes());
+    }
+    ipi(&mut c, 0, 0b1010, 0x0000_0843);
+    assert_eq!(c.acknowledge_on(1), Some(0x43));
+    assert_eq!(c.acknowledge_on(3), Some(0x43));
+    for cpu in [1, 3] {
+        c.lapic_write_on(cpu, 0xb0, &0u32.to_le_bytes());
+    }
+    assert_eq!(c.pending_interrupt_on(2), Some(0x41));
+    // Lowest priority to CPUs 1 and 2: exactly one takes it.
+    ipi(&mut c, 0, 0b0110, 0x0000_0951);
+    let takers = (0..4)
+        .filter(|&cpu| c.lapic_of(cpu).pending_vector() == Some(0x51))
+        .count();
+    assert_eq!(takers, 1);
+}
+
+#[test]
+fn init_then_startup_ipis_start_an_ap() {
+    let mut c = smp_chip(2);
+    assert!(!c.startup_pending(1));
+    ipi(&mut c, 0, 1, 0x0000_4500); // INIT, assert
+    ipi(&mut c, 0, 1, 0x0000_0500); // INIT de-assert: nothing
+    ipi(&mut c, 0, 1, 0x0000_4608); // SIPI vector 8 before the AP looked
+    assert!(c.startup_pending(1));
+    assert!(!c.startup_pending(0));
+    assert_eq!(c.take_startup(1), Some(crate::lapic::Startup::Init));
+    // The start-up IPI sent after the INIT survives it.
+    assert_eq!(c.take_startup(1), Some(crate::lapic::Startup::Sipi(8)));
+    assert_eq!(c.take_startup(1), None);
+    // An INIT voids a start-up IPI sent before it.
+    ipi(&mut c, 0, 1, 0x0000_4609);
+    ipi(&mut c, 0, 1, 0x0000_4500);
+    assert_eq!(c.take_startup(1), Some(crate::lapic::Startup::Init));
+    assert_eq!(c.take_startup(1), None);
+}
+
+#[test]
+fn ioapic_messages_go_to_the_addressed_cpu() {
+    let mut c = smp_chip(3);
+    // Pin 17 (no i8259 input) -> vector 0x60, physical destination APIC
+    // 2, edge.
+    c.ioapic_write(0, &(0x11u32 + 34).to_le_bytes());
+    c.ioapic_write(0x10, &(2u32 << 24).to_le_bytes());
+    c.ioapic_write(0, &(0x10u32 + 34).to_le_bytes());
+    c.ioapic_write(0x10, &0x60u32.to_le_bytes());
+    c.set_irq(17, true);
+    c.set_irq(17, false);
+    assert_eq!(c.acknowledge_on(2), Some(0x60));
+    assert_eq!(c.pending_interrupt_on(0), None);
+    assert_eq!(c.pending_interrupt_on(1), None);
+}

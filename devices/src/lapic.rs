@@ -408,19 +408,36 @@ impl LocalApic {
         }
     }
 
+    /// Sends the IPI in ICR: this APIC takes its own share at once; the
+    /// rest goes to the outbox for the chip to route to the other APICs
+    /// (a lowest-priority IPI by destination is routed whole by the chip,
+    /// which picks one APIC, perhaps this one).
     fn send_ipi(&mut self) {
         let icr = self.icr;
         let vector = icr as u8;
         let mode = ((icr >> 8) & 7) as u8;
+        let logical = icr & (1 << 11) != 0;
+        let shorthand = (icr >> 18) & 3;
         if matches!(mode, delivery::FIXED | delivery::LOWEST) && vector < 16 {
             self.error(ESR_SEND_ILLEGAL_VECTOR);
-            return;
         }
         if mode == delivery::INIT && icr & (1 << 14) == 0 {
             return; // INIT level de-assert: nothing to do.
         }
-        log::trace!(target: "int", "lapic {}: IPI {:#x}", self.id, icr);
-        self.outbox.push(icr);
+        let lowest = mode == delivery::LOWEST && shorthand == 0;
+        let to_self = !lowest
+            && match shorthand {
+                0 => self.matches_destination((icr >> 56) as u8, logical),
+                1 | 2 => true,
+                _ => false,
+            };
+        log::trace!(target: "int", "lapic {}: IPI {:#x} (to self: {})", self.id, icr, to_self);
+        if to_self {
+            self.deliver_local(mode, vector, false);
+        }
+        if shorthand != 1 {
+            self.outbox.push(icr);
+        }
     }
 
     /// Deliver the timer's expiration if due. Returns whether it fired.
