@@ -63,8 +63,8 @@ fn unknown_options_and_values() {
 }
 
 #[test]
-fn smp_is_refused_clearly() {
-    assert_fails(&["-smp", "2"], &["2 vCPUs asked for", "one vCPU for now"]);
+fn bad_smp_is_refused_clearly() {
+    assert_fails(&["-smp", "65"], &["65 vCPUs asked for", "at most 64"]);
     assert_fails(&["-smp", "0"], &["must be greater than zero"]);
     assert_fails(&["-smp", "many"], &["-smp many"]);
     assert_fails(

@@ -432,7 +432,7 @@ mod tests {
     #[test]
     fn refusals() {
         for (args, msg) in [
-            (&["-smp", "2"][..], "one vCPU for now"),
+            (&["-smp", "65"][..], "hx86 runs at most 64"),
             (&["-daemonize"], "-daemonize is not supported"),
             (&["-vnc", ":0"], "no VNC server"),
             (&["-vga", "std"], "no display adapter"),

@@ -463,6 +463,16 @@ impl Vcpu for KvmVcpu {
         Ok(())
     }
 
+    fn reset_ap(&mut self) -> Result<()> {
+        // The in-kernel local APIC holds the AP until a start-up IPI.
+        let st = kvm_bindings::kvm_mp_state {
+            mp_state: kvm_bindings::KVM_MP_STATE_INIT_RECEIVED,
+        };
+        self.fd
+            .set_mp_state(st)
+            .map_err(kvm_err("KVM_SET_MP_STATE"))
+    }
+
     fn kicker(&self) -> Arc<dyn Kicker> {
         self.kicker.clone()
     }
