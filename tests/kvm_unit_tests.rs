@@ -12,7 +12,7 @@ use std::process::Command;
 
 /// Tests QEMU 7.2 TCG passes too, chosen to cover the CPU (exceptions,
 /// paging, SSE/XSAVE, syscall), the test devices and the runner's
-/// plumbing, while keeping the run to a few minutes on a CI machine.
+/// plumbing and SMP, while keeping the run to a few minutes on a CI machine.
 /// (eventinj is left out: its TPR check failed once in a dozen runs.)
 const SUBSET: &[&str] = &[
     "setjmp",
@@ -27,6 +27,10 @@ const SUBSET: &[&str] = &[
     "emulator",
     "rmap_chain",
     "vmexit_cpuid",
+    // SMP: the APs started by INIT/SIPI, IPIs between vCPUs.
+    "smptest",
+    "smptest3",
+    "vmexit_ipi",
 ];
 
 fn tarball(repo: &Path) -> Option<PathBuf> {
