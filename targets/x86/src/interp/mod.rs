@@ -439,6 +439,10 @@ impl Cpu {
     }
 
     fn take_bus_action(&mut self) {
+        if std::mem::take(&mut self.mmu.mmio_written) {
+            // Check interrupts at the next block boundary.
+            self.poll_countdown = 1;
+        }
         if let Some(a) = self.mmu.pending_action.take() {
             self.exit = match a {
                 BusAction::Continue => None,

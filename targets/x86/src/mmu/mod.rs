@@ -50,6 +50,10 @@ pub struct Mmu {
     pub dirty_code: Vec<u64>,
     /// A write asked the machine for something (exit, reset, power-off).
     pub pending_action: Option<BusAction>,
+    /// An MMIO write happened (it may have changed what interrupt is
+    /// deliverable, e.g. the local APIC's TPR): the block ends after the
+    /// instruction and interrupts are checked at once.
+    pub mmio_written: bool,
     has_large: bool,
     /// Entries filled from large pages since the last full flush, as
     /// (TLB, index): INVLPG drops these instead of flushing everything.
@@ -157,6 +161,7 @@ impl Mmu {
             code_pages: HashMap::new(),
             dirty_code: Vec::new(),
             pending_action: None,
+            mmio_written: false,
             has_large: false,
             large: Vec::new(),
             large_bits: Box::new([0; 2 * TLB_SIZE / 64]),
@@ -484,6 +489,7 @@ impl Mmu {
                 )
             };
         } else {
+            self.mmio_written = true;
             let act = bus.write_phys(e.paddr | off as u64, data);
             if act != BusAction::Continue {
                 self.pending_action = Some(act);
@@ -654,7 +660,7 @@ impl Mmu {
     /// block must stop after the current instruction.
     #[inline(always)]
     pub fn events(&self) -> bool {
-        !self.dirty_code.is_empty() || self.pending_action.is_some()
+        !self.dirty_code.is_empty() || self.pending_action.is_some() || self.mmio_written
     }
 
     /// Whether a physical page holds translated code.
