@@ -141,6 +141,19 @@ const FW_CFG_CMDS: &str = "insmod /lib/modules/qemu_fw_cfg.ko\n\
     echo \"fwcfg: $(cat /sys/firmware/qemu_fw_cfg/by_name/opt/hx86/linux/raw)\"\n\
     echo \"fwcfg rev: $(cat /sys/firmware/qemu_fw_cfg/rev)\"\n\
     echo \"fwcfg e820: $(wc -c < /sys/firmware/qemu_fw_cfg/by_name/etc/e820/raw)\"\n";
+/// The md5 sum of the busybox the guest runs, as the host computes it.
+fn busybox_md5(g: &Guest) -> String {
+    let out = Command::new("md5sum")
+        .arg(g.dir.join("busybox"))
+        .output()
+        .expect("md5sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
 /// The Linux tests run one at a time: several guests with several vCPUs
 /// each on a small host would starve each other's vCPU threads.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -152,15 +165,7 @@ fn check_linux_shell(accel: &str, cpu: &str, flags: &[&str], timeout: Duration) 
     let Some(g) = guest() else { return };
     let release = std::fs::read_to_string(g.dir.join("kernel-release")).unwrap();
     let release = release.trim();
-    let md5 = Command::new("md5sum")
-        .arg(g.dir.join("busybox"))
-        .output()
-        .expect("md5sum");
-    let md5 = String::from_utf8_lossy(&md5.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+    let md5 = busybox_md5(&g);
     let cmds =
         format!("uname -r\ncat /proc/cpuinfo\nmd5sum /bin/busybox\n{FW_CFG_CMDS}poweroff -f\n");
     let (status, out) = boot_and_drive(accel, cpu, &g, &cmds, timeout);
@@ -323,15 +328,7 @@ fn tail_of(out: &str) -> String {
 fn check_linux_smp(cpus: u32) {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let Some(g) = guest() else { return };
-    let md5 = Command::new("md5sum")
-        .arg(g.dir.join("busybox"))
-        .output()
-        .expect("md5sum");
-    let md5 = String::from_utf8_lossy(&md5.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+    let md5 = busybox_md5(&g);
     let cmds = format!(
         "echo NPROC=$(busybox nproc)\n\
          cat /proc/cpuinfo\n\

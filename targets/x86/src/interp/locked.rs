@@ -332,6 +332,7 @@ impl Cpu {
         r
     }
 
+    /// An ordinary access of the operand (split lock, or a second access).
     fn plain_read(
         &mut self,
         bus: &mut dyn CpuBus,
@@ -339,13 +340,10 @@ impl Cpu {
         size: u32,
         user: bool,
     ) -> XResult<u64> {
-        let st = &self.state;
-        Ok(match size {
-            1 => self.mmu.read_u8(st, bus, lin, user)? as u64,
-            2 => self.mmu.read_u16(st, bus, lin, user)? as u64,
-            4 => self.mmu.read_u32(st, bus, lin, user)? as u64,
-            _ => self.mmu.read_u64(st, bus, lin, user)?,
-        })
+        let mode = std::mem::take(&mut self.lock);
+        let r = self.read_lin_sized_as(bus, lin, size, user);
+        self.lock = mode;
+        r
     }
 
     fn plain_write(
@@ -356,13 +354,10 @@ impl Cpu {
         v: u64,
         user: bool,
     ) -> XResult<()> {
-        let st = &self.state;
-        match size {
-            1 => self.mmu.write_u8(st, bus, lin, v as u8, user),
-            2 => self.mmu.write_u16(st, bus, lin, v as u16, user),
-            4 => self.mmu.write_u32(st, bus, lin, v as u32, user),
-            _ => self.mmu.write_u64(st, bus, lin, v, user),
-        }
+        let mode = std::mem::take(&mut self.lock);
+        let r = self.write_lin_sized_as(bus, lin, size, v, user);
+        self.lock = mode;
+        r
     }
 
     fn note_split_lock(&mut self, lin: u64, size: u32) {
