@@ -162,62 +162,48 @@ fn atomic_ptr(
     Ok(None)
 }
 
-macro_rules! atomic_at {
-    ($host:expr, $size:expr, $f:ident $(, $arg:expr)*) => {
-        // SAFETY: `host` comes from a TLB entry whose write tag matched
-        // (a writable RAM page mapped for the life of the bus), the operand
-        // is naturally aligned and inside the page; guest RAM is shared
-        // with other vCPU threads, which is why it is only accessed
-        // through atomics here.
-        unsafe {
-            match $size {
-                1 => AtomicU8::from_ptr($host as *mut u8).$f($($arg as u8,)* ).map_u64(),
-                2 => AtomicU16::from_ptr($host as *mut u16).$f($($arg as u16,)* ).map_u64(),
-                4 => AtomicU32::from_ptr($host as *mut u32).$f($($arg as u32,)* ).map_u64(),
-                _ => AtomicU64::from_ptr($host as *mut u64).$f($($arg as u64,)* ).map_u64(),
-            }
+// SAFETY (for `load` and `cas`): `host` comes from a TLB entry whose write
+// tag matched (a writable RAM page mapped for the life of the bus), the
+// operand is naturally aligned and inside the page; guest RAM is shared
+// with other vCPU threads, which is why it is only accessed through
+// atomics here.
+
+/// Atomic load of `size` bytes at `host` (see the SAFETY note above).
+fn load(host: usize, size: u32) -> u64 {
+    let o = Ordering::SeqCst;
+    // SAFETY: see above.
+    unsafe {
+        match size {
+            1 => AtomicU8::from_ptr(host as *mut u8).load(o).into(),
+            2 => AtomicU16::from_ptr(host as *mut u16).load(o).into(),
+            4 => AtomicU32::from_ptr(host as *mut u32).load(o).into(),
+            _ => AtomicU64::from_ptr(host as *mut u64).load(o),
         }
-    };
+    }
 }
 
-trait MapU64 {
-    fn map_u64(self) -> Result<u64, u64>;
-}
-macro_rules! map_u64 {
-    ($($t:ty),*) => {$(
-        impl MapU64 for $t {
-            fn map_u64(self) -> Result<u64, u64> {
-                Ok(u64::from(self))
-            }
+/// Compare-and-swap of `size` bytes at `host`: whether `old` was there and
+/// `new` is now (see the SAFETY note above).
+fn cas(host: usize, size: u32, old: u64, new: u64) -> bool {
+    let o = Ordering::SeqCst;
+    // SAFETY: see above.
+    unsafe {
+        match size {
+            1 => AtomicU8::from_ptr(host as *mut u8)
+                .compare_exchange(old as u8, new as u8, o, o)
+                .is_ok(),
+            2 => AtomicU16::from_ptr(host as *mut u16)
+                .compare_exchange(old as u16, new as u16, o, o)
+                .is_ok(),
+            4 => AtomicU32::from_ptr(host as *mut u32)
+                .compare_exchange(old as u32, new as u32, o, o)
+                .is_ok(),
+            _ => AtomicU64::from_ptr(host as *mut u64)
+                .compare_exchange(old, new, o, o)
+                .is_ok(),
         }
-        impl MapU64 for Result<$t, $t> {
-            fn map_u64(self) -> Result<u64, u64> {
-                self.map(u64::from).map_err(u64::from)
-            }
-        }
-    )*};
+    }
 }
-map_u64!(u8, u16, u32, u64);
-
-trait LoadSeqCst: Sized {
-    type T;
-    fn load_sc(&self) -> Self::T;
-    fn cas(&self, old: Self::T, new: Self::T) -> Result<Self::T, Self::T>;
-}
-macro_rules! load_sc {
-    ($($a:ty => $t:ty),*) => {$(
-        impl LoadSeqCst for $a {
-            type T = $t;
-            fn load_sc(&self) -> $t {
-                self.load(Ordering::SeqCst)
-            }
-            fn cas(&self, old: $t, new: $t) -> Result<$t, $t> {
-                self.compare_exchange(old, new, Ordering::SeqCst, Ordering::SeqCst)
-            }
-        }
-    )*};
-}
-load_sc!(AtomicU8 => u8, AtomicU16 => u16, AtomicU32 => u32, AtomicU64 => u64);
 
 impl Cpu {
     /// A read of the memory operand in locked mode.
@@ -232,7 +218,7 @@ impl Cpu {
         match self.lock {
             LockState::Armed => match atomic_ptr(self, bus, lin, size, user)? {
                 Some(host) => {
-                    let old = atomic_at!(host, size, load_sc).unwrap_or(0);
+                    let old = load(host, size);
                     self.lock = LockState::Atomic {
                         lin,
                         size,
@@ -253,7 +239,7 @@ impl Cpu {
                 size: s,
                 host,
                 ..
-            } if l == lin && s == size => Ok(atomic_at!(host, size, load_sc).unwrap_or(0)),
+            } if l == lin && s == size => Ok(load(host, size)),
             _ => self.plain_read(bus, lin, size, user),
         }
     }
@@ -274,15 +260,15 @@ impl Cpu {
                 size: s,
                 host,
                 old,
-            } if l == lin && s == size => match atomic_at!(host, size, cas, old, v) {
-                Ok(_) => {
-                    // Later writes of the same instruction (none today) are
-                    // plain stores.
-                    self.lock = LockState::Armed;
-                    Ok(())
+            } if l == lin && s == size => {
+                if !cas(host, size, old, v) {
+                    return Err(Exception::new(RETRY));
                 }
-                Err(_) => Err(Exception::new(RETRY)),
-            },
+                // Later writes of the same instruction (none today) are
+                // plain stores.
+                self.lock = LockState::Armed;
+                Ok(())
+            }
             LockState::Armed => {
                 // Written without being read (XCHG reads first; kept for
                 // safety): a plain store under the split lock.
@@ -309,7 +295,7 @@ impl Cpu {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("cmpxchg16b") {
             if let Some(host) = atomic_ptr(self, bus, lin, 16, user)? {
-                // SAFETY: as in `atomic_at!`: a writable RAM page, the
+                // SAFETY: as for `load`/`cas`: a writable RAM page, the
                 // operand 16-byte aligned (checked by the caller) inside
                 // it; the CPU has CMPXCHG16B (checked above).
                 let cur = unsafe { cas16(host as *mut u128, expected, new) };
