@@ -19,6 +19,11 @@ mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 work="$out/.work"
 
+# Several test processes may ask for the guest at once: one builds it, the
+# others wait for the lock and then find it built.
+exec 9>"$out/.lock"
+flock 9
+
 # Bumped whenever the initramfs changes, so an older build is redone.
 version=3
 if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.gz" ] && [ -s "$out/busybox" ] \
@@ -29,6 +34,7 @@ if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.gz" ] && [ -s "$out/busybox" ] \
     exit 0
 fi
 
+rm -f "$out/initrd.version"
 rm -rf "$work"
 mkdir -p "$work/debs" "$work/root"
 cd "$work/debs"
@@ -43,7 +49,8 @@ apt-get download "$kpkg" busybox-static >&2
 dpkg-deb -x "$(ls ${kpkg}_*.deb | head -1)" "$work/kernel"
 dpkg-deb -x "$(ls busybox-static_*.deb | head -1)" "$work/busybox"
 kimg="$(ls "$work"/kernel/boot/vmlinuz-* | head -1)"
-cp "$kimg" "$out/vmlinuz"
+cp "$kimg" "$out/vmlinuz.tmp"
+mv "$out/vmlinuz.tmp" "$out/vmlinuz"
 basename "$kimg" | sed 's/^vmlinuz-//' > "$out/kernel-release"
 # The busybox the guest runs, so tests can compare checksums.
 cp "$work/busybox/bin/busybox" "$out/busybox"
@@ -104,7 +111,7 @@ INIT
 chmod +x "$r/init"
 # A newc cpio archive, written by Python so no cpio binary is needed;
 # owners root, mtimes 0: the same inputs give the same bytes.
-python3 - "$r" <<'PY' | gzip -9 -n > "$out/initrd.gz"
+python3 - "$r" <<'PY' | gzip -9 -n > "$out/initrd.gz.tmp"
 import os, stat, sys
 root = sys.argv[1]
 out = sys.stdout.buffer
@@ -131,6 +138,7 @@ for dirpath, dirs, files in os.walk(root):
             entry(name, stat.S_IFREG | (st.st_mode & 0o777), open(p, "rb").read())
 entry("TRAILER!!!", 0)
 PY
+mv "$out/initrd.gz.tmp" "$out/initrd.gz"
 echo "$version" > "$out/initrd.version"
 rm -rf "$work"
 echo "$out/vmlinuz"

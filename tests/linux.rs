@@ -21,7 +21,16 @@ struct Guest {
     dir: PathBuf,
 }
 
+/// The guest, built once per test process (the script also takes a lock,
+/// for other processes building it at the same time).
 fn guest() -> Option<Guest> {
+    static DIR: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    DIR.get_or_init(build_guest)
+        .clone()
+        .map(|dir| Guest { dir })
+}
+
+fn build_guest() -> Option<PathBuf> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let dir = root.join("target").join("linux-guest");
     let st = Command::new(root.join("scripts/linux-guest.sh"))
@@ -29,7 +38,7 @@ fn guest() -> Option<Guest> {
         .stdout(Stdio::null())
         .status();
     match st {
-        Ok(s) if s.success() => Some(Guest { dir }),
+        Ok(s) if s.success() => Some(dir),
         other => {
             let msg =
                 format!("scripts/linux-guest.sh failed ({other:?}): no Debian kernel to boot");
@@ -74,7 +83,7 @@ fn boot_and_drive_with(
             "-initrd",
             g.dir.join("initrd.gz").to_str().unwrap(),
             "-append",
-            "console=ttyS0 quiet",
+            "console=ttyS0 quiet panic=-1",
             "-no-reboot",
             "-fw_cfg",
             FW_CFG_ARG,
@@ -154,6 +163,12 @@ fn busybox_md5(g: &Guest) -> String {
         .to_string()
 }
 
+/// How long a boot may take before the test gives up: a JIT boot takes
+/// well under a minute on an idle 2-core machine; this leaves room for a
+/// loaded one. (A kernel panic reboots at once, `panic=-1`, and
+/// `-no-reboot` turns that into an exit, so a broken boot fails fast.)
+const BOOT_TIMEOUT: Duration = Duration::from_secs(12 * 60);
+
 /// The Linux tests run one at a time: several guests with several vCPUs
 /// each on a small host would starve each other's vCPU threads.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -212,12 +227,7 @@ fn check_linux_shell(accel: &str, cpu: &str, flags: &[&str], timeout: Duration) 
 
 #[test]
 fn debian_linux_boots_to_a_shell_under_the_dbt() {
-    check_linux_shell(
-        "dbt",
-        "hx86",
-        &["nx", "xsave"],
-        Duration::from_secs(45 * 60),
-    );
+    check_linux_shell("dbt", "hx86", &["nx", "xsave"], BOOT_TIMEOUT);
 }
 
 /// The `max` model: the kernel turns on SMEP, SMAP, UMIP and protection
@@ -228,7 +238,7 @@ fn debian_linux_boots_to_a_shell_with_smap_and_pku_under_the_dbt() {
         "dbt",
         "max",
         &["smep", "smap", "umip", "pku", "ospke"],
-        Duration::from_secs(45 * 60),
+        BOOT_TIMEOUT,
     );
 }
 
@@ -247,6 +257,7 @@ fn debian_linux_boots_to_a_shell_under_kvm() {
 /// client sees POWERDOWN, then SHUTDOWN with `guest: true`.
 #[test]
 fn debian_linux_boots_to_a_shell_then_powers_off_on_qmp_system_powerdown() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let Some(g) = guest() else { return };
     let Some(py) = common::qmp::python() else {
         return;
@@ -258,7 +269,11 @@ fn debian_linux_boots_to_a_shell_then_powers_off_on_qmp_system_powerdown() {
         .arg(g.dir.join("vmlinuz"))
         .arg("-initrd")
         .arg(g.dir.join("initrd.gz"))
-        .args(["-append", "console=ttyS0 quiet hx86.acpid", "-no-reboot"])
+        .args([
+            "-append",
+            "console=ttyS0 quiet panic=-1 hx86.acpid",
+            "-no-reboot",
+        ])
         .arg("-qmp")
         .arg(format!("unix:{},server=on,wait=off", sock.display()))
         .stdin(Stdio::piped())
@@ -285,7 +300,7 @@ fn debian_linux_boots_to_a_shell_then_powers_off_on_qmp_system_powerdown() {
         if let Ok(c) = rx.recv_timeout(Duration::from_millis(100)) {
             out.extend_from_slice(&c);
         }
-        if start.elapsed() > Duration::from_secs(45 * 60) || child.try_wait().unwrap().is_some() {
+        if start.elapsed() > BOOT_TIMEOUT || child.try_wait().unwrap().is_some() {
             let _ = child.kill();
             panic!("no init marker\n{}", String::from_utf8_lossy(&out));
         }
@@ -295,12 +310,7 @@ fn debian_linux_boots_to_a_shell_then_powers_off_on_qmp_system_powerdown() {
         "acpid did not start\n{}",
         String::from_utf8_lossy(&out)
     );
-    let r = common::qmp::script(
-        &py,
-        "powerdown.py",
-        &[sock.to_str().unwrap()],
-        Duration::from_secs(45 * 60),
-    );
+    let r = common::qmp::script(&py, "powerdown.py", &[sock.to_str().unwrap()], BOOT_TIMEOUT);
     assert!(r.contains("OK"), "{r}");
     let status = common::wait_exit(&mut child, Duration::from_secs(10 * 60));
     drop(stdin);
@@ -337,13 +347,7 @@ fn check_linux_smp(cpus: u32) {
          poweroff -f\n"
     );
     let n = cpus.to_string();
-    let (status, out) = boot_and_drive_with(
-        "dbt",
-        &g,
-        &["-smp", &n],
-        &cmds,
-        Duration::from_secs(30 * 60),
-    );
+    let (status, out) = boot_and_drive_with("dbt", &g, &["-smp", &n], &cmds, BOOT_TIMEOUT);
     let tail = tail_of(&out);
     assert!(
         out.contains(&format!("NPROC={cpus}")),
