@@ -12,6 +12,8 @@ use devices::{
     Debugcon, IrqLine, PcTestdev, PciBarSpace, PciConfigIo,
 };
 
+use devices::dma::GuestRam;
+
 use crate::config::DeviceConfig;
 use crate::machine::serial_writer;
 
@@ -31,6 +33,7 @@ pub fn attach(
     mmio: &mut Bus,
     pci: &Mutex<PciConfigIo>,
     irq: &dyn Fn(u32) -> Arc<dyn IrqLine>,
+    _ram: &GuestRam,
 ) -> Result<()> {
     let (bar_io, bar_mem) = (PciBarSpace::new(), PciBarSpace::new());
     pio.set_fallback(bar_io.clone());

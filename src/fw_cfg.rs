@@ -12,6 +12,7 @@
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
+use devices::dma::GuestRam;
 use devices::fw_cfg::{key, DmaMemory, FwCfg, FwCfgBuilder};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use x86::CpuState;
@@ -83,27 +84,6 @@ pub fn parse_option(spec: &str) -> Result<(String, Vec<u8>)> {
         _ => unreachable!("checked above"),
     };
     Ok((name, data))
-}
-
-/// Guest RAM for fw_cfg DMA: writes to the ROM ranges are refused.
-struct GuestDma {
-    mem: GuestMemoryMmap,
-    rom: Vec<(u64, u64)>,
-}
-
-impl DmaMemory for GuestDma {
-    fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
-        self.mem.read_slice(buf, GuestAddress(addr)).is_ok()
-    }
-    fn write(&self, addr: u64, data: &[u8]) -> bool {
-        let Some(end) = addr.checked_add(data.len() as u64) else {
-            return false;
-        };
-        if self.rom.iter().any(|&(s, l)| addr < s + l && s < end) {
-            return false;
-        }
-        self.mem.write_slice(data, GuestAddress(addr)).is_ok()
-    }
 }
 
 fn u32_at(b: &[u8], off: usize) -> u64 {
@@ -178,13 +158,9 @@ fn kernel_items(
 }
 
 /// The fw_cfg device of the machine `cfg` describes, once its boot image
-/// is in `mem` (entry state `entry`); DMA goes to `mem`, never to `rom`.
-pub fn device(
-    cfg: &MachineConfig,
-    mem: &GuestMemoryMmap,
-    rom: &[(u64, u64)],
-    entry: &CpuState,
-) -> Result<Arc<Mutex<FwCfg>>> {
+/// is in `ram` (entry state `entry`); DMA goes through `ram` (never to ROM).
+pub fn device(cfg: &MachineConfig, ram: &GuestRam, entry: &CpuState) -> Result<Arc<Mutex<FwCfg>>> {
+    let mem = ram.memory();
     let mut b = FwCfgBuilder::new();
     let cpus = u16::try_from(cfg.smp.cpus).context("fw_cfg: too many CPUs")?;
     let max_cpus = u16::try_from(cfg.smp.maxcpus).context("fw_cfg: too many CPUs")?;
@@ -205,10 +181,7 @@ pub fn device(
         b.file(name, data.clone())
             .with_context(|| format!("-fw_cfg name={name}"))?;
     }
-    let dma: Arc<dyn DmaMemory> = Arc::new(GuestDma {
-        mem: mem.clone(),
-        rom: rom.to_vec(),
-    });
+    let dma: Arc<dyn DmaMemory> = Arc::new(ram.clone());
     Ok(Arc::new(Mutex::new(b.build(Some(dma)))))
 }
 

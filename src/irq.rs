@@ -75,6 +75,9 @@ impl InterruptController for ChipController {
     fn now_ns(&self) -> u64 {
         lock_chip(&self.chip).now_ns()
     }
+    fn deliver_msi(&self, addr: u64, data: u32) {
+        lock_chip(&self.chip).deliver_msi(addr, data);
+    }
     fn next_deadline_ns(&self, cpu: u32) -> Option<u64> {
         lock_chip(&self.chip).next_deadline_ns_on(cpu as usize)
     }

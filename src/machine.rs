@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use accel::{AccelKind, GuestMemory, IoAction, IoHandler, Vcpu, VcpuExit, Vm};
 use anyhow::{anyhow, bail, Context, Result};
+use devices::dma::GuestRam;
 use devices::irqchip::{attach_irqchip, IrqChip, SharedIrqChip};
 use devices::{
     attach_i8042, Bus, BusDevice, HostClock, IrqLine, PciConfigIo, Pm1Event, PmTimer, PostCode,
@@ -272,6 +273,7 @@ fn build_io(
     rom: Vec<(u64, u64)>,
     chip: Option<&SharedIrqChip>,
     fw_cfg: Arc<Mutex<devices::FwCfg>>,
+    ram: &GuestRam,
 ) -> Result<MachineIo> {
     let mut pio = Bus::new();
     let mut mmio = Bus::new();
@@ -345,7 +347,7 @@ fn build_io(
         pio.insert(dev, base, len)
             .map_err(|e| anyhow!("{name} at port {base:#x}: {e}"))?;
     }
-    crate::extra_devices::attach(&cfg.devices, &mut pio, &mut mmio, &pci, &irq)?;
+    crate::extra_devices::attach(&cfg.devices, &mut pio, &mut mmio, &pci, &irq, ram)?;
     Ok(MachineIo {
         pio,
         mmio,
@@ -371,13 +373,17 @@ pub fn run(cfg: &MachineConfig) -> Result<i32> {
     let chip = (!accel.in_kernel_irqchip()).then(|| {
         IrqChip::with_cpus(Arc::new(HostClock::new()), cfg.smp.cpus as usize).into_shared()
     });
-    let fw_cfg = crate::fw_cfg::device(cfg, &image.mem, &image.rom, &image.state)?;
+    // Guest RAM as devices write it (DMA); the VM's hook is installed once
+    // the VM exists.
+    let ram = GuestRam::new(image.mem.clone(), &image.rom);
+    let fw_cfg = crate::fw_cfg::device(cfg, &ram, &image.state)?;
     let io = Arc::new(build_io(
         cfg,
         chardevs.serial_writer(),
         image.rom.clone(),
         chip.as_ref(),
         fw_cfg,
+        &ram,
     )?);
     let pm1 = io.pm1.clone();
     ctl.set_power_button(move || {
@@ -396,6 +402,8 @@ pub fn run(cfg: &MachineConfig) -> Result<i32> {
         .map_err(|e| anyhow!("{}: {e}", accel.name()))?
         .into();
     let _ = io.vm.set(vm.clone());
+    let hook_vm = vm.clone();
+    ram.set_written_hook(Arc::new(move |paddr, len| hook_vm.ram_written(paddr, len)));
     if let Some(chip) = chip {
         if let Err(e) = vm.set_interrupt_controller(ChipController::new(chip)) {
             log::warn!(target: "unimp", "{}: no interrupt controller: {e}", accel.name());

@@ -177,6 +177,9 @@ pub trait InterruptController: Send + Sync {
     fn wait(&self, deadline_ns: Option<u64>);
     /// Wakes the vCPUs blocked in [`InterruptController::wait`].
     fn wake(&self);
+    /// A message-signalled interrupt (a device's DWORD write of `data` to
+    /// `addr` in the 0xFEExxxxx window) is delivered to the local APICs.
+    fn deliver_msi(&self, addr: u64, data: u32);
 }
 
 /// A start-up event of an x86 processor, from its local APIC.
@@ -205,6 +208,12 @@ pub trait Vm: Send + Sync {
     fn create_vcpu(&self, id: u32) -> Result<Box<dyn Vcpu>>;
     /// Drives interrupt line `gsi` (IRQ number on the PIC/IOAPIC).
     fn set_irq_line(&self, gsi: u32, level: bool) -> Result<()>;
+    /// Delivers a message-signalled interrupt (MSI/MSI-X): `data` written
+    /// to `addr` (0xFEExxxxx).
+    fn signal_msi(&self, addr: u64, data: u32) -> Result<()>;
+    /// A device wrote guest RAM `[paddr, paddr + len)` (DMA): a backend
+    /// that caches translated code drops what it held from there.
+    fn ram_written(&self, _paddr: u64, _len: u64) {}
     /// Gives a backend without an in-kernel irqchip its interrupt controller.
     fn set_interrupt_controller(&self, _ic: Arc<dyn InterruptController>) -> Result<()> {
         Err(Error::Unsupported(

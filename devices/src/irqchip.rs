@@ -183,6 +183,30 @@ impl IrqChip {
         self.notify();
     }
 
+    /// A message-signalled interrupt: `data` written to `addr` in the
+    /// 0xFEExxxxx window (Intel SDM 11.11: destination ID in address bits
+    /// 19:12, destination mode bit 2; vector, delivery mode and trigger
+    /// mode in the data). Anything else is logged and dropped.
+    pub fn deliver_msi(&mut self, addr: u64, data: u32) {
+        if addr >> 20 != 0xfee {
+            log::warn!(target: "guest_errors", "MSI to {addr:#x} (not the APIC window) dropped");
+            return;
+        }
+        let m = ApicMessage {
+            vector: data as u8,
+            delivery_mode: ((data >> 8) & 7) as u8,
+            dest: (addr >> 12) as u8,
+            logical: addr & 4 != 0,
+            level: data & (1 << 15) != 0,
+        };
+        log::trace!(target: "int", "MSI {addr:#x} {data:#x}: {m:?}");
+        let Self {
+            lapics, lowest_rr, ..
+        } = self;
+        route_message(lapics, lowest_rr, &m);
+        self.notify();
+    }
+
     /// Bring the timers up to now: PIT channel 0 edges become IRQ0 pulses,
     /// an expired APIC timer of `cpu` requests its vector.
     pub fn poll_on(&mut self, cpu: usize) {

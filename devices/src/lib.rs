@@ -21,6 +21,7 @@ pub mod bus;
 pub mod clock;
 pub mod debug_exit;
 pub mod debugcon;
+pub mod dma;
 pub mod fw_cfg;
 pub mod i8042;
 pub mod ioapic;
@@ -38,6 +39,7 @@ pub mod power;
 pub mod rtc;
 mod rtc_time;
 pub mod serial;
+pub mod virtio;
 
 #[cfg(test)]
 mod testutil;

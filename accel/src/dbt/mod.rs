@@ -241,6 +241,23 @@ impl Vm for DbtVm {
         }
     }
 
+    fn signal_msi(&self, addr: u64, data: u32) -> Result<()> {
+        match current_ic(&self.ic) {
+            Some(ic) => {
+                ic.deliver_msi(addr, data);
+                Ok(())
+            }
+            None => Err(Error::Unsupported(
+                "MSI without an interrupt controller",
+                "dbt",
+            )),
+        }
+    }
+
+    fn ram_written(&self, paddr: u64, len: u64) {
+        DbtVm::ram_written(self, paddr, len);
+    }
+
     fn set_interrupt_controller(&self, ic: Arc<dyn InterruptController>) -> Result<()> {
         let mut g = self
             .ic

@@ -203,6 +203,17 @@ impl Vm for KvmVm {
             .set_irq_line(gsi, level)
             .map_err(kvm_err("KVM_IRQ_LINE"))
     }
+
+    fn signal_msi(&self, addr: u64, data: u32) -> Result<()> {
+        let msi = kvm_bindings::kvm_msi {
+            address_lo: addr as u32,
+            address_hi: (addr >> 32) as u32,
+            data,
+            ..Default::default()
+        };
+        self.vm.signal_msi(msi).map_err(kvm_err("KVM_SIGNAL_MSI"))?;
+        Ok(())
+    }
 }
 
 struct KvmVcpu {
