@@ -29,6 +29,8 @@ use virtio_queue::Queue;
 
 use crate::dma::GuestRam;
 
+pub mod net;
+
 /// virtio device IDs (virtio 1.2, 5).
 pub mod id {
     pub const NET: u32 = 1;
