@@ -29,6 +29,14 @@ use virtio_queue::Queue;
 
 use crate::dma::GuestRam;
 
+pub mod block;
+pub mod block_image;
+#[cfg(test)]
+mod block_image_tests;
+mod block_overlay;
+mod block_request;
+#[cfg(test)]
+mod block_tests;
 pub mod net;
 
 /// virtio device IDs (virtio 1.2, 5).
