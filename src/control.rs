@@ -400,8 +400,11 @@ impl Control {
             v.jobs.push_back(Box::new(move |vcpu: &mut dyn Vcpu| {
                 let _ = tx.send(job(vcpu));
             }));
-            v.kicker.kick();
+            let kicker = v.kicker.clone();
+            // The flag first: a vCPU kicked out of `run` must see the job
+            // at its checkpoint, or it runs on without it.
             self.update_attention(&st);
+            kicker.kick();
         }
         self.cv.notify_all();
         rx.recv_timeout(timeout).map_err(|_| ControlError::NoAnswer)
