@@ -475,6 +475,10 @@ impl Vcpu for KvmVcpu {
     }
 
     fn reset_ap(&mut self) -> Result<()> {
+        // The registers INIT leaves: KVM resets them only when it takes an
+        // INIT itself, not for the wait-for-SIPI state set here, and a
+        // start-up IPI loads CS:IP alone.
+        self.set_state(&CpuState::ap_init())?;
         // The in-kernel local APIC holds the AP until a start-up IPI.
         let st = kvm_bindings::kvm_mp_state {
             mp_state: kvm_bindings::KVM_MP_STATE_INIT_RECEIVED,
