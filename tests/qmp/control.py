@@ -8,7 +8,7 @@ Usage: control.py SOCKET COUNTER_ADDR [prelaunch]
 import asyncio
 import sys
 
-from common import check, connect, hmp, next_event, read_u32
+from common import check, connect, disconnect_after_quit, hmp, next_event, read_u32
 
 from qemu.qmp import ExecuteError
 
@@ -80,7 +80,7 @@ async def main():
     ev = await next_event(events, "SHUTDOWN")
     check(ev["data"] == {"guest": False, "reason": "host-qmp-quit"}, ev)
     check("timestamp" in ev and "seconds" in ev["timestamp"], ev)
-    await q.disconnect()
+    await disconnect_after_quit(q)
     print("OK", flush=True)
 
 

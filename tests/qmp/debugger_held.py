@@ -7,7 +7,7 @@ Usage: debugger_held.py SOCKET
 import asyncio
 import sys
 
-from common import check, connect, hmp, next_event
+from common import check, connect, disconnect_after_quit, hmp, next_event
 
 
 async def main():
@@ -21,7 +21,7 @@ async def main():
     ev = await next_event(events, "SHUTDOWN")
     check(ev["data"]["reason"] == "host-qmp-quit", ev)
     print("OK", flush=True)
-    await q.disconnect()
+    await disconnect_after_quit(q)
 
 
 asyncio.run(main())

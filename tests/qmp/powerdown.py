@@ -8,7 +8,7 @@ Usage: powerdown.py SOCKET
 import asyncio
 import sys
 
-from common import check, connect, next_event
+from common import check, connect, disconnect_after_quit, next_event
 
 
 async def main():
@@ -21,7 +21,7 @@ async def main():
     ev = await next_event(events, "SHUTDOWN", timeout=600)
     check(ev["data"] == {"guest": True, "reason": "guest-shutdown"}, ev)
     print("OK", flush=True)
-    await q.disconnect()
+    await disconnect_after_quit(q)
 
 
 asyncio.run(main())
