@@ -107,10 +107,6 @@ pub enum VcpuAction {
     Reset,
     /// Stop running: hx86 exits with this status.
     Quit(i32),
-    /// [`Control::poke`] was called while the thread was parked: the
-    /// caller has something of its own to look at (a debugger
-    /// connection); call `checkpoint` again afterwards.
-    Poked,
 }
 
 /// A monitor request that cannot be done in the current state.
@@ -139,7 +135,6 @@ struct State {
     run: RunState,
     vcpus: Vec<VcpuSlot>,
     quit: Option<(i32, Cause)>,
-    poked: bool,
 }
 
 type Subscriber = Arc<dyn Fn(&Event) + Send + Sync>;
@@ -169,7 +164,6 @@ impl Control {
                 run,
                 vcpus: Vec::new(),
                 quit: None,
-                poked: false,
             }),
             cv: Condvar::new(),
             attention: AtomicBool::new(start_stopped),
@@ -198,7 +192,6 @@ impl Control {
     fn update_attention(&self, st: &State) {
         let busy = st.run != RunState::Running
             || st.quit.is_some()
-            || st.poked
             || st.vcpus.iter().any(|v| v.reset || !v.jobs.is_empty());
         self.attention.store(busy, Ordering::SeqCst);
     }
@@ -369,17 +362,6 @@ impl Control {
         self.emit(Event::Shutdown(cause));
     }
 
-    /// Wakes a parked vCPU thread so its `checkpoint` returns
-    /// [`VcpuAction::Poked`] (a debugger connected).
-    pub fn poke(&self) {
-        let mut st = self.lock();
-        st.poked = true;
-        self.update_attention(&st);
-        self.kick_all(&st);
-        drop(st);
-        self.cv.notify_all();
-    }
-
     /// Runs `job` on vCPU `idx`'s thread (at its next checkpoint) and
     /// returns what it returned. Waits at most `timeout`.
     pub fn on_vcpu<T: Send + 'static>(
@@ -446,11 +428,6 @@ impl Control {
                     self.update_attention(&st);
                     return VcpuAction::Reset;
                 }
-            }
-            if st.poked {
-                st.poked = false;
-                self.update_attention(&st);
-                return VcpuAction::Poked;
             }
             if st.run == RunState::Running || !park {
                 self.update_attention(&st);

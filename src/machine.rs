@@ -425,15 +425,7 @@ pub fn run(cfg: &MachineConfig) -> Result<i32> {
     }
     chardevs.start(&ctl, &image.mem, &io.serial)?;
     let r = match &cfg.gdb {
-        Some(g) => {
-            if vcpus.len() > 1 {
-                bail!(
-                    "-gdb with -smp {}: debugging several vCPUs is not supported yet",
-                    vcpus.len()
-                );
-            }
-            crate::gdb::run(cfg, &ctl, g, accel.name(), vcpus[0].as_mut(), &image.mem)
-        }
+        Some(g) => crate::gdb::run(cfg, &ctl, g, accel.name(), &mut vcpus, &image.mem),
         None if vcpus.len() == 1 => run_loop(cfg, &ctl, vcpus[0].as_mut(), &image.mem),
         None => crate::smp::run(cfg, &ctl, vcpus, &image.mem),
     };
@@ -491,7 +483,7 @@ pub(crate) fn control_point(
 ) -> Result<Option<i32>> {
     loop {
         match ctl.checkpoint(idx, vcpu) {
-            VcpuAction::Run | VcpuAction::Poked => return Ok(None),
+            VcpuAction::Run => return Ok(None),
             VcpuAction::Reset => {
                 reset(cfg, vcpu, mem)?;
                 ctl.reset_done(Cause::HostQmpSystemReset);

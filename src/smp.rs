@@ -86,7 +86,7 @@ pub fn run(
 
 /// Machine reset: the boot image again for vCPU 0, INIT for the others.
 /// Reset requests the monitor left for other vCPUs are taken by this one.
-fn reset_all(
+pub(crate) fn reset_all(
     cfg: &MachineConfig,
     ctl: &Control,
     vcpus: &mut [Box<dyn Vcpu>],
@@ -113,7 +113,7 @@ fn vcpu_thread(
     while !shared.stop.load(Ordering::SeqCst) {
         // The monitor's requests: pause (parks here), jobs, reset, quit.
         match ctl.checkpoint(id, vcpu.as_mut()) {
-            VcpuAction::Run | VcpuAction::Poked => {}
+            VcpuAction::Run => {}
             VcpuAction::Reset => {
                 shared.finish(Event::Reset(Cause::HostQmpSystemReset));
                 break;

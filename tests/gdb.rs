@@ -8,6 +8,8 @@
 //! depends on timing.
 
 mod common;
+#[path = "gdb/smp.rs"]
+mod smp;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};

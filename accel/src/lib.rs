@@ -239,6 +239,11 @@ pub trait Vcpu: Send {
             "this",
         ))
     }
+    /// The vCPU waits for a start-up IPI (an application processor after
+    /// INIT): what the debugger shows for it.
+    fn waiting_for_sipi(&mut self) -> bool {
+        false
+    }
 }
 
 /// KVM, opened and checked (`/dev/kvm`, its API version, a test VM), as an

@@ -1,23 +1,28 @@
 //! The gdb remote stub (`-gdb DEV`, `-s`, `-S`).
 //!
-//! The vCPU thread runs the machine and, while a debugger is attached, the
-//! gdbstub state machine: a reader thread queues the bytes the debugger
-//! sends and kicks the vCPU out of `run` when they arrive while the guest
-//! runs (that is how Ctrl-C stops it). A second thread accepts
-//! connections, hands the first to the vCPU thread and refuses the others
-//! while one is attached. See `docs/gdb.md` for the user's view.
+//! The machine's thread runs the vCPUs ([`run`]: one host thread each
+//! while they run, all stopped when one stops) and, while a debugger is
+//! attached, the gdbstub state machine, with one gdb thread per vCPU: a
+//! reader thread queues the bytes the debugger sends and kicks the vCPUs
+//! out of `run` when they arrive while the guest runs (that is how Ctrl-C
+//! stops it). A second thread accepts connections, hands the first to the
+//! machine's thread and refuses the others while one is attached. See
+//! `docs/gdb.md` for the user's view.
 //!
 //! Files: [`conn`] (listening, the socket, packet framing), [`arch`] (the
-//! register file for gdbstub), [`target`] (the gdbstub target: registers,
-//! memory, breakpoints, execution), [`mem`] (physical memory, page walks),
-//! [`monitor`] (`monitor` commands).
+//! register file for gdbstub), [`target`] (the gdbstub target: memory,
+//! breakpoints, execution), [`threads`] (registers, memory and resume
+//! actions per gdb thread), [`run`] (running the vCPUs), [`mem`]
+//! (physical memory, page walks), [`monitor`] (`monitor` commands).
 
 mod arch;
 mod conn;
 pub(crate) mod mem;
 mod monitor;
 mod probe;
+mod run;
 mod target;
+mod threads;
 mod watch;
 
 use std::sync::atomic::Ordering;
@@ -28,13 +33,14 @@ use accel::{Vcpu, VcpuExit};
 use anyhow::{anyhow, Result};
 use gdbstub::common::Signal;
 use gdbstub::stub::state_machine::GdbStubStateMachine;
-use gdbstub::stub::{DisconnectReason, GdbStub, SingleThreadStopReason};
+use gdbstub::stub::{DisconnectReason, GdbStub, MultiThreadStopReason};
 use vm_memory::GuestMemoryMmap;
 
-use crate::control::{Cause, Control, RunState, VcpuAction};
-use crate::machine::{self, MachineConfig};
+use crate::control::{Control, RunState};
+use crate::machine::MachineConfig;
 use conn::{Conn, Inbox, Input, PacketFilter, Stream};
-use target::{HxTarget, Request, Resume};
+use run::{race, run_guest, KickAll, RunEvent, Served};
+use target::{HxTarget, Request, StopReason};
 
 pub use conn::{parse_listen, ListenAddr};
 
@@ -54,27 +60,13 @@ enum End {
     Exit(i32),
 }
 
-/// Kicks the vCPU and wakes it when it is parked by the machine control
-/// (`-S`, or paused by a monitor), so a new debugger is noticed.
-struct WakeKicker {
-    vcpu: Arc<dyn accel::Kicker>,
-    ctl: Arc<Control>,
-}
-
-impl accel::Kicker for WakeKicker {
-    fn kick(&self) {
-        self.vcpu.kick();
-        self.ctl.poke();
-    }
-}
-
 /// Runs the machine with the gdb server listening.
 pub fn run(
     cfg: &MachineConfig,
     ctl: &Arc<Control>,
     opts: &GdbOptions,
     accel: &str,
-    vcpu: &mut dyn Vcpu,
+    vcpus: &mut [Box<dyn Vcpu>],
     mem: &GuestMemoryMmap,
 ) -> Result<i32> {
     let listener = conn::Listener::bind(&opts.listen)?;
@@ -93,16 +85,15 @@ pub fn run(
     );
     let presence = Arc::new(conn::Presence::default());
     let (tx, rx) = mpsc::channel::<Stream>();
-    let wake = Arc::new(WakeKicker {
-        vcpu: vcpu.kicker(),
-        ctl: ctl.clone(),
-    });
-    conn::spawn_acceptor(listener, tx, presence.clone(), wake);
+    // A new debugger kicks every vCPU out of `run`; a paused machine
+    // notices it within IDLE_POLL.
+    conn::spawn_acceptor(listener, tx, presence.clone(), KickAll::of(vcpus));
 
+    let several = vcpus.len() > 1;
     let mut next: Option<Stream> = None;
     loop {
         if let Some(stream) = next.take() {
-            let end = session(cfg, ctl, accel, vcpu, mem, stream, presence.clone());
+            let end = session(cfg, ctl, accel, vcpus, mem, stream, presence.clone());
             presence.busy.store(false, Ordering::SeqCst);
             match end? {
                 End::Exit(code) => return Ok(code),
@@ -113,41 +104,58 @@ pub fn run(
             }
             continue;
         }
-        // The machine control: a paused machine (-S, a monitor's stop)
-        // parks here until it runs again or a debugger connects.
-        if let Some(code) = machine::control_point(cfg, ctl, 0, vcpu, mem)? {
+        // The machine control while no vCPU runs: the monitors' jobs, a
+        // reset, quit.
+        if let Served::Quit(code) = run::serve_stopped(cfg, ctl, vcpus, mem)? {
             return Ok(code);
+        }
+        // A paused machine (-S, a monitor's stop) waits here until it runs
+        // again or a debugger connects.
+        if ctl.state() != RunState::Running {
+            if let Ok(s) = rx.recv_timeout(IDLE_POLL) {
+                next = Some(s);
+            }
+            continue;
         }
         if let Ok(s) = rx.try_recv() {
             next = Some(s);
             continue;
         }
-        if ctl.state() != RunState::Running {
-            continue;
+        // Without a debugger the vCPUs run until one connects.
+        let lanes: Vec<run::Lane> = (0..vcpus.len()).map(|i| (i, false)).collect();
+        let on_halt = |i: usize, v: &mut dyn Vcpu| {
+            let rip = v.state().map_or(0, |s| s.rip);
+            let who = match several {
+                true => format!("vCPU {i}"),
+                false => "the guest".into(),
+            };
+            eprintln!(
+                "hx86: {who} halted with nothing to wake it (rip={rip:#x}); waiting for a debugger"
+            );
+        };
+        let attach = || presence.busy.load(Ordering::SeqCst);
+        let fin = race(ctl, vcpus, &lanes, &attach, &on_halt)?;
+        if let Served::Quit(code) = run::control_requests(cfg, ctl, vcpus, mem, &fin)? {
+            return Ok(code);
         }
-        let exit = vcpu.run().map_err(|e| anyhow!("vCPU 0: {e}"))?;
-        match exit {
-            VcpuExit::Interrupted => {
-                if let Ok(s) = rx.try_recv() {
-                    next = Some(s);
-                }
-            }
-            VcpuExit::Halt => {
-                let s = vcpu.state().map_err(|e| anyhow!("{e}"))?;
-                eprintln!(
-                    "hx86: the guest halted with nothing to wake it (rip={:#x}); waiting for a debugger",
-                    s.rip
-                );
-                next = Some(
-                    rx.recv()
-                        .map_err(|_| anyhow!("gdb: the listener stopped"))?,
-                );
-            }
+        // A machine event another vCPU ran into meanwhile is not lost.
+        let first = match fin.first {
+            Some((_, VcpuExit::Debug(_))) | None => fin
+                .others
+                .into_iter()
+                .find(|(_, e)| !matches!(e, VcpuExit::Debug(_)))
+                .or(fin.first),
+            first => first,
+        };
+        match first {
+            None => {}
             // With no debugger attached nothing asked for debug stops; one
             // left over from a session that just ended is ignored.
-            VcpuExit::Debug(ev) => log::debug!(target: "gdb", "debug stop {ev:?} ignored"),
-            other => {
-                if let Some(code) = machine::handle_exit(cfg, ctl, vcpu, mem, other)? {
+            Some((_, VcpuExit::Debug(ev))) => {
+                log::debug!(target: "gdb", "debug stop {ev:?} ignored")
+            }
+            Some((i, other)) => {
+                if let Some(code) = run::machine_event(cfg, ctl, vcpus, i, mem, other)? {
                     return Ok(code);
                 }
             }
@@ -160,7 +168,7 @@ fn session(
     cfg: &MachineConfig,
     ctl: &Arc<Control>,
     accel: &str,
-    vcpu: &mut dyn Vcpu,
+    vcpus: &mut [Box<dyn Vcpu>],
     mem: &GuestMemoryMmap,
     stream: Stream,
     presence: Arc<conn::Presence>,
@@ -177,12 +185,12 @@ fn session(
         );
     }
     let stream = Arc::new(stream);
-    let (inbox, reader) = conn::spawn_reader(stream.clone(), vcpu.kicker(), presence);
+    let (inbox, reader) = conn::spawn_reader(stream.clone(), KickAll::of(vcpus), presence);
     let conn = Conn::new(stream);
     // The debugger holds the CPU: stopped for the monitors (a machine in
     // prelaunch stays there until the debugger's continue).
     ctl.stop_as(RunState::Debug);
-    let mut target = HxTarget::new(vcpu, mem.clone(), cfg, ctl.clone(), caps);
+    let mut target = HxTarget::new(vcpus, mem.clone(), cfg, ctl.clone(), caps);
     let end = drive(&mut target, &conn, &inbox);
     target.detach();
     conn.shutdown();
@@ -237,135 +245,25 @@ fn next_input(
 }
 
 /// While the debugger holds the CPU stopped: the monitors' requests (jobs
-/// such as `info registers`, a reset, quit). True when hx86 must quit
-/// (`t.request` says with which status).
+/// such as `info registers`, a reset, quit) for every vCPU. True when
+/// hx86 must quit (`t.request` says with which status).
 fn serve_control(t: &mut HxTarget<'_>) -> bool {
     let ctl = t.ctl.clone();
-    match ctl.checkpoint_nowait(0, &mut *t.vcpu) {
-        VcpuAction::Quit(code) => {
-            ctl.shutdown(ctl.quit_requested().map_or(Cause::HostQmpQuit, |q| q.1));
+    match run::serve_stopped(t.cfg, &ctl, t.vcpus, &t.mem) {
+        Ok(Served::Quit(code)) => {
             t.request = Some(Request::Quit(code));
             true
         }
-        VcpuAction::Reset => {
-            if let Err(e) = machine::reset(t.cfg, &mut *t.vcpu, &t.mem) {
-                log::warn!(target: "gdb", "system_reset: {e:#}");
-            }
-            t.invalidate();
-            ctl.reset_done(Cause::HostQmpSystemReset);
+        Ok(Served::Reset) => {
+            // gdb's view of every vCPU is stale.
+            t.forget_stops();
             false
         }
-        VcpuAction::Run | VcpuAction::Poked => false,
-    }
-}
-
-/// What happened while the guest ran.
-enum RunEvent {
-    Stop(SingleThreadStopReason<u64>),
-    CtrlC,
-    Exited(i32),
-    Closed,
-}
-
-/// Runs the vCPU for a `continue` or `stepi` until something gdb must
-/// hear about.
-fn run_guest(t: &mut HxTarget<'_>, inbox: &Inbox) -> Result<RunEvent> {
-    let want_step = t.resume == Some(Resume::Step);
-    t.resume = None;
-    let soft = t.soft_watching();
-    t.watch_map_reset();
-    let mut halted_note = false;
-    let mut pre_step = t.prepare_run(want_step || soft).map_err(|e| anyhow!(e.0))?;
-    // The debugger's continue or step runs the machine (RESUME).
-    let _ = t.ctl.cont();
-    loop {
-        {
-            let mut st = inbox.lock();
-            // Only the interrupt byte means something while the guest runs.
-            let ctrl_c = st.bytes.contains(&0x03);
-            st.bytes.clear();
-            if ctrl_c {
-                return Ok(RunEvent::CtrlC);
-            }
-            if st.closed {
-                return Ok(RunEvent::Closed);
-            }
-            st.running = true;
-        }
-        let pre = (soft && !pre_step).then(|| t.watch_pre());
-        let exit = t.vcpu.run();
-        inbox.lock().running = false;
-        t.invalidate();
-        let exit = exit.map_err(|e| anyhow!("vCPU 0: {e}"))?;
-        match exit {
-            VcpuExit::Interrupted => {
-                // A monitor's request: quit, reset, a job; its stop ends
-                // the run as the debugger's Ctrl-C would.
-                match t.ctl.clone().checkpoint_nowait(0, &mut *t.vcpu) {
-                    VcpuAction::Quit(code) => {
-                        let cause = t.ctl.quit_requested().map_or(Cause::HostQmpQuit, |q| q.1);
-                        t.ctl.shutdown(cause);
-                        return Ok(RunEvent::Exited(code));
-                    }
-                    VcpuAction::Reset => {
-                        machine::reset(t.cfg, &mut *t.vcpu, &t.mem)?;
-                        t.invalidate();
-                        t.ctl.reset_done(Cause::HostQmpSystemReset);
-                    }
-                    VcpuAction::Run | VcpuAction::Poked => {}
-                }
-                t.invalidate();
-                if t.ctl.state() != RunState::Running {
-                    return Ok(RunEvent::CtrlC);
-                }
-                continue;
-            }
-            VcpuExit::Debug(ev) => {
-                if pre_step {
-                    // The guest's own INT3 was handed to it.
-                    pre_step = false;
-                    if want_step {
-                        return Ok(RunEvent::Stop(SingleThreadStopReason::DoneStep));
-                    }
-                    t.prepare_run(soft).map_err(|e| anyhow!(e.0))?;
-                    continue;
-                }
-                if let Some(pre) = &pre {
-                    if let Some(r) = t.watch_post(pre) {
-                        return Ok(RunEvent::Stop(r));
-                    }
-                    if ev == accel::DebugEvent::SingleStep && !want_step {
-                        continue;
-                    }
-                }
-                return Ok(RunEvent::Stop(t.stop_reason(ev, want_step)));
-            }
-            // A step over HLT ends there.
-            VcpuExit::Halt if want_step => {
-                return Ok(RunEvent::Stop(SingleThreadStopReason::DoneStep))
-            }
-            VcpuExit::Halt => {
-                if !halted_note {
-                    eprintln!("hx86: gdb: the guest halted with nothing to wake it; interrupt it from gdb (Ctrl-C)");
-                    halted_note = true;
-                }
-                let mut st = inbox.lock();
-                while st.bytes.is_empty() && !st.closed {
-                    st = inbox.cond.wait(st).unwrap_or_else(|e| e.into_inner());
-                }
-            }
-            other => {
-                let ctl = t.ctl.clone();
-                if let Some(code) = machine::handle_exit(t.cfg, &ctl, &mut *t.vcpu, &t.mem, other)?
-                {
-                    return Ok(RunEvent::Exited(code));
-                }
-                t.invalidate();
-                // The machine was reset: a step ends at the reset vector.
-                if want_step {
-                    return Ok(RunEvent::Stop(SingleThreadStopReason::DoneStep));
-                }
-            }
+        Ok(Served::Nothing) => false,
+        Err(e) => {
+            log::warn!(target: "gdb", "system_reset: {e:#}");
+            t.forget_stops();
+            false
         }
     }
 }
@@ -468,10 +366,12 @@ fn drive<'a>(t: &mut HxTarget<'a>, conn: &Conn, inbox: &Inbox) -> Result<End> {
                 ev @ (RunEvent::Stop(_) | RunEvent::CtrlC) => {
                     t.ctl.stop_as(RunState::Debug);
                     match ev {
-                        RunEvent::Stop(reason) => match inner.report_stop(t, reason) {
-                            Ok(s) => s,
-                            Err(_) => return Ok(End::Detach),
-                        },
+                        RunEvent::Stop(reason) => {
+                            match inner.report_stop(t, with_thread(t, reason)) {
+                                Ok(s) => s,
+                                Err(_) => return Ok(End::Detach),
+                            }
+                        }
                         _ => match inner.incoming_data(t, 0x03) {
                             Ok(s) => s,
                             Err(_) => return Ok(End::Detach),
@@ -479,7 +379,7 @@ fn drive<'a>(t: &mut HxTarget<'a>, conn: &Conn, inbox: &Inbox) -> Result<End> {
                     }
                 }
                 RunEvent::Exited(code) => {
-                    let _ = inner.report_stop(t, SingleThreadStopReason::Exited(code as u8));
+                    let _ = inner.report_stop(t, MultiThreadStopReason::Exited(code as u8));
                     return Ok(End::Exit(code));
                 }
                 RunEvent::Closed => {
@@ -489,9 +389,11 @@ fn drive<'a>(t: &mut HxTarget<'a>, conn: &Conn, inbox: &Inbox) -> Result<End> {
             },
             GdbStubStateMachine::CtrlCInterrupt(inner) => {
                 t.invalidate();
-                match inner
-                    .interrupt_handled(t, Some(SingleThreadStopReason::Signal(Signal::SIGINT)))
-                {
+                let stop = MultiThreadStopReason::SignalWithThread {
+                    tid: HxTarget::tid(t.cur),
+                    signal: Signal::SIGINT,
+                };
+                match inner.interrupt_handled(t, Some(stop)) {
                     Ok(s) => s,
                     Err(_) => return Ok(End::Detach),
                 }
@@ -508,5 +410,16 @@ fn drive<'a>(t: &mut HxTarget<'a>, conn: &Conn, inbox: &Inbox) -> Result<End> {
                 });
             }
         };
+    }
+}
+
+/// A stop as gdb is told: the end of a step names its vCPU's thread.
+fn with_thread(t: &HxTarget<'_>, r: StopReason) -> StopReason {
+    match r {
+        StopReason::DoneStep => StopReason::SignalWithThread {
+            tid: HxTarget::tid(t.cur),
+            signal: Signal::SIGTRAP,
+        },
+        other => other,
     }
 }

@@ -29,7 +29,7 @@ impl HmpTarget for HxTarget<'_> {
         HxTarget::read_linear(self, lin, data)
     }
     fn system_reset(&mut self) -> String {
-        match crate::machine::reset(self.cfg, &mut *self.vcpu, &self.mem) {
+        match self.reset_machine() {
             Ok(()) => {
                 self.invalidate();
                 self.ctl

@@ -1,18 +1,13 @@
-//! The gdbstub `Target`: one vCPU, guest memory at linear addresses, and
-//! the breakpoints and watchpoints gdb asked for.
+//! The gdbstub `Target`: the vCPUs (one gdb thread each), guest memory at
+//! linear addresses, and the breakpoints and watchpoints gdb asked for,
+//! which apply to every vCPU. The gdbstub thread operations are in
+//! [`super::threads`].
 
 use std::collections::BTreeMap;
 
 use accel::{DebugEvent, GuestDebug, HwBreak, Vcpu, WatchKind};
-use gdbstub::common::Signal;
-use gdbstub::stub::SingleThreadStopReason;
-use gdbstub::target::ext::base::single_register_access::{
-    SingleRegisterAccess, SingleRegisterAccessOps,
-};
-use gdbstub::target::ext::base::singlethread::{
-    SingleThreadBase, SingleThreadResume, SingleThreadResumeOps, SingleThreadSingleStep,
-    SingleThreadSingleStepOps,
-};
+use gdbstub::common::{Signal, Tid};
+use gdbstub::stub::MultiThreadStopReason;
 use gdbstub::target::ext::base::BaseOps;
 use gdbstub::target::ext::breakpoints::{
     Breakpoints, BreakpointsOps, HwBreakpoint, HwBreakpointOps, HwWatchpoint, HwWatchpointOps,
@@ -23,15 +18,19 @@ use gdbstub::target::{Target, TargetError, TargetResult};
 use vm_memory::GuestMemoryMmap;
 use x86::CpuState;
 
-use super::arch::{Reg, Regs, X86Hx};
+use super::arch::X86Hx;
 use super::probe::Caps;
 use super::{mem, watch};
 use crate::machine::MachineConfig;
 
 /// EFAULT: gdb shows "Cannot access memory at address ...".
-const EFAULT: u8 = 14;
+pub(super) const EFAULT: u8 = 14;
 /// EINVAL.
-const EINVAL: u8 = 22;
+pub(super) const EINVAL: u8 = 22;
+
+/// What gdb is told about a stop; `DoneStep` stands for the end of a step
+/// of the current vCPU until it is reported (with its thread).
+pub type StopReason = MultiThreadStopReason<u64>;
 
 /// What the debugger asked the vCPU to do next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,24 +77,47 @@ pub enum Request {
     Quit(i32),
 }
 
+/// The debugger's view of one vCPU.
+#[derive(Default)]
+pub struct CpuView {
+    /// The vCPU's state while it is stopped (read once per stop).
+    cache: Option<CpuState>,
+    /// The last stop was a guest INT3 that is not one of ours, at this pc.
+    foreign_int3: Option<u64>,
+    /// The debug setup last given to the vCPU.
+    applied: Option<GuestDebug>,
+    /// What gdb's next resume asks of this vCPU (`None`: the default).
+    pub action: Option<Resume>,
+    /// A breakpoint or watchpoint hit while another vCPU's stop was
+    /// reported: reported when this vCPU is resumed.
+    pub pending: Option<DebugEvent>,
+    /// What `info threads` shows, refreshed when gdb lists the threads.
+    pub extra: String,
+}
+
 pub struct HxTarget<'a> {
-    pub vcpu: &'a mut dyn Vcpu,
+    /// The vCPUs; gdb thread `n` is `vcpus[n - 1]`.
+    pub vcpus: &'a mut [Box<dyn Vcpu>],
+    pub cpus: Vec<CpuView>,
+    /// The vCPU that register and memory accesses and stop reports are
+    /// about.
+    pub cur: usize,
     pub mem: GuestMemoryMmap,
     pub cfg: &'a MachineConfig,
     pub ctl: std::sync::Arc<crate::control::Control>,
-    /// The vCPU's state while it is stopped (read once per stop).
-    cache: Option<CpuState>,
     /// Software breakpoints planted as INT3, by linear address (the others
     /// sit in `slots`).
     sw: BTreeMap<u64, SwBp>,
     /// The four debug-register slots.
     slots: [Option<(HwBreak, SlotOwner)>; 4],
-    /// What the next run does.
-    pub resume: Option<Resume>,
-    /// The last stop was a guest INT3 that is not one of ours, at this pc.
-    foreign_int3: Option<u64>,
-    /// The debug setup last given to the vCPU.
-    applied: Option<GuestDebug>,
+    /// gdb asked to resume (the actions are in `cpus`).
+    pub resumed: bool,
+    /// What vCPUs without an action do: continue, or stay stopped
+    /// (scheduler locking).
+    pub default_action: Option<Resume>,
+    /// A machine event (power-off, reset, guest exit) a vCPU ran into
+    /// while another vCPU's stop was reported: acted on at the next resume.
+    pub machine_pending: Option<(usize, accel::VcpuExit)>,
     pub request: Option<Request>,
     /// What the accelerator's debug support can do here.
     pub caps: Caps,
@@ -125,23 +147,24 @@ pub struct WatchPre {
 
 impl<'a> HxTarget<'a> {
     pub fn new(
-        vcpu: &'a mut dyn Vcpu,
+        vcpus: &'a mut [Box<dyn Vcpu>],
         mem: GuestMemoryMmap,
         cfg: &'a MachineConfig,
         ctl: std::sync::Arc<crate::control::Control>,
         caps: Caps,
     ) -> Self {
         HxTarget {
-            vcpu,
+            cpus: vcpus.iter().map(|_| CpuView::default()).collect(),
+            vcpus,
+            cur: 0,
             mem,
             cfg,
             ctl,
-            cache: None,
             sw: BTreeMap::new(),
             slots: [None; 4],
-            resume: None,
-            foreign_int3: None,
-            applied: None,
+            resumed: false,
+            default_action: Some(Resume::Continue),
+            machine_pending: None,
             request: None,
             caps,
             watch_cache: Vec::new(),
@@ -149,31 +172,87 @@ impl<'a> HxTarget<'a> {
         }
     }
 
-    /// The vCPU state (cached while stopped).
+    /// The gdb thread id of vCPU `i`.
+    pub fn tid(i: usize) -> Tid {
+        Tid::new(i + 1).unwrap_or(Tid::MIN)
+    }
+
+    /// Makes gdb thread `tid` the current vCPU; false when there is no
+    /// such vCPU.
+    pub fn select(&mut self, tid: Tid) -> bool {
+        let i = tid.get() - 1;
+        if i < self.vcpus.len() {
+            self.cur = i;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The current vCPU's state (cached while stopped).
     pub fn state(&mut self) -> Result<CpuState, TargetFail> {
-        if let Some(s) = self.cache {
+        let i = self.cur;
+        if let Some(s) = self.cpus[i].cache {
             return Ok(s);
         }
-        let s = self
-            .vcpu
+        let s = self.vcpus[i]
             .state()
-            .map_err(|e| TargetFail(format!("reading the vCPU state: {e}")))?;
-        self.cache = Some(s);
+            .map_err(|e| TargetFail(format!("reading the state of vCPU {i}: {e}")))?;
+        self.cpus[i].cache = Some(s);
         Ok(s)
     }
 
     pub fn set_state(&mut self, s: &CpuState) -> Result<(), TargetFail> {
-        self.cache = None;
-        self.vcpu
+        let i = self.cur;
+        self.cpus[i].cache = None;
+        // Whatever stop it had pending is stale now.
+        self.cpus[i].pending = None;
+        self.vcpus[i]
             .set_state(s)
-            .map_err(|e| TargetFail(format!("writing the vCPU state: {e}")))?;
-        self.cache = Some(*s);
+            .map_err(|e| TargetFail(format!("writing the state of vCPU {i}: {e}")))?;
+        self.cpus[i].cache = Some(*s);
         Ok(())
     }
 
-    /// Forgets the cached state (the vCPU ran, or was reset).
+    /// Forgets the cached states (the vCPUs ran, or were reset).
     pub fn invalidate(&mut self) {
-        self.cache = None;
+        for c in &mut self.cpus {
+            c.cache = None;
+        }
+    }
+
+    /// Resets the machine: every vCPU, as a guest reset does.
+    pub fn reset_machine(&mut self) -> anyhow::Result<()> {
+        self.forget_stops();
+        crate::smp::reset_all(self.cfg, &self.ctl, self.vcpus, &self.mem)
+    }
+
+    /// Forgets what the vCPUs stopped on (the machine was reset).
+    pub fn forget_stops(&mut self) {
+        self.invalidate();
+        for c in &mut self.cpus {
+            c.pending = None;
+            c.foreign_int3 = None;
+        }
+    }
+
+    /// What `info threads` says about vCPU `i`: its number, mode and
+    /// whether it runs.
+    pub fn describe(&mut self, i: usize) -> String {
+        let cur = std::mem::replace(&mut self.cur, i);
+        let st = self.state();
+        self.cur = cur;
+        let Ok(st) = st else {
+            return format!("CPU#{i}");
+        };
+        let run = if self.vcpus[i].waiting_for_sipi() {
+            ", waiting for SIPI"
+        } else if st.halted {
+            ", halted"
+        } else {
+            ""
+        };
+        format!("CPU#{i} [{}{run}]", st.mode().name())
     }
 
     /// The debug setup for the next run.
@@ -195,14 +274,21 @@ impl<'a> HxTarget<'a> {
     }
 
     pub fn apply_debug(&mut self, dbg: GuestDebug) -> Result<(), TargetFail> {
-        if self.applied == Some(dbg) {
+        let i = self.cur;
+        if self.cpus[i].applied == Some(dbg) {
             return Ok(());
         }
-        self.vcpu
+        self.vcpus[i]
             .set_guest_debug(&dbg)
-            .map_err(|e| TargetFail(format!("setting up guest debugging: {e}")))?;
-        self.applied = Some(dbg);
+            .map_err(|e| TargetFail(format!("setting up guest debugging on vCPU {i}: {e}")))?;
+        self.cpus[i].applied = Some(dbg);
         Ok(())
+    }
+
+    /// The current vCPU stopped on a guest INT3 that the next run hands
+    /// to the guest.
+    pub fn on_foreign_int3(&mut self) -> bool {
+        self.cpus[self.cur].foreign_int3.is_some()
     }
 
     /// Prepares the vCPU for the next run: single-step or not, and, when
@@ -211,7 +297,7 @@ impl<'a> HxTarget<'a> {
     /// Returns true when that first step is the whole of a `stepi`.
     pub fn prepare_run(&mut self, step: bool) -> Result<bool, TargetFail> {
         let pc = self.state().map(|s| x86::gdb::pc(&s)).ok();
-        if let (Some(at), Some(pc)) = (self.foreign_int3.take(), pc) {
+        if let (Some(at), Some(pc)) = (self.cpus[self.cur].foreign_int3.take(), pc) {
             if at == pc {
                 let d = self.guest_debug(true, false);
                 self.apply_debug(d)?;
@@ -310,15 +396,15 @@ impl<'a> HxTarget<'a> {
     }
 
     /// After a step: the watchpoint it hit, if any.
-    pub fn watch_post(&mut self, pre: &WatchPre) -> Option<SingleThreadStopReason<u64>> {
+    pub fn watch_post(&mut self, pre: &WatchPre) -> Option<StopReason> {
         for (a, l, k, chunks, before) in &pre.values {
             let touched = pre.accesses.iter().any(|m| watch::hits(m, *a, *l, *k));
             let changed = matches!(k, WatchKind::Write | WatchKind::Access)
                 && before.is_some()
                 && chunks.as_ref().and_then(|c| self.phys_bytes(c)) != *before;
             if touched || changed {
-                return Some(SingleThreadStopReason::Watch {
-                    tid: (),
+                return Some(StopReason::Watch {
+                    tid: Self::tid(self.cur),
                     kind: gdb_watch_kind(*k),
                     addr: *a,
                 });
@@ -327,36 +413,43 @@ impl<'a> HxTarget<'a> {
         None
     }
 
-    /// Turns a debug exit into what gdb is told.
-    pub fn stop_reason(&mut self, ev: DebugEvent, stepping: bool) -> SingleThreadStopReason<u64> {
-        self.invalidate();
+    /// Turns a debug exit of the current vCPU into what gdb is told.
+    pub fn stop_reason(&mut self, ev: DebugEvent, stepping: bool) -> StopReason {
+        self.cpus[self.cur].cache = None;
+        let tid = Self::tid(self.cur);
         match ev {
-            DebugEvent::SingleStep if stepping => SingleThreadStopReason::DoneStep,
-            DebugEvent::SingleStep => SingleThreadStopReason::Signal(Signal::SIGTRAP),
+            DebugEvent::SingleStep if stepping => StopReason::DoneStep,
+            DebugEvent::SingleStep => StopReason::SignalWithThread {
+                tid,
+                signal: Signal::SIGTRAP,
+            },
             DebugEvent::SwBreakpoint => {
                 let pc = self.state().map(|s| x86::gdb::pc(&s)).unwrap_or(0);
                 if self.sw.contains_key(&pc) {
-                    SingleThreadStopReason::SwBreak(())
+                    StopReason::SwBreak(tid)
                 } else {
                     // The guest's own INT3: gdb sees SIGTRAP, and the next
                     // resume hands the INT3 to the guest.
-                    self.foreign_int3 = Some(pc);
-                    SingleThreadStopReason::Signal(Signal::SIGTRAP)
+                    self.cpus[self.cur].foreign_int3 = Some(pc);
+                    StopReason::SignalWithThread {
+                        tid,
+                        signal: Signal::SIGTRAP,
+                    }
                 }
             }
             DebugEvent::HwBreakpoint(slot) => match self.slots.get(slot).copied().flatten() {
-                Some((_, SlotOwner::Sw(_))) => SingleThreadStopReason::SwBreak(()),
-                _ => SingleThreadStopReason::HwBreak(()),
+                Some((_, SlotOwner::Sw(_))) => StopReason::SwBreak(tid),
+                _ => StopReason::HwBreak(tid),
             },
             DebugEvent::Watchpoint { slot, addr } => {
                 match self.slots.get(slot).copied().flatten() {
-                    Some((_, SlotOwner::Watch(start, _, kind))) => SingleThreadStopReason::Watch {
-                        tid: (),
+                    Some((_, SlotOwner::Watch(start, _, kind))) => StopReason::Watch {
+                        tid,
                         kind: gdb_watch_kind(kind),
                         addr: start,
                     },
-                    _ => SingleThreadStopReason::Watch {
-                        tid: (),
+                    _ => StopReason::Watch {
+                        tid,
                         kind: gdbstub::target::ext::breakpoints::WatchKind::Write,
                         addr,
                     },
@@ -373,8 +466,30 @@ impl<'a> HxTarget<'a> {
             self.remove_sw(a);
         }
         self.slots = [None; 4];
-        let _ = self.vcpu.set_guest_debug(&GuestDebug::default());
-        self.applied = None;
+        for (v, c) in self.vcpus.iter_mut().zip(&mut self.cpus) {
+            let _ = v.set_guest_debug(&GuestDebug::default());
+            c.applied = None;
+            c.pending = None;
+        }
+    }
+
+    /// A debug stop kept for vCPU `i` that still means something: its
+    /// breakpoint or watchpoint is still set (gdb may have removed it).
+    pub fn take_pending(&mut self, i: usize) -> Option<DebugEvent> {
+        let ev = self.cpus[i].pending.take()?;
+        let live = match ev {
+            DebugEvent::SingleStep => false,
+            DebugEvent::SwBreakpoint => {
+                let cur = std::mem::replace(&mut self.cur, i);
+                let pc = self.state().map(|s| x86::gdb::pc(&s)).ok();
+                self.cur = cur;
+                pc.is_some_and(|pc| self.sw.contains_key(&pc))
+            }
+            DebugEvent::HwBreakpoint(s) | DebugEvent::Watchpoint { slot: s, .. } => {
+                self.slots.get(s).copied().flatten().is_some()
+            }
+        };
+        live.then_some(ev)
     }
 
     /// Linear -> physical for the current state.
@@ -530,7 +645,7 @@ impl Target for HxTarget<'_> {
     type Error = TargetFail;
 
     fn base_ops(&mut self) -> BaseOps<'_, X86Hx, TargetFail> {
-        BaseOps::SingleThread(self)
+        BaseOps::MultiThread(self)
     }
 
     fn support_breakpoints(&mut self) -> Option<BreakpointsOps<'_, Self>> {
@@ -549,103 +664,6 @@ impl Target for HxTarget<'_> {
 
     fn guard_rail_implicit_sw_breakpoints(&self) -> bool {
         true
-    }
-}
-
-impl SingleThreadBase for HxTarget<'_> {
-    fn read_registers(&mut self, regs: &mut Regs) -> TargetResult<(), Self> {
-        let st = self.state().map_err(TargetError::Fatal)?;
-        regs.bytes = x86::gdb::read_all(&st);
-        Ok(())
-    }
-
-    fn write_registers(&mut self, regs: &Regs) -> TargetResult<(), Self> {
-        let mut st = self.state().map_err(TargetError::Fatal)?;
-        let mem = self.mem.clone();
-        let snapshot = st;
-        let mut reader = |a: u64, b: &mut [u8]| match mem::translate(&snapshot, &mem, a) {
-            Some(p) => mem::read_phys(&mem, p, b),
-            None => false,
-        };
-        if let Err(e) = x86::gdb::write_all(&mut st, &regs.bytes, &mut reader) {
-            log::warn!(target: "gdb", "register write refused: {e}");
-            return Err(TargetError::Errno(EINVAL));
-        }
-        self.set_state(&st).map_err(|e| {
-            log::warn!(target: "gdb", "{}", e.0);
-            TargetError::Errno(EINVAL)
-        })
-    }
-
-    fn support_single_register_access(&mut self) -> Option<SingleRegisterAccessOps<'_, (), Self>> {
-        Some(self)
-    }
-
-    fn read_addrs(&mut self, start: u64, data: &mut [u8]) -> TargetResult<usize, Self> {
-        match self.read_linear(start, data) {
-            0 if !data.is_empty() => Err(TargetError::Errno(EFAULT)),
-            n => Ok(n),
-        }
-    }
-
-    fn write_addrs(&mut self, start: u64, data: &[u8]) -> TargetResult<(), Self> {
-        if self.write_linear(start, data) {
-            Ok(())
-        } else {
-            Err(TargetError::Errno(EFAULT))
-        }
-    }
-
-    fn support_resume(&mut self) -> Option<SingleThreadResumeOps<'_, Self>> {
-        Some(self)
-    }
-}
-
-impl SingleRegisterAccess<()> for HxTarget<'_> {
-    fn read_register(&mut self, _tid: (), reg: Reg, buf: &mut [u8]) -> TargetResult<usize, Self> {
-        let st = self.state().map_err(TargetError::Fatal)?;
-        let mut v = Vec::with_capacity(16);
-        x86::gdb::read_reg(&st, reg.0, &mut v).map_err(|_| TargetError::Errno(EINVAL))?;
-        let n = v.len().min(buf.len());
-        buf[..n].copy_from_slice(&v[..n]);
-        Ok(n)
-    }
-
-    fn write_register(&mut self, _tid: (), reg: Reg, val: &[u8]) -> TargetResult<(), Self> {
-        let mut st = self.state().map_err(TargetError::Fatal)?;
-        let mem = self.mem.clone();
-        let snapshot = st;
-        let mut reader = |a: u64, b: &mut [u8]| match mem::translate(&snapshot, &mem, a) {
-            Some(p) => mem::read_phys(&mem, p, b),
-            None => false,
-        };
-        if let Err(e) = x86::gdb::write_reg(&mut st, reg.0, val, &mut reader) {
-            log::warn!(target: "gdb", "register write refused: {e}");
-            return Err(TargetError::Errno(EINVAL));
-        }
-        self.set_state(&st).map_err(|e| {
-            log::warn!(target: "gdb", "{}", e.0);
-            TargetError::Errno(EINVAL)
-        })
-    }
-}
-
-impl SingleThreadResume for HxTarget<'_> {
-    fn resume(&mut self, _signal: Option<Signal>) -> Result<(), TargetFail> {
-        // A guest has no signals to deliver: a signal gdb passes is dropped.
-        self.resume = Some(Resume::Continue);
-        Ok(())
-    }
-
-    fn support_single_step(&mut self) -> Option<SingleThreadSingleStepOps<'_, Self>> {
-        Some(self)
-    }
-}
-
-impl SingleThreadSingleStep for HxTarget<'_> {
-    fn step(&mut self, _signal: Option<Signal>) -> Result<(), TargetFail> {
-        self.resume = Some(Resume::Step);
-        Ok(())
     }
 }
 

@@ -507,6 +507,10 @@ impl Vcpu for DbtVcpu {
         Ok(())
     }
 
+    fn waiting_for_sipi(&mut self) -> bool {
+        self.wait_sipi
+    }
+
     fn kicker(&self) -> Arc<dyn Kicker> {
         Arc::new(DbtKicker {
             flag: self.kick.clone(),

@@ -488,6 +488,14 @@ impl Vcpu for KvmVcpu {
             .map_err(kvm_err("KVM_SET_MP_STATE"))
     }
 
+    fn waiting_for_sipi(&mut self) -> bool {
+        self.fd.get_mp_state().is_ok_and(|mp| {
+            // An AP starts uninitialized; after INIT it waits for SIPI.
+            mp.mp_state == kvm_bindings::KVM_MP_STATE_UNINITIALIZED
+                || mp.mp_state == kvm_bindings::KVM_MP_STATE_INIT_RECEIVED
+        })
+    }
+
     fn kicker(&self) -> Arc<dyn Kicker> {
         self.kicker.clone()
     }
