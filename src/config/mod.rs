@@ -1,10 +1,11 @@
 //! From the parsed command line ([`Cli`]) to a [`MachineConfig`]: every
 //! option's value checked, QEMU's spelling accepted, clear errors otherwise.
 //! `accel.rs`: `-machine`, `-accel`; `devices.rs`: `-device`, `-debugcon`,
-//! `-global`; `smp.rs`: `-smp`.
+//! `-global`; `drive.rs`: `-drive`, `-snapshot`, virtio-blk-pci; `smp.rs`: `-smp`.
 
 pub mod accel;
 pub mod devices;
+pub mod drive;
 pub mod smp;
 
 use std::path::PathBuf;
@@ -221,6 +222,13 @@ pub fn build(cli: &Cli, show_accel: bool) -> Result<MachineConfig> {
             devs.push(devices::parse_debugcon(d, &globals)?);
         }
     }
+    let drives = cli
+        .drive
+        .iter()
+        .enumerate()
+        .map(|(i, d)| drive::parse_drive(d, cli.snapshot, i))
+        .collect::<Result<Vec<_>>>()?;
+    drive::resolve(&drives, &mut devs)?;
     for d in &mut devs {
         resolve_chardev(d, &chardevs)?;
     }

@@ -1,7 +1,7 @@
 //! Disk images: the format probe, QEMU-style locks, `-snapshot`'s overlay.
 
 use super::block_image::{open, ImageError, ImageOptions};
-use super::block_tests::{pattern, TempImage};
+use super::block_rig::{pattern, TempImage};
 
 fn err(opts: &ImageOptions) -> String {
     open(opts).map(|_| ()).unwrap_err().to_string()

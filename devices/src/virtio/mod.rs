@@ -33,8 +33,12 @@ pub mod block;
 pub mod block_image;
 #[cfg(test)]
 mod block_image_tests;
+#[cfg(test)]
+mod block_malformed_tests;
 mod block_overlay;
 mod block_request;
+#[cfg(test)]
+mod block_rig;
 #[cfg(test)]
 mod block_tests;
 pub mod net;
