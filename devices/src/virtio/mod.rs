@@ -22,6 +22,8 @@
 //! The transport offers `VIRTIO_F_VERSION_1`, `VIRTIO_RING_F_EVENT_IDX`
 //! and `VIRTIO_RING_F_INDIRECT_DESC` on top of [`VirtioDevice::device_features`].
 
+pub mod console;
+
 use std::sync::Arc;
 
 use thiserror::Error;
