@@ -1,11 +1,10 @@
 //! From the parsed command line ([`Cli`]) to a [`MachineConfig`]: every
 //! option's value checked, QEMU's spelling accepted, clear errors otherwise.
 //! `accel.rs`: `-machine`, `-accel`; `devices.rs`: `-device`, `-debugcon`,
-//! `-global`; `drive.rs`: `-drive`, `-snapshot`, virtio-blk-pci; `smp.rs`: `-smp`.
+//! `-global`; `smp.rs`: `-smp`.
 
 pub mod accel;
 pub mod devices;
-pub mod drive;
 pub mod smp;
 
 use std::path::PathBuf;
@@ -222,13 +221,6 @@ pub fn build(cli: &Cli, show_accel: bool) -> Result<MachineConfig> {
             devs.push(devices::parse_debugcon(d, &globals)?);
         }
     }
-    let drives = cli
-        .drive
-        .iter()
-        .enumerate()
-        .map(|(i, d)| drive::parse_drive(d, cli.snapshot, i))
-        .collect::<Result<Vec<_>>>()?;
-    drive::resolve(&drives, &mut devs)?;
     for d in &mut devs {
         resolve_chardev(d, &chardevs)?;
     }
