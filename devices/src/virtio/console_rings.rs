@@ -159,13 +159,29 @@ impl Active {
         }
         let Active { mem, queues, .. } = self;
         let queue = queues.get_mut(usize::from(q))?.as_mut()?;
-        let chain = match queue.iter(mem.memory()) {
-            Ok(mut it) => it.next()?,
-            Err(e) => {
-                log::debug!(target: "guest_errors", "virtio-serial: queue {q}: {e}");
-                self.fail();
-                return None;
-            }
+        let mut rearmed = false;
+        let chain = loop {
+            let r = queue.iter(mem.memory()).map(|mut it| it.next());
+            let e = match r {
+                Ok(Some(c)) => break c,
+                // Empty: re-arm notifications (with EVENT_IDX this
+                // publishes avail_event, without which the driver stops
+                // kicking) and look once more for what came meanwhile.
+                Ok(None) if !rearmed => match queue.enable_notification(mem.memory()) {
+                    Ok(true) => {
+                        rearmed = true;
+                        continue;
+                    }
+                    Ok(false) => return None,
+                    Err(e) => e,
+                },
+                // More announced but none readable: the ring is outside RAM.
+                Ok(None) => virtio_queue::Error::InvalidChain,
+                Err(e) => e,
+            };
+            log::debug!(target: "guest_errors", "virtio-serial: queue {q}: {e}");
+            self.fail();
+            return None;
         };
         let head = chain.head_index();
         let bufs = chain
