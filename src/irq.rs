@@ -81,8 +81,26 @@ impl InterruptController for ChipController {
     fn next_deadline_ns(&self, cpu: u32) -> Option<u64> {
         lock_chip(&self.chip).next_deadline_ns_on(cpu as usize)
     }
-    fn set_tsc_deadline(&self, cpu: u32, value: u64, tsc_now: u64) {
-        lock_chip(&self.chip).set_tsc_deadline_on(cpu as usize, value, tsc_now);
+    fn tpr(&self, cpu: u32) -> u8 {
+        lock_chip(&self.chip).lapic_of(cpu as usize).tpr()
+    }
+    fn set_tpr(&self, cpu: u32, tpr: u8) {
+        let mut chip = lock_chip(&self.chip);
+        chip.lapic_of(cpu as usize).set_tpr(tpr);
+    }
+    fn apic_msr_read(&self, cpu: u32, msr: u32) -> Option<Result<u64, x86::MsrFault>> {
+        let r = lock_chip(&self.chip).msr_read_on(cpu as usize, msr)?;
+        Some(r.map_err(|_| x86::MsrFault))
+    }
+    fn apic_msr_write(
+        &self,
+        cpu: u32,
+        msr: u32,
+        value: u64,
+        tsc_now: u64,
+    ) -> Option<Result<(), x86::MsrFault>> {
+        let r = lock_chip(&self.chip).msr_write_on(cpu as usize, msr, value, tsc_now)?;
+        Some(r.map_err(|_| x86::MsrFault))
     }
     fn wait(&self, deadline_ns: Option<u64>) {
         // Lock order is chip -> generation (the notifier runs under the chip

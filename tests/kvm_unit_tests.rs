@@ -31,6 +31,13 @@ const SUBSET: &[&str] = &[
     "smptest",
     "smptest3",
     "vmexit_ipi",
+    // The IOAPIC (level/edge, masking, TMR) with x2APIC on 4 vCPUs, the
+    // TSC-deadline timer, CR8/TPR and the MSR table.
+    "ioapic",
+    "vmexit_tscdeadline",
+    "vmexit_tscdeadline_immed",
+    "vmexit_mov_to_cr8",
+    "msr",
 ];
 
 fn tarball(repo: &Path) -> Option<PathBuf> {

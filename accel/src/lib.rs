@@ -170,8 +170,22 @@ pub trait InterruptController: Send + Sync {
     /// When a timer of `cpu` next needs attention, on
     /// [`InterruptController::now_ns`]'s clock.
     fn next_deadline_ns(&self, cpu: u32) -> Option<u64>;
-    /// IA32_TSC_DEADLINE of `cpu` was written; `tsc_now` is its guest TSC.
-    fn set_tsc_deadline(&self, cpu: u32, value: u64, tsc_now: u64);
+    /// RDMSR by `cpu` of an MSR its local APIC owns (IA32_APIC_BASE,
+    /// IA32_TSC_DEADLINE, x2APIC registers 0x800-0x8FF): None when the
+    /// controller owns no such MSR, `Some(Err(MsrFault))` for #GP.
+    fn apic_msr_read(&self, cpu: u32, msr: u32) -> Option<std::result::Result<u64, x86::MsrFault>>;
+    /// The task priority (TPR) of `cpu`'s local APIC (CR8 is TPR[7:4]).
+    fn tpr(&self, cpu: u32) -> u8;
+    /// Sets the task priority of `cpu`'s local APIC (MOV to CR8).
+    fn set_tpr(&self, cpu: u32, tpr: u8);
+    /// WRMSR counterpart; `tsc_now` is the vCPU's guest TSC.
+    fn apic_msr_write(
+        &self,
+        cpu: u32,
+        msr: u32,
+        value: u64,
+        tsc_now: u64,
+    ) -> Option<std::result::Result<(), x86::MsrFault>>;
     /// Blocks until an interrupt line or an APIC changes, the deadline
     /// passes, or [`InterruptController::wake`] is called, whichever is first.
     fn wait(&self, deadline_ns: Option<u64>);

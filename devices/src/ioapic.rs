@@ -72,13 +72,13 @@ impl IoApic {
             return;
         };
         let bit = 1u32 << pin;
-        if entry & RTE_LEVEL != 0 {
-            if level {
-                self.irr |= bit;
-            } else {
-                self.irr &= !bit;
-            }
-        } else if level && self.lines & bit == 0 {
+        // A level entry requests while the line is high; an edge entry on
+        // a rising edge, unless masked: "edge-sensitive interrupts signaled
+        // on a masked interrupt pin are ignored (i.e., not delivered or
+        // held pending)" (82093AA datasheet, 3.2.4).
+        if !level {
+            self.irr &= !bit;
+        } else if entry & RTE_LEVEL != 0 || (self.lines & bit == 0 && entry & RTE_MASKED == 0) {
             self.irr |= bit;
         }
         if level {

@@ -12,9 +12,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::bus::{Bus, BusDevice, BusError, IrqLine, VmRequest};
 use crate::clock::Clock;
 use crate::ioapic::{IoApic, IOAPIC_BASE, IOAPIC_SIZE};
-use crate::lapic::{ApicMessage, LocalApic, LAPIC_BASE, LAPIC_SIZE};
+use crate::lapic::{ApicMessage, ApicMsrFault, LocalApic, LAPIC_BASE, LAPIC_SIZE};
 use crate::pic::Pic;
 use crate::pit::Pit;
+
+/// IA32_APIC_BASE.
+pub const MSR_APIC_BASE: u32 = 0x1b;
+/// IA32_TSC_DEADLINE.
+pub const MSR_TSC_DEADLINE: u32 = 0x6e0;
 
 /// Called (with the chip locked: it must not lock the chip) whenever an
 /// interrupt line changes, so a halted vCPU can be woken up.
@@ -296,6 +301,63 @@ impl IrqChip {
         self.lapic_of(cpu).set_tsc_deadline(value, tsc_now, now);
     }
 
+    /// RDMSR of vCPU `cpu` of an MSR its local APIC owns (IA32_APIC_BASE,
+    /// IA32_TSC_DEADLINE, the x2APIC range): None if it owns no such MSR,
+    /// `Some(Err(_))` for #GP.
+    pub fn msr_read_on(&mut self, cpu: usize, msr: u32) -> Option<Result<u64, ApicMsrFault>> {
+        let now = self.clock.now_ns();
+        let l = self.lapic_of(cpu);
+        match msr {
+            MSR_APIC_BASE => Some(Ok(l.apic_base())),
+            MSR_TSC_DEADLINE => Some(Ok(l.tsc_deadline())),
+            0x800..=0x8ff => Some(l.x2apic_msr_read(msr, now)),
+            _ => None,
+        }
+    }
+
+    /// WRMSR counterpart of [`IrqChip::msr_read_on`]; `tsc_now` is the
+    /// vCPU's TSC (for IA32_TSC_DEADLINE). IA32_APIC_BASE values are
+    /// checked by the CPU before they get here.
+    pub fn msr_write_on(
+        &mut self,
+        cpu: usize,
+        msr: u32,
+        value: u64,
+        tsc_now: u64,
+    ) -> Option<Result<(), ApicMsrFault>> {
+        let now = self.clock.now_ns();
+        let cpu = if cpu < self.lapics.len() { cpu } else { 0 };
+        let r = match msr {
+            MSR_APIC_BASE => {
+                self.lapics[cpu].set_apic_base(value);
+                Ok(())
+            }
+            MSR_TSC_DEADLINE => {
+                self.lapics[cpu].set_tsc_deadline(value, tsc_now, now);
+                Ok(())
+            }
+            0x800..=0x8ff => match self.lapics[cpu].x2apic_msr_write(msr, value, now) {
+                Ok(eoi) => {
+                    if let Some(vector) = eoi {
+                        let Self {
+                            ioapic,
+                            lapics,
+                            lowest_rr,
+                            ..
+                        } = self;
+                        ioapic.eoi(vector, &mut |m| route_message(lapics, lowest_rr, m));
+                    }
+                    self.route_outbox(cpu);
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            _ => return None,
+        };
+        self.notify();
+        Some(r)
+    }
+
     /// [`IrqChip::set_tsc_deadline_on`] for the BSP.
     pub fn set_tsc_deadline(&mut self, value: u64, tsc_now: u64) {
         self.set_tsc_deadline_on(0, value, tsc_now);
@@ -352,6 +414,11 @@ impl IrqChip {
             } = self;
             ioapic.eoi(vector, &mut |m| route_message(lapics, lowest_rr, m));
         }
+        self.route_outbox(cpu);
+    }
+
+    /// Routes the IPIs APIC `cpu` sent.
+    fn route_outbox(&mut self, cpu: usize) {
         let sent = self.lapics[cpu].take_outbox();
         if !sent.is_empty() {
             for icr in sent {
@@ -369,14 +436,20 @@ impl IrqChip {
         let vector = icr as u8;
         let logical = icr & (1 << 11) != 0;
         let level = icr & (1 << 15) != 0 && mode == crate::lapic::delivery::FIXED;
-        let dest = (icr >> 56) as u8;
+        // An APIC in x2APIC mode sends 32-bit destinations.
+        let wide = self.lapics[from].is_x2apic();
+        let dest = if wide {
+            (icr >> 32) as u32
+        } else {
+            (icr >> 56) as u32
+        };
         let shorthand = (icr >> 18) & 3;
         let n = self.lapics.len();
         let lowest = mode == crate::lapic::delivery::LOWEST && shorthand == 0;
         let targets: Vec<usize> = (0..n)
             .filter(|&j| j != from || lowest)
             .filter(|&j| match shorthand {
-                0 => self.lapics[j].matches_destination(dest, logical),
+                0 => self.lapics[j].matches(dest, logical, wide),
                 1 => false,
                 _ => true,
             })

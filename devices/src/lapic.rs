@@ -21,6 +21,8 @@ pub const LAPIC_SIZE: u64 = 0x1000;
 pub const LAPIC_BUS_HZ: u64 = 1_000_000_000;
 /// Version register: integrated APIC (0x14), six LVT entries.
 const VERSION: u32 = 0x0005_0014;
+/// IA32_APIC_BASE x2APIC mode bit (EXTD).
+pub const APIC_BASE_EXTD: u64 = 1 << 10;
 /// IA32_APIC_BASE enable bit (xAPIC global enable).
 pub const APIC_BASE_ENABLE: u64 = 1 << 11;
 /// IA32_APIC_BASE bootstrap-processor bit.
@@ -248,13 +250,11 @@ impl LocalApic {
     /// directly. The base address is recorded but the MMIO page is not moved.
     pub fn set_apic_base(&mut self, value: u64) {
         let was_enabled = self.hw_enabled();
-        if value & (1 << 10) != 0 {
-            log::debug!(target: "unimp", "lapic: x2APIC mode not supported");
-        }
         if value & !0x0000_000f_ffff_fd00 != 0 {
             log::debug!(target: "guest_errors", "lapic: reserved bits in APIC base {:#x}", value);
         }
-        self.apic_base = value & 0x0000_000f_ffff_f900;
+        // The CPU checks the mode transitions (SDM 10.12.5) before this.
+        self.apic_base = value & 0x0000_000f_ffff_fd00;
         if self.apic_base & !0xfff != LAPIC_BASE {
             log::debug!(target: "unimp", "lapic: relocation to {:#x} not supported", self.apic_base);
         }
@@ -275,6 +275,11 @@ impl LocalApic {
         self.apic_base & APIC_BASE_ENABLE != 0
     }
 
+    /// Whether the APIC is in x2APIC mode (enabled, EXTD set).
+    pub fn is_x2apic(&self) -> bool {
+        self.hw_enabled() && self.apic_base & APIC_BASE_EXTD != 0
+    }
+
     fn sw_enabled(&self) -> bool {
         self.svr & SVR_ENABLE != 0
     }
@@ -285,6 +290,16 @@ impl LocalApic {
         let lint0 = self.lvt[LVT_LINT0];
         !self.hw_enabled()
             || (lint0 & LVT_MASKED == 0 && (lint0 >> 8) & 7 == u32::from(delivery::EXTINT))
+    }
+
+    /// The task priority register.
+    pub fn tpr(&self) -> u8 {
+        self.tpr
+    }
+
+    /// Writes TPR (MOV to CR8 sets TPR[7:4] and clears TPR[3:0]).
+    pub fn set_tpr(&mut self, tpr: u8) {
+        self.tpr = tpr;
     }
 
     /// Processor priority: the higher of TPR and the in-service class.
@@ -320,11 +335,30 @@ impl LocalApic {
         std::mem::take(&mut self.nmi_pending)
     }
 
-    /// Whether this APIC is a destination of `dest` in the given mode.
+    /// Whether this APIC is a destination of `dest` in the given mode
+    /// (an xAPIC-format, 8-bit destination: IOAPIC, MSI, xAPIC IPIs).
     pub fn matches_destination(&self, dest: u8, logical: bool) -> bool {
-        if dest == 0xff {
+        self.matches(u32::from(dest), logical, false)
+    }
+
+    /// Whether this APIC is a destination of `dest`; `wide`: a 32-bit
+    /// x2APIC destination (IPIs of an APIC in x2APIC mode), else 8 bits.
+    /// An APIC in x2APIC mode has the 32-bit ID and the cluster logical
+    /// ID of SDM 10.12.10.2.
+    pub fn matches(&self, dest: u32, logical: bool, wide: bool) -> bool {
+        if dest == if wide { u32::MAX } else { 0xff } {
             return true;
         }
+        if self.is_x2apic() {
+            if !logical {
+                return dest == u32::from(self.id);
+            }
+            let ldr = self.x2apic_ldr();
+            return dest >> 16 == ldr >> 16 && dest & ldr & 0xffff != 0;
+        }
+        let Ok(dest) = u8::try_from(dest) else {
+            return false;
+        };
         if !logical {
             return dest == self.id;
         }
@@ -400,12 +434,8 @@ impl LocalApic {
     pub fn eoi(&mut self) -> Option<u8> {
         let v = self.isr.highest()?;
         self.isr.set(v, false);
-        if self.tmr.get(v) {
-            self.tmr.set(v, false);
-            Some(v)
-        } else {
-            None
-        }
+        // TMR keeps its bit until the vector is next accepted (SDM 10.8.4).
+        self.tmr.get(v).then_some(v)
     }
 
     /// Sends the IPI in ICR: this APIC takes its own share at once; the
@@ -427,7 +457,7 @@ impl LocalApic {
         let lowest = mode == delivery::LOWEST && shorthand == 0;
         let to_self = !lowest
             && match shorthand {
-                0 => self.matches_destination((icr >> 56) as u8, logical),
+                0 => self.matches(self.icr_destination(), logical, self.is_x2apic()),
                 1 | 2 => true,
                 _ => false,
             };
@@ -437,6 +467,15 @@ impl LocalApic {
         }
         if shorthand != 1 {
             self.outbox.push(icr);
+        }
+    }
+
+    /// The destination field of ICR: bits 63:32 in x2APIC mode, 63:56 else.
+    pub fn icr_destination(&self) -> u32 {
+        if self.is_x2apic() {
+            (self.icr >> 32) as u32
+        } else {
+            (self.icr >> 56) as u32
         }
     }
 
@@ -579,6 +618,12 @@ impl LocalApic {
     /// MMIO read at `offset` into the APIC page at time `now`. Registers
     /// are 32 bits wide at 16-byte strides; other bytes read 0.
     pub fn mmio_read(&mut self, offset: u64, data: &mut [u8], now: u64) {
+        if !self.hw_enabled() || self.is_x2apic() {
+            // The xAPIC page is off when the APIC is disabled or in x2APIC
+            // mode (SDM 10.4.3, 10.12.2): nothing answers, reads float high.
+            data.fill(0xff);
+            return;
+        }
         let reg = offset & !0xf;
         let within = offset & 0xf;
         let value = if within < 4 && offset < LAPIC_SIZE {
@@ -597,6 +642,10 @@ impl LocalApic {
     /// register are ignored; narrow ones merge into the current value.
     /// Returns the vector of a level-triggered interrupt the write EOI'd.
     pub fn mmio_write(&mut self, offset: u64, data: &[u8], now: u64) -> Option<u8> {
+        if !self.hw_enabled() || self.is_x2apic() {
+            log::debug!(target: "guest_errors", "lapic: MMIO write at {offset:#x} with the xAPIC page off ignored");
+            return None;
+        }
         if offset & 0xf != 0 || offset >= LAPIC_SIZE || data.is_empty() {
             log::debug!(target: "guest_errors", "lapic: unaligned write at {:#x}", offset);
             return None;
@@ -615,6 +664,10 @@ impl LocalApic {
         self.write_reg(offset, u32::from_le_bytes(bytes), now)
     }
 }
+
+#[path = "lapic_x2apic.rs"]
+mod x2apic;
+pub use x2apic::ApicMsrFault;
 
 #[cfg(test)]
 #[path = "lapic_tests.rs"]

@@ -80,8 +80,11 @@ fn level_eoi_is_broadcast() {
     assert_eq!(rd(&mut a, 0x180 + 0x20, 0), 1);
     assert_eq!(a.acknowledge(), Some(0x40));
     assert_eq!(wr(&mut a, 0xb0, 0, 0), Some(0x40));
-    assert_eq!(rd(&mut a, 0x180 + 0x20, 0), 0);
+    // TMR keeps the bit until the vector is accepted again, edge-triggered.
+    assert_eq!(rd(&mut a, 0x180 + 0x20, 0), 1);
     assert_eq!(a.eoi(), None);
+    a.accept_message(&fixed(0x40, false));
+    assert_eq!(rd(&mut a, 0x180 + 0x20, 0), 0);
 }
 
 #[test]
@@ -314,4 +317,87 @@ fn extreme_times_do_not_overflow() {
     // Saturated arithmetic: it may fire again, but never panics.
     let _ = a.poll(u64::MAX);
     let _ = rd(&mut a, 0x390, u64::MAX);
+}
+
+fn x2apic(id: u8) -> LocalApic {
+    let mut a = if id == 0 {
+        LocalApic::new(0)
+    } else {
+        LocalApic::new_ap(id)
+    };
+    a.set_apic_base(a.apic_base() | APIC_BASE_EXTD);
+    a.x2apic_msr_write(0x80f, 0x1ff, 0).unwrap();
+    a
+}
+
+#[test]
+fn x2apic_registers_are_msrs() {
+    let mut a = LocalApic::new(0);
+    // Not in x2APIC mode: every x2APIC MSR faults.
+    assert_eq!(a.x2apic_msr_read(0x802, 0), Err(ApicMsrFault));
+    let mut a2 = x2apic(0x13);
+    assert!(a2.is_x2apic());
+    assert_eq!(a2.x2apic_msr_read(0x802, 0), Ok(0x13));
+    // Cluster 1, bit 3.
+    assert_eq!(a2.x2apic_msr_read(0x80d, 0), Ok(0x1_0008));
+    assert_eq!(a2.x2apic_msr_read(0x803, 0), Ok(u64::from(VERSION)));
+    // Write-only, absent and read-only registers fault.
+    for msr in [0x80b, 0x83f, 0x80e, 0x831, 0x809] {
+        assert_eq!(a2.x2apic_msr_read(msr, 0), Err(ApicMsrFault), "{msr:#x}");
+    }
+    for msr in [0x802, 0x803, 0x80d, 0x80a, 0x810, 0x839] {
+        assert_eq!(
+            a2.x2apic_msr_write(msr, 0, 0),
+            Err(ApicMsrFault),
+            "{msr:#x}"
+        );
+    }
+    // EOI and ESR take only 0; 32-bit registers no upper bits.
+    assert_eq!(a2.x2apic_msr_write(0x80b, 1, 0), Err(ApicMsrFault));
+    assert_eq!(a2.x2apic_msr_write(0x808, 1 << 32, 0), Err(ApicMsrFault));
+    a2.x2apic_msr_write(0x808, 0x20, 0).unwrap();
+    assert_eq!(a2.x2apic_msr_read(0x808, 0), Ok(0x20));
+    // The xAPIC page is off.
+    assert_eq!(rd(&mut a2, 0x30, 0), u32::MAX);
+    // SELF IPI requests the vector; EOI of a level vector is reported.
+    a2.x2apic_msr_write(0x83f, 0x45, 0).unwrap();
+    assert_eq!(a2.acknowledge(), Some(0x45));
+    assert_eq!(a2.x2apic_msr_write(0x80b, 0, 0), Ok(None));
+    a2.deliver_local(delivery::FIXED, 0x50, true);
+    assert_eq!(a2.acknowledge(), Some(0x50));
+    assert_eq!(a2.x2apic_msr_write(0x80b, 0, 0), Ok(Some(0x50)));
+    // ICR: one 64-bit write with a 32-bit destination; reserved bits fault.
+    assert_eq!(a2.x2apic_msr_write(0x830, 1 << 12, 0), Err(ApicMsrFault));
+    a2.x2apic_msr_write(0x830, (7u64 << 32) | 0x4060, 0)
+        .unwrap();
+    assert_eq!(a2.take_outbox(), vec![(7u64 << 32) | 0x4060]);
+    assert_eq!(a2.x2apic_msr_read(0x830, 0), Ok((7u64 << 32) | 0x4060));
+}
+
+#[test]
+fn x2apic_destinations() {
+    let a = x2apic(0x13);
+    assert!(a.matches(0x13, false, true));
+    assert!(!a.matches(0x12, false, true));
+    assert!(a.matches(u32::MAX, false, true));
+    assert!(a.matches(0x1_0008, true, true));
+    assert!(!a.matches(0x2_0008, true, true));
+    assert!(!a.matches(0x1_0004, true, true));
+    // xAPIC-format (IOAPIC/MSI) messages: 0xff broadcasts.
+    assert!(a.matches_destination(0xff, false));
+    assert!(a.matches_destination(0x13, false));
+    let x = enabled();
+    assert!(!x.matches(0x100, false, true));
+    assert!(x.matches(u32::MAX, false, true));
+}
+
+#[test]
+fn disabled_apic_page_reads_all_ones_and_ignores_writes() {
+    let mut a = enabled();
+    wr(&mut a, 0x80, 0x20, 0);
+    a.set_apic_base(a.apic_base() & !APIC_BASE_ENABLE);
+    assert_eq!(rd(&mut a, 0x30, 0), u32::MAX);
+    wr(&mut a, 0x80, 0xff, 0);
+    a.set_apic_base(a.apic_base() | APIC_BASE_ENABLE);
+    assert_eq!(rd(&mut a, 0x80, 0), 0);
 }

@@ -198,6 +198,33 @@ impl CpuBus for DbtBus {
         self.ic.as_ref().is_some_and(|ic| ic.take_nmi(self.cpu))
     }
 
+    fn apic_tpr(&mut self) -> Option<u8> {
+        Some(self.ic.as_ref()?.tpr(self.cpu))
+    }
+
+    fn set_apic_tpr(&mut self, tpr: u8) -> bool {
+        match &self.ic {
+            Some(ic) => {
+                ic.set_tpr(self.cpu, tpr);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn apic_msr_read(&mut self, msr: u32) -> Option<Result<u64, x86::MsrFault>> {
+        self.ic.as_ref()?.apic_msr_read(self.cpu, msr)
+    }
+
+    fn apic_msr_write(
+        &mut self,
+        msr: u32,
+        value: u64,
+        tsc: u64,
+    ) -> Option<Result<(), x86::MsrFault>> {
+        self.ic.as_ref()?.apic_msr_write(self.cpu, msr, value, tsc)
+    }
+
     fn startup_pending(&mut self) -> bool {
         self.ic
             .as_ref()

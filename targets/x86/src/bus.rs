@@ -30,6 +30,11 @@ pub struct RamPtr {
     pub writable: bool,
 }
 
+/// An MSR access the local APIC refuses: the CPU raises #GP(0).
+#[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
+#[error("invalid local APIC MSR access (#GP)")]
+pub struct MsrFault;
+
 /// Physical memory, port I/O and the interrupt source of one vCPU.
 ///
 /// Physical addresses not backed by RAM/ROM are MMIO; `read_phys` and
@@ -58,6 +63,30 @@ pub trait CpuBus {
     }
     /// Takes a pending NMI.
     fn take_nmi(&mut self) -> bool {
+        false
+    }
+    /// RDMSR of an MSR the local APIC owns (IA32_APIC_BASE,
+    /// IA32_TSC_DEADLINE, x2APIC registers): None when there is no such
+    /// APIC (the CPU then answers itself), `Some(Err(MsrFault))` for #GP.
+    fn apic_msr_read(&mut self, _msr: u32) -> Option<Result<u64, MsrFault>> {
+        None
+    }
+    /// WRMSR counterpart; `tsc` is the vCPU's TSC now.
+    fn apic_msr_write(
+        &mut self,
+        _msr: u32,
+        _value: u64,
+        _tsc: u64,
+    ) -> Option<Result<(), MsrFault>> {
+        None
+    }
+    /// The local APIC's task priority, which CR8 reads as TPR[7:4]: None
+    /// without an APIC (CR8 is then a plain register).
+    fn apic_tpr(&mut self) -> Option<u8> {
+        None
+    }
+    /// MOV to CR8: TPR becomes `tpr`. False without an APIC.
+    fn set_apic_tpr(&mut self, _tpr: u8) -> bool {
         false
     }
     /// An INIT or start-up IPI waits for this processor (the CPU stops

@@ -6,7 +6,8 @@
 //! models:
 //!
 //! * `hx86` (the default): the generic x86-64 hx86 has always modelled
-//!   (everything below except SMEP, SMAP, UMIP, PKU and PKS);
+//!   (everything below except SMEP, SMAP, UMIP, PKU, PKS, x2APIC and the
+//!   TSC-deadline timer);
 //! * `qemu64`: QEMU's `qemu64` restricted to what hx86 implements (QEMU
 //!   adds MTRR and SVM, which hx86 does not model);
 //! * `max`: every feature hx86 implements;
@@ -88,8 +89,10 @@ features! {
     Cx16 = "cx16", 1, 0, Ecx, 13;
     Sse41 = "sse4.1", 1, 0, Ecx, 19;
     Sse42 = "sse4.2", 1, 0, Ecx, 20;
+    X2apic = "x2apic", 1, 0, Ecx, 21;
     Movbe = "movbe", 1, 0, Ecx, 22;
     Popcnt = "popcnt", 1, 0, Ecx, 23;
+    TscDeadline = "tsc-deadline", 1, 0, Ecx, 24;
     Xsave = "xsave", 1, 0, Ecx, 26;
     Hypervisor = "hypervisor", 1, 0, Ecx, 31;
     Bmi1 = "bmi1", 7, 0, Ebx, 3;
@@ -163,8 +166,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "pdcm",
     "pcid",
     "dca",
-    "x2apic",
-    "tsc-deadline",
     "aes",
     "avx",
     "f16c",
@@ -319,7 +320,9 @@ impl Model {
                     .without(Smap)
                     .without(Umip)
                     .without(Pku)
-                    .without(Pks),
+                    .without(Pks)
+                    .without(X2apic)
+                    .without(TscDeadline),
             ),
             Model::Qemu64 => Some(FeatureSet::of(&[
                 Fpu, De, Pse, Tsc, Msr, Pae, Mce, Cx8, Apic, Sep, Pge, Mca, Cmov, Pat, Pse36,
@@ -580,13 +583,18 @@ mod tests {
         );
         assert_eq!(CpuSpec::parse("max,enforce,check").unwrap().changes, vec![]);
         // What kvm-unit-tests passes: vendor=GenuineIntel, and turning off
-        // features hx86 never has.
+        // features hx86 never has (pcid) or has (x2apic).
         assert_eq!(
             CpuSpec::parse("qemu64,-x2apic,vendor=GenuineIntel,pcid=off,migratable=no")
                 .unwrap()
                 .changes,
-            vec![]
+            vec![(Feature::X2apic, false)]
         );
+        let f = CpuSpec::parse("qemu64,+x2apic,+tsc-deadline")
+            .unwrap()
+            .for_dbt()
+            .unwrap();
+        assert!(f.has(Feature::X2apic) && f.has(Feature::TscDeadline));
         assert_eq!(
             CpuSpec::default().for_dbt().unwrap(),
             Model::Hx86.dbt_features().unwrap()

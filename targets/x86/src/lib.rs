@@ -22,7 +22,7 @@ pub mod mmu;
 pub mod state;
 pub mod testprog;
 
-pub use bus::{BusAction, CpuBus, RamPtr, TestBus};
+pub use bus::{BusAction, CpuBus, MsrFault, RamPtr, TestBus};
 pub use exception::{Exception, XResult};
 pub use interp::{Cpu, CpuConfig, ExitReason, JitConfig, StepResult};
 pub use state::{gpr, CpuMode, CpuState, DescriptorTable, FpuState, Msrs, SegReg, Segment};

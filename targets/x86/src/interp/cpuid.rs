@@ -105,7 +105,12 @@ pub fn cpuid(cfg: &CpuConfig, st: &CpuState, leaf: u32, sub: u32) -> [u32; 4] {
             SIGNATURE,
             topology(cfg, 1, 0)[1],
             leaf1_ecx(cfg, st),
-            leaf1_edx(cfg),
+            // CPUID.1:EDX.APIC follows IA32_APIC_BASE.EN (SDM 10.4.3).
+            if st.msr.apic_base & (1 << 11) == 0 {
+                leaf1_edx(cfg) & !(1 << 9)
+            } else {
+                leaf1_edx(cfg)
+            },
         ],
         7 if sub == 0 => [
             0,

@@ -51,7 +51,7 @@ pub fn mov(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()> 
             };
         }
         if is_crdr(r1) {
-            return super::system::mov_from_crdr(cpu, i);
+            return super::system::mov_from_crdr(cpu, bus, i);
         }
     }
     let size = cpu.op_size(i, 0);

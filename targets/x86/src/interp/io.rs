@@ -67,7 +67,10 @@ pub fn out(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()> 
     let act = bus.io_out(port, size as u8, v);
     if act != BusAction::Continue {
         cpu.mmu.pending_action = Some(act);
-        cpu.end_block = true;
     }
+    // A device write may raise an interrupt line: the block ends here and
+    // interrupts are checked before the next instruction, as for MMIO.
+    cpu.mmu.mmio_written = true;
+    cpu.end_block = true;
     Ok(())
 }

@@ -6,7 +6,7 @@ use crate::consts::{efer, msr};
 use crate::cpu_model::Feature;
 use crate::exception::{Exception, XResult};
 use crate::state::gpr::{RAX, RCX, RDX};
-use crate::SegReg;
+use crate::{CpuBus, SegReg};
 
 /// IA32_FEATURE_CONTROL (reads as locked, VMX off).
 pub const FEATURE_CONTROL: u32 = 0x3a;
@@ -125,21 +125,130 @@ impl Cpu {
     }
 }
 
-pub fn rdmsr(cpu: &mut Cpu) -> XResult<()> {
+/// IA32_TSC_DEADLINE.
+pub const TSC_DEADLINE: u32 = 0x6e0;
+/// The x2APIC register MSRs.
+pub const X2APIC_FIRST: u32 = 0x800;
+pub const X2APIC_LAST: u32 = 0x8ff;
+/// IA32_APIC_BASE bits: BSP, x2APIC mode (EXTD), global enable.
+const APIC_BASE_BSP: u64 = 1 << 8;
+const APIC_BASE_EXTD: u64 = 1 << 10;
+const APIC_BASE_EN: u64 = 1 << 11;
+
+/// Whether MSR `n` belongs to the local APIC with this CPU's features:
+/// Some(true) yes, Some(false) it would but the feature is off (#GP),
+/// None not an APIC MSR.
+fn apic_msr(cpu: &Cpu, n: u32) -> Option<bool> {
+    let f = &cpu.config.features;
+    match n {
+        msr::APIC_BASE => Some(true),
+        TSC_DEADLINE => Some(f.has(Feature::TscDeadline)),
+        X2APIC_FIRST..=X2APIC_LAST => Some(f.has(Feature::X2apic)),
+        _ => None,
+    }
+}
+
+/// Checks an IA32_APIC_BASE write (SDM 10.12.5): reserved bits, x2APIC
+/// without the feature, and the invalid mode transitions (x2APIC to
+/// xAPIC, disabled to x2APIC, EXTD without EN) are #GP. The BSP bit is
+/// kept as it is.
+fn check_apic_base(cpu: &Cpu, old: u64, v: u64) -> XResult<u64> {
+    let phys_mask = (1u64 << crate::mmu::walk::MAXPHYADDR) - 1;
+    let valid = (phys_mask & !0xfff) | APIC_BASE_EN | APIC_BASE_EXTD | APIC_BASE_BSP;
+    if v & !valid != 0 || (v & APIC_BASE_EXTD != 0 && !cpu.config.features.has(Feature::X2apic)) {
+        return Err(Exception::gp0());
+    }
+    let mode = |b: u64| (b & APIC_BASE_EN != 0, b & APIC_BASE_EXTD != 0);
+    match (mode(old), mode(v)) {
+        (_, (false, true)) | ((true, true), (true, false)) | ((false, false), (true, true)) => {
+            Err(Exception::gp0())
+        }
+        _ => Ok((v & !APIC_BASE_BSP) | (old & APIC_BASE_BSP)),
+    }
+}
+
+pub fn rdmsr(cpu: &mut Cpu, bus: &mut dyn CpuBus) -> XResult<()> {
     super::system::require_cpl0(cpu)?;
     let n = cpu.state.gpr[RCX] as u32;
-    let v = match cpu.read_msr(n) {
-        Some(v) => v,
-        None => return Err(cpu.unknown_msr(n, false)),
+    let from_apic = match apic_msr(cpu, n) {
+        Some(false) => return Err(cpu.unknown_msr(n, false)),
+        Some(true) => bus.apic_msr_read(n),
+        None => None,
+    };
+    let v = match from_apic {
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return Err(Exception::gp0()),
+        None => match cpu.read_msr(n) {
+            Some(v) => v,
+            None => return Err(cpu.unknown_msr(n, false)),
+        },
     };
     cpu.state.gpr[RAX] = v & 0xffff_ffff;
     cpu.state.gpr[RDX] = v >> 32;
     Ok(())
 }
 
-pub fn wrmsr(cpu: &mut Cpu) -> XResult<()> {
+pub fn wrmsr(cpu: &mut Cpu, bus: &mut dyn CpuBus) -> XResult<()> {
     super::system::require_cpl0(cpu)?;
     let n = cpu.state.gpr[RCX] as u32;
-    let v = ((cpu.state.gpr[RDX] & 0xffff_ffff) << 32) | (cpu.state.gpr[RAX] & 0xffff_ffff);
-    cpu.write_msr(n, v)
+    let mut v = ((cpu.state.gpr[RDX] & 0xffff_ffff) << 32) | (cpu.state.gpr[RAX] & 0xffff_ffff);
+    match apic_msr(cpu, n) {
+        None => return cpu.write_msr(n, v),
+        Some(false) => return Err(cpu.unknown_msr(n, true)),
+        Some(true) => {}
+    }
+    if n == msr::APIC_BASE {
+        let old = bus
+            .apic_msr_read(n)
+            .and_then(|r| r.ok())
+            .unwrap_or(cpu.state.msr.apic_base);
+        v = check_apic_base(cpu, old, v)?;
+        cpu.state.msr.apic_base = v;
+    }
+    let tsc = cpu.read_tsc();
+    match bus.apic_msr_write(n, v, tsc) {
+        Some(Ok(())) => {
+            // An IPI, EOI or TPR write may let an interrupt in: look at once.
+            cpu.mmu.mmio_written = true;
+            cpu.end_block = true;
+            Ok(())
+        }
+        Some(Err(_)) => Err(Exception::gp0()),
+        None if n == msr::APIC_BASE => Ok(()),
+        None => Err(cpu.unknown_msr(n, true)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu_model::FeatureSet;
+    use crate::CpuState;
+
+    #[test]
+    fn apic_base_transitions_follow_the_sdm() {
+        let mut cpu = Cpu::new(CpuState::reset());
+        let xapic = 0xfee0_0000 | APIC_BASE_EN | APIC_BASE_BSP;
+        let x2 = xapic | APIC_BASE_EXTD;
+        let off = 0xfee0_0000 | APIC_BASE_BSP;
+        // Without the feature, EXTD faults.
+        cpu.config.features = FeatureSet::all().without(Feature::X2apic);
+        assert!(check_apic_base(&cpu, xapic, x2).is_err());
+        cpu.config.features = FeatureSet::all();
+        assert_eq!(check_apic_base(&cpu, xapic, x2).ok(), Some(x2));
+        // x2APIC -> xAPIC and disabled -> x2APIC are invalid, as is
+        // EXTD without EN; x2APIC -> disabled -> xAPIC is the way back.
+        assert!(check_apic_base(&cpu, x2, xapic).is_err());
+        assert!(check_apic_base(&cpu, off, x2).is_err());
+        assert!(check_apic_base(&cpu, xapic, off | APIC_BASE_EXTD).is_err());
+        assert_eq!(check_apic_base(&cpu, x2, off).ok(), Some(off));
+        assert_eq!(check_apic_base(&cpu, off, xapic).ok(), Some(xapic));
+        // Reserved bits fault; the BSP bit is kept.
+        assert!(check_apic_base(&cpu, xapic, xapic | 1).is_err());
+        assert!(check_apic_base(&cpu, xapic, xapic | (1 << 50)).is_err());
+        assert_eq!(
+            check_apic_base(&cpu, xapic, xapic & !APIC_BASE_BSP).ok(),
+            Some(xapic)
+        );
+    }
 }

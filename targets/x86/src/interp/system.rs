@@ -409,7 +409,6 @@ fn dr_index(r: Register) -> usize {
 }
 
 pub fn mov_to_crdr(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()> {
-    let _ = bus;
     require_cpl0(cpu)?;
     let r = i.op0_register();
     let v = cpu.reg(i.op1_register());
@@ -432,7 +431,13 @@ pub fn mov_to_crdr(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XRes
                 if v & !0xf != 0 {
                     return Err(Exception::gp0());
                 }
+                // CR8 is the APIC's TPR[7:4] (SDM 10.8.6.1); a lowered
+                // priority may let a pending interrupt in at once.
                 cpu.state.cr8 = v;
+                if bus.set_apic_tpr((v as u8) << 4) {
+                    cpu.mmu.mmio_written = true;
+                    cpu.end_block = true;
+                }
             }
             _ => return Err(Exception::ud()),
         }
@@ -466,7 +471,7 @@ pub fn mov_to_crdr(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XRes
     Ok(())
 }
 
-pub fn mov_from_crdr(cpu: &mut Cpu, i: &Instruction) -> XResult<()> {
+pub fn mov_from_crdr(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()> {
     require_cpl0(cpu)?;
     let r = i.op1_register();
     let v = if cr_index(r) < 16 {
@@ -475,7 +480,10 @@ pub fn mov_from_crdr(cpu: &mut Cpu, i: &Instruction) -> XResult<()> {
             2 => cpu.state.cr2,
             3 => cpu.state.cr3,
             4 => cpu.state.cr4,
-            8 => cpu.state.cr8,
+            8 => match bus.apic_tpr() {
+                Some(tpr) => u64::from(tpr >> 4),
+                None => cpu.state.cr8,
+            },
             _ => return Err(Exception::ud()),
         }
     } else {
