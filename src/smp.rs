@@ -55,23 +55,15 @@ pub fn run(
             event: Mutex::new(None),
             kickers: vcpus.iter().map(|v| v.kicker()).collect(),
         };
-        vcpus = std::thread::scope(|s| {
-            let handles: Vec<_> = vcpus
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    let shared = &shared;
-                    std::thread::Builder::new()
-                        .name(format!("vcpu{i}"))
-                        .spawn_scoped(s, move || vcpu_thread(cfg, ctl, i, v, shared))
-                })
-                .collect::<std::io::Result<_>>()?;
-            handles
-                .into_iter()
-                .map(|h| h.join().map_err(|_| anyhow!("a vCPU thread panicked")))
-                .collect::<Result<Vec<_>>>()
+        let shared = &shared;
+        vcpus = on_vcpu_threads(vcpus.into_iter().enumerate(), |i, v| {
+            vcpu_thread(cfg, ctl, i, v, shared)
         })?;
-        let ev = shared.event.into_inner().unwrap_or_else(|e| e.into_inner());
+        let ev = shared
+            .event
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         match ev {
             Some(Event::Exit(code)) => return Ok(code),
             Some(Event::Error(e)) => return Err(anyhow!(e)),
@@ -82,6 +74,29 @@ pub fn run(
             None => {}
         }
     }
+}
+
+/// Runs `work(i, item)` for every `(i, item)` on a host thread of its own
+/// (`vcpuI`) and returns the results in order once all have ended.
+pub(crate) fn on_vcpu_threads<T: Send, R: Send>(
+    items: impl IntoIterator<Item = (usize, T)>,
+    work: impl Fn(usize, T) -> R + Sync,
+) -> Result<Vec<R>> {
+    let work = &work;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .into_iter()
+            .map(|(i, item)| {
+                std::thread::Builder::new()
+                    .name(format!("vcpu{i}"))
+                    .spawn_scoped(s, move || work(i, item))
+            })
+            .collect::<std::io::Result<_>>()?;
+        handles
+            .into_iter()
+            .map(|h| h.join().map_err(|_| anyhow!("a vCPU thread panicked")))
+            .collect()
+    })
 }
 
 /// Machine reset: the boot image again for vCPU 0, INIT for the others.

@@ -157,23 +157,12 @@ pub fn race(
         results.push((i, lane(i, v.as_mut(), step, &race, poll, on_halt)));
     } else {
         let race = &race;
-        results = std::thread::scope(|s| {
-            let handles: Vec<_> = vcpus
-                .iter_mut()
-                .enumerate()
-                .filter_map(|(i, v)| Some((i, lanes.iter().find(|l| l.0 == i)?.1, v)))
-                .map(|(i, step, v)| {
-                    std::thread::Builder::new()
-                        .name(format!("vcpu{i}"))
-                        .spawn_scoped(s, move || {
-                            (i, lane(i, v.as_mut(), step, race, poll, on_halt))
-                        })
-                })
-                .collect::<std::io::Result<_>>()?;
-            handles
-                .into_iter()
-                .map(|h| h.join().map_err(|_| anyhow!("a vCPU thread panicked")))
-                .collect::<Result<Vec<_>>>()
+        let chosen = vcpus
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, v)| Some((i, (lanes.iter().find(|l| l.0 == i)?.1, v))));
+        results = crate::smp::on_vcpu_threads(chosen, |i, (step, v)| {
+            (i, lane(i, v.as_mut(), step, race, poll, on_halt))
         })?;
     }
     let first = *race.first.lock().unwrap_or_else(|e| e.into_inner());

@@ -33,6 +33,15 @@ async def disconnect_after_quit(q):
         pass
 
 
+async def quit_and_disconnect(q, events):
+    """QMP quit: SHUTDOWN follows with reason host-qmp-quit; prints OK."""
+    await q.execute("quit")
+    ev = await next_event(events, "SHUTDOWN")
+    check(ev["data"]["reason"] == "host-qmp-quit", ev)
+    print("OK", flush=True)
+    await disconnect_after_quit(q)
+
+
 async def hmp(q, line):
     return await q.execute("human-monitor-command", {"command-line": line})
 

@@ -7,7 +7,7 @@ Usage: debugger_held.py SOCKET
 import asyncio
 import sys
 
-from common import check, connect, disconnect_after_quit, hmp, next_event
+from common import check, connect, hmp, quit_and_disconnect
 
 
 async def main():
@@ -17,11 +17,7 @@ async def main():
     check(st["status"] == "prelaunch", st)
     regs = await hmp(q, "info registers")
     check("RIP=0000000000100000" in regs, regs)
-    await q.execute("quit")
-    ev = await next_event(events, "SHUTDOWN")
-    check(ev["data"]["reason"] == "host-qmp-quit", ev)
-    print("OK", flush=True)
-    await disconnect_after_quit(q)
+    await quit_and_disconnect(q, events)
 
 
 asyncio.run(main())

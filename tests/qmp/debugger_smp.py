@@ -10,7 +10,7 @@ import asyncio
 import os
 import sys
 
-from common import check, connect, disconnect_after_quit, next_event
+from common import check, connect, next_event, quit_and_disconnect
 
 
 async def wait_file(path):
@@ -57,11 +57,7 @@ async def main():
     check("RIP=000000000000fff0" in r0, r0)
     touch(os.path.join(d, "reset"))
     await wait_file(os.path.join(d, "checked"))
-    await q.execute("quit")
-    ev = await next_event(events, "SHUTDOWN")
-    check(ev["data"]["reason"] == "host-qmp-quit", ev)
-    print("OK", flush=True)
-    await disconnect_after_quit(q)
+    await quit_and_disconnect(q, events)
 
 
 asyncio.run(main())
