@@ -215,14 +215,7 @@ fn load_boot(cfg: &MachineConfig, mem: &GuestMemoryMmap) -> Result<CpuState> {
                 Some(p) => Some(read_file("-initrd", p)?),
                 None => None,
             };
-            // ACPI tables (MADT for the APICs, FADT/DSDT for power-off).
-            let acpi = firmware::acpi::AcpiConfig {
-                cpus: cfg.smp.cpus as u8,
-                ioapic_id: cfg.smp.cpus as u8,
-                ..Default::default()
-            };
-            let rsdp =
-                firmware::acpi::write_acpi_tables(mem, &acpi).context("writing the ACPI tables")?;
+            let rsdp = write_firmware_tables(cfg, mem)?;
             firmware::linux::load_linux_with(
                 mem,
                 &image,
@@ -240,7 +233,16 @@ fn load_boot(cfg: &MachineConfig, mem: &GuestMemoryMmap) -> Result<CpuState> {
             })
         }
         firmware::KernelFormat::Multiboot { .. } => {
-            crate::multiboot::load(mem, cfg.ram_size, path, &image, initrd.as_deref(), cmdline)
+            let rsdp = write_firmware_tables(cfg, mem)?;
+            crate::multiboot::load(
+                mem,
+                cfg.ram_size,
+                path,
+                &image,
+                initrd.as_deref(),
+                cmdline,
+                rsdp,
+            )
         }
         fmt => {
             if initrd.is_some() {
@@ -460,6 +462,21 @@ fn select_accelerator(cfg: &MachineConfig) -> Result<Box<dyn accel::Accelerator>
         [one] => bail!("{one}"),
         all => bail!("no usable accelerator: {}", all.join("; ")),
     }
+}
+
+/// The tables a kernel finds its processors and interrupt routing in, as
+/// QEMU's firmware leaves them: ACPI (RSDP, MADT with every vCPU's APIC,
+/// FADT/DSDT for power-off) and the Intel MP table (for kernels without
+/// ACPI, `acpi=off`). Returns the RSDP's address.
+fn write_firmware_tables(cfg: &MachineConfig, mem: &GuestMemoryMmap) -> Result<u64> {
+    let acpi = firmware::acpi::AcpiConfig {
+        cpus: cfg.smp.cpus as u8,
+        ioapic_id: cfg.smp.cpus as u8,
+        ..Default::default()
+    };
+    let rsdp = firmware::acpi::write_acpi_tables(mem, &acpi).context("writing the ACPI tables")?;
+    firmware::mptable::write_mp_table(mem, &acpi).context("writing the MP table")?;
+    Ok(rsdp)
 }
 
 pub(crate) fn reset(cfg: &MachineConfig, vcpu: &mut dyn Vcpu, mem: &GuestMemoryMmap) -> Result<()> {

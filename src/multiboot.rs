@@ -19,6 +19,7 @@ pub fn load(
     image: &[u8],
     initrd: Option<&Path>,
     append: &str,
+    rsdp_addr: u64,
 ) -> Result<CpuState> {
     let kernel = format!("-kernel {}", path.display());
     let specs = match initrd {
@@ -44,8 +45,6 @@ pub fn load(
             cmdline: &s.cmdline,
         })
         .collect();
-    let rsdp_addr = firmware::acpi::write_acpi_tables(mem, &firmware::acpi::AcpiConfig::default())
-        .context("writing the ACPI tables")?;
     let mut rsdp = [0u8; 36];
     mem.read_slice(&mut rsdp, GuestAddress(rsdp_addr))
         .context("reading back the ACPI RSDP")?;

@@ -60,7 +60,7 @@ fn boot_and_drive(
     commands: &str,
     timeout: Duration,
 ) -> (Option<i32>, String) {
-    boot_and_drive_with(accel, g, &["-cpu", cpu], commands, timeout)
+    boot_and_drive_with(accel, g, &["-cpu", cpu], "", commands, timeout)
 }
 
 /// [`boot_and_drive`] with `extra` options (e.g. `-smp 2`).
@@ -68,6 +68,7 @@ fn boot_and_drive_with(
     accel: &str,
     g: &Guest,
     extra: &[&str],
+    append: &str,
     commands: &str,
     timeout: Duration,
 ) -> (Option<i32>, String) {
@@ -83,7 +84,7 @@ fn boot_and_drive_with(
             "-initrd",
             g.dir.join("initrd.gz").to_str().unwrap(),
             "-append",
-            "console=ttyS0 quiet panic=-1",
+            &format!("console=ttyS0 quiet panic=-1 {append}"),
             "-no-reboot",
             "-fw_cfg",
             FW_CFG_ARG,
@@ -347,7 +348,7 @@ fn check_linux_smp(cpus: u32) {
          poweroff -f\n"
     );
     let n = cpus.to_string();
-    let (status, out) = boot_and_drive_with("dbt", &g, &["-smp", &n], &cmds, BOOT_TIMEOUT);
+    let (status, out) = boot_and_drive_with("dbt", &g, &["-smp", &n], "", &cmds, BOOT_TIMEOUT);
     let tail = tail_of(&out);
     assert!(
         out.contains(&format!("NPROC={cpus}")),
@@ -410,4 +411,23 @@ fn debian_linux_runs_on_2_vcpus_under_the_dbt() {
 #[test]
 fn debian_linux_runs_on_4_vcpus_under_the_dbt() {
     check_linux_smp(4);
+}
+
+/// Without ACPI (`acpi=off`) Linux finds the processors and the IOAPIC in
+/// the Intel MP table: both vCPUs come up, and `reboot -f` (there is no
+/// ACPI power-off) ends hx86 through `-no-reboot` with status 0.
+#[test]
+fn debian_linux_finds_2_vcpus_in_the_mp_table_without_acpi() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(g) = guest() else { return };
+    let cmds = "echo NPROC=$(busybox nproc)\n\
+                dmesg | grep -E 'MP-table|MPTABLE|Processor #|IOAPIC\\['\n\
+                reboot -f\n";
+    let (status, out) =
+        boot_and_drive_with("dbt", &g, &["-smp", "2"], "acpi=off", cmds, BOOT_TIMEOUT);
+    let tail = tail_of(&out);
+    for want in ["NPROC=2", "found SMP MP-table", "Processor #1", "IOAPIC["] {
+        assert!(out.contains(want), "acpi=off: {want:?} missing\n{tail}");
+    }
+    assert_eq!(status, Some(0), "reboot -f with -no-reboot exits 0\n{tail}");
 }
