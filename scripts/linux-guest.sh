@@ -8,6 +8,9 @@
 # /sys/firmware/qemu_fw_cfg). With hx86.acpid on the command line /init
 # first loads the ACPI button and evdev modules and starts busybox acpid,
 # which turns the power button (QMP system_powerdown) into a power-off.
+# With hx86.virtio /init loads the virtio drivers (PCI transport, blk,
+# net, console, rng) and ext4 from /lib/modules/virtio, in dependency order
+# (from the modules' own `depends=`), and prints HX86-VIRTIO-LOADED.
 #
 # Usage: scripts/linux-guest.sh [OUTDIR]      (default: guest/)
 # Produces OUTDIR/vmlinuz and OUTDIR/initrd.gz; prints their paths.
@@ -25,7 +28,7 @@ exec 9>"$out/.lock"
 flock 9
 
 # Bumped whenever the initramfs changes, so an older build is redone.
-version=3
+version=4
 if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.gz" ] && [ -s "$out/busybox" ] \
     && [ "$(cat "$out/initrd.version" 2>/dev/null)" = "$version" ] \
     && [ "${REBUILD:-0}" != 1 ]; then
@@ -62,7 +65,9 @@ mkdir -p "$r/bin" "$r/sbin" "$r/proc" "$r/sys" "$r/dev" "$r/tmp" "$r/etc" "$r/ro
 cp "$work/busybox/bin/busybox" "$r/bin/busybox"
 for app in sh ash cat echo ls mount umount uname md5sum poweroff reboot halt \
            mkdir dmesg sleep ps grep head tail wc sync true false date \
-           acpid insmod run-parts; do
+           acpid insmod run-parts dd od hexdump cut tr sed cp mv rm ln touch \
+           stat lsmod cmp xargs seq ip ifconfig route udhcpc wget nc httpd \
+           switch_root chroot mknod stty; do
     ln -s busybox "$r/bin/$app"
 done
 # Modules the tests load (Debian builds these as modules). The power
@@ -71,6 +76,53 @@ done
 for m in drivers/firmware/qemu_fw_cfg.ko drivers/input/evdev.ko drivers/acpi/button.ko; do
     cp "$(ls -d "$work"/kernel/lib/modules/*/kernel | head -1)/$m" "$r/lib/modules/"
 done
+# The virtio drivers and ext4 with what they need, dependencies first:
+# Debian's package has no modules.dep (depmod makes it on install), so the
+# order comes from each module's .modinfo `depends=`. ext4 and jbd2 ask
+# the crypto API for crc32c when mounting: crc32c_generic provides it.
+kmods="$(ls -d "$work"/kernel/lib/modules/*/kernel | head -1)"
+mkdir -p "$r/lib/modules/virtio"
+python3 - "$kmods" virtio_pci virtio_blk virtio_net virtio_console virtio_rng \
+    crc32c_generic ext4 <<'PY' > "$work/virtio.order"
+import os, struct, sys
+kdir, want = sys.argv[1], sys.argv[2:]
+paths = {}
+for dp, _, fs in os.walk(kdir):
+    for f in fs:
+        if f.endswith(".ko"):
+            paths[f[:-3].replace("-", "_")] = os.path.join(dp, f)
+def depends(path):
+    b = open(path, "rb").read()
+    shoff, = struct.unpack_from("<Q", b, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", b, 0x3a)
+    secs = [struct.unpack_from("<IIQQQQIIQQ", b, shoff + i * shentsize) for i in range(shnum)]
+    names = secs[shstrndx][4]
+    for s in secs:
+        name = b[names + s[0]:b.index(b"\0", names + s[0])]
+        if name == b".modinfo":
+            for kv in b[s[4]:s[4] + s[5]].split(b"\0"):
+                if kv.startswith(b"depends="):
+                    return [d for d in kv[8:].decode().split(",") if d]
+    return []
+order, seen = [], set()
+def visit(m):
+    m = m.replace("-", "_")
+    if m in seen:
+        return
+    seen.add(m)
+    if m not in paths:
+        sys.exit("linux-guest.sh: module %s is not in the kernel package" % m)
+    for d in depends(paths[m]):
+        visit(d)
+    order.append(paths[m])
+for m in want:
+    visit(m)
+print("\n".join(order))
+PY
+while read -r ko; do
+    cp "$ko" "$r/lib/modules/virtio/"
+    basename "$ko" >> "$r/lib/modules/virtio/order"
+done < "$work/virtio.order"
 cat > "$r/etc/acpi/PWRF/00000080" <<'ACPI'
 #!/bin/sh
 echo "HX86-POWER-BUTTON" > /dev/console
@@ -97,6 +149,12 @@ if grep -q hx86.acpid /proc/cmdline; then
     done
     acpid -l /dev/null
     echo "HX86-ACPID-READY"
+fi
+if grep -q hx86.virtio /proc/cmdline; then
+    for m in $(cat /lib/modules/virtio/order); do
+        insmod "/lib/modules/virtio/$m" || echo "HX86-INSMOD-FAILED $m"
+    done
+    echo "HX86-VIRTIO-LOADED"
 fi
 echo "HX86-GUEST-READY $(uname -r)"
 cmd="$(sed -n 's/.*hx86\.cmd=\([^ ]*\).*/\1/p' /proc/cmdline | tr '+' ' ')"

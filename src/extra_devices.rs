@@ -2,14 +2,22 @@
 //! their [`DeviceConfig`]s and put on the buses. PCI functions get their
 //! BARs assigned and decoding enabled here, as SeaBIOS does under QEMU
 //! (hx86 boots `-kernel` images without a BIOS): memory BARs downwards from
-//! the IOAPIC at 0xFEC00000, port BARs upwards from 0xC000.
+//! the IOAPIC at 0xFEC00000 (each aligned to its size), port BARs upwards
+//! from 0xC000.
+//!
+//! virtio devices: a `DeviceConfig` arm builds the device model and calls
+//! [`PciSlots::attach_virtio`], which puts it behind the virtio-pci
+//! transport in a slot, assigns its BARs and wires its interrupts (MSI-X to
+//! the VM, INTx to the GSI QEMU's PIIX routing gives the slot).
 
 use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, bail, Result};
+use devices::virtio::pci::{MSIX_BAR, MSIX_BAR_SIZE, VIRTIO_BAR, VIRTIO_BAR_SIZE};
+use devices::virtio::{MsiSink, VirtioDevice, VirtioPci, VirtioPciWiring};
 use devices::{
     attach_pc_testdev, attach_pc_testdev_byte_view, pci_testdev, Bus, BusDevice, DebugExit,
-    Debugcon, IrqLine, PcTestdev, PciBarSpace, PciConfigIo,
+    Debugcon, IrqLine, PcTestdev, PciBarSpace, PciConfigIo, PciFunction,
 };
 
 use devices::dma::GuestRam;
@@ -25,21 +33,116 @@ const PCI_IO_START: u64 = 0xc000;
 /// The first slot given to a PCI device without `addr=` (QEMU's `pc` has
 /// its PIIX3 at 1; hx86 keeps the numbering of QEMU's `-nodefaults`).
 const FIRST_AUTO_SLOT: u8 = 2;
+/// The IRQs SeaBIOS gives PIIX's PIRQ links A-D under QEMU; INTA of slot
+/// `s` is on link `s & 3` (QEMU's `pci_slot_get_pirq`), and each link's
+/// ISA IRQ is the IOAPIC pin of the same number.
+const PIRQ_IRQS: [u8; 4] = [10, 10, 11, 11];
 
-/// Put `devs` on the buses; `irq(n)` is ISA/GSI line `n`.
+/// The PCI bus as devices are added: free slots, the next BAR addresses,
+/// and what a function connects to.
+pub struct PciSlots<'a> {
+    pci: &'a Mutex<PciConfigIo>,
+    bar_io: Arc<PciBarSpace>,
+    bar_mem: Arc<PciBarSpace>,
+    used: Vec<u8>,
+    mem_top: u64,
+    io_next: u64,
+    irq: &'a dyn Fn(u32) -> Arc<dyn IrqLine>,
+    ram: &'a GuestRam,
+    msi: Arc<dyn MsiSink>,
+}
+
+impl PciSlots<'_> {
+    /// `addr`, or the next free slot from 2; marks it used.
+    fn slot(&mut self, what: &str, addr: Option<(u8, u8)>) -> Result<(u8, u8)> {
+        let (slot, func) = match addr {
+            Some(a) => a,
+            None => match (FIRST_AUTO_SLOT..32).find(|s| !self.used.contains(s)) {
+                Some(s) => (s, 0),
+                None => bail!("{what}: no free PCI slot"),
+            },
+        };
+        self.used.push(slot);
+        Ok((slot, func))
+    }
+
+    /// The address of a new memory BAR of `size` (a power of two).
+    fn mem_bar(&mut self, size: u64) -> u64 {
+        self.mem_top = (self.mem_top - size) & !(size - 1);
+        self.mem_top
+    }
+
+    /// The address of a new port BAR of `size`.
+    fn io_bar(&mut self, size: u64) -> u64 {
+        let base = self.io_next;
+        self.io_next += size;
+        base
+    }
+
+    fn add(&mut self, what: &str, (slot, func): (u8, u8), f: Box<dyn PciFunction>) -> Result<()> {
+        self.pci
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add_function(0, slot, func, f)
+            .map_err(|e| anyhow!("{what}: {e}"))
+    }
+
+    /// Puts `dev` on the bus behind the virtio-pci transport, at `addr`
+    /// (`SLOT.FN`) or the next free slot, with its BARs assigned.
+    pub fn attach_virtio(
+        &mut self,
+        addr: Option<(u8, u8)>,
+        dev: Box<dyn VirtioDevice>,
+    ) -> Result<()> {
+        let what = format!("{}-pci", dev.name());
+        let (slot, func) = self.slot(&what, addr)?;
+        let line = PIRQ_IRQS[usize::from(slot & 3)];
+        let mut f = VirtioPci::new(
+            dev,
+            VirtioPciWiring {
+                bdf: u16::from(slot) << 3 | u16::from(func),
+                bar_io: self.bar_io.clone(),
+                bar_mem: self.bar_mem.clone(),
+                ram: self.ram.clone(),
+                msi: self.msi.clone(),
+                intx: (self.irq)(u32::from(line)),
+                intx_line: line,
+            },
+        );
+        let virtio_base = self.mem_bar(VIRTIO_BAR_SIZE);
+        f.assign(VIRTIO_BAR, virtio_base);
+        let msix_base = self.mem_bar(MSIX_BAR_SIZE);
+        f.assign(MSIX_BAR, msix_base);
+        log::debug!(target: "virtio", "{what} at 00:{slot:02x}.{func}: BAR4 {virtio_base:#x}, BAR1 {msix_base:#x}, IRQ {line}");
+        self.add(&what, (slot, func), Box::new(f))
+    }
+}
+
+/// Put `devs` on the buses; `irq(n)` is ISA/GSI line `n`, `msi` delivers
+/// message-signalled interrupts.
 pub fn attach(
     devs: &[DeviceConfig],
     pio: &mut Bus,
     mmio: &mut Bus,
     pci: &Mutex<PciConfigIo>,
     irq: &dyn Fn(u32) -> Arc<dyn IrqLine>,
-    _ram: &GuestRam,
+    ram: &GuestRam,
+    msi: Arc<dyn MsiSink>,
 ) -> Result<()> {
     let (bar_io, bar_mem) = (PciBarSpace::new(), PciBarSpace::new());
     pio.set_fallback(bar_io.clone());
     mmio.set_fallback(bar_mem.clone());
-    let mut used_slots = vec![0u8];
-    let (mut mem_top, mut io_next) = (PCI_MEM_TOP, PCI_IO_START);
+    let mut bus = PciSlots {
+        pci,
+        bar_io,
+        bar_mem,
+        used: vec![0],
+        mem_top: PCI_MEM_TOP,
+        io_next: PCI_IO_START,
+        irq,
+        ram,
+        msi,
+    };
     let mut testdevs = Vec::new();
     for d in devs {
         let port = |pio: &mut Bus, dev: Arc<Mutex<dyn BusDevice>>, base: u64, len: u64, name| {
@@ -73,24 +176,15 @@ pub fn attach(
                 testdevs.push(dev);
             }
             DeviceConfig::PciTestdev { addr } => {
-                let (slot, func) = match addr {
-                    Some(a) => *a,
-                    None => match (FIRST_AUTO_SLOT..32).find(|s| !used_slots.contains(s)) {
-                        Some(s) => (s, 0),
-                        None => bail!("pci-testdev: no free PCI slot"),
-                    },
-                };
-                used_slots.push(slot);
+                let (slot, func) = bus.slot("pci-testdev", *addr)?;
                 let bdf = u16::from(slot) << 3 | u16::from(func);
-                let (mut f, _) = pci_testdev(bdf, bar_io.clone(), bar_mem.clone());
-                mem_top -= devices::pci_testdev::PCI_TESTDEV_MEM_SIZE;
-                f.assign(0, mem_top);
-                f.assign(1, io_next);
-                io_next += devices::pci_testdev::PCI_TESTDEV_IO_SIZE;
-                pci.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .add_function(0, slot, func, Box::new(f))
-                    .map_err(|e| anyhow!("pci-testdev: {e}"))?;
+                let (mut f, _) = pci_testdev(bdf, bus.bar_io.clone(), bus.bar_mem.clone());
+                f.assign(0, bus.mem_bar(devices::pci_testdev::PCI_TESTDEV_MEM_SIZE));
+                f.assign(1, bus.io_bar(devices::pci_testdev::PCI_TESTDEV_IO_SIZE));
+                bus.add("pci-testdev", (slot, func), Box::new(f))?;
+            }
+            DeviceConfig::VirtioRng { addr } => {
+                bus.attach_virtio(*addr, Box::new(devices::virtio::rng::VirtioRng::new()))?
             }
         }
     }

@@ -56,6 +56,22 @@ impl IrqLine for VmIrqLine {
     }
 }
 
+/// Message-signalled interrupts of the machine's devices, delivered by the
+/// VM once it exists.
+pub struct VmMsi {
+    vm: Arc<OnceLock<Arc<dyn Vm>>>,
+}
+
+impl devices::virtio::MsiSink for VmMsi {
+    fn send_msi(&self, addr: u64, data: u32) {
+        if let Some(vm) = self.vm.get() {
+            if let Err(e) = vm.signal_msi(addr, data) {
+                log::debug!(target: "int", "MSI {addr:#x} <- {data:#x}: {e}");
+            }
+        }
+    }
+}
+
 /// Where guest code comes from.
 #[derive(Clone, Debug)]
 pub enum Boot {
@@ -349,7 +365,10 @@ fn build_io(
         pio.insert(dev, base, len)
             .map_err(|e| anyhow!("{name} at port {base:#x}: {e}"))?;
     }
-    crate::extra_devices::attach(&cfg.devices, &mut pio, &mut mmio, &pci, &irq, ram)?;
+    let msi = Arc::new(VmMsi {
+        vm: vm_cell.clone(),
+    });
+    crate::extra_devices::attach(&cfg.devices, &mut pio, &mut mmio, &pci, &irq, ram, msi)?;
     Ok(MachineIo {
         pio,
         mmio,

@@ -11,45 +11,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::io::Read;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-struct Guest {
-    dir: PathBuf,
-}
-
-/// The guest, built once per test process (the script also takes a lock,
-/// for other processes building it at the same time).
-fn guest() -> Option<Guest> {
-    static DIR: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
-    DIR.get_or_init(build_guest)
-        .clone()
-        .map(|dir| Guest { dir })
-}
-
-fn build_guest() -> Option<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let dir = root.join("target").join("linux-guest");
-    let st = Command::new(root.join("scripts/linux-guest.sh"))
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .status();
-    match st {
-        Ok(s) if s.success() => Some(dir),
-        other => {
-            let msg =
-                format!("scripts/linux-guest.sh failed ({other:?}): no Debian kernel to boot");
-            if std::env::var("HX86_REQUIRE_LINUX").as_deref() == Ok("1") {
-                panic!("{msg}");
-            }
-            eprintln!("note: skipping the Linux boot test: {msg}");
-            None
-        }
-    }
-}
+use common::linux::{self, guest, tail_of, Guest, BOOT_TIMEOUT, ONE_AT_A_TIME};
 
 /// Boots the guest, waits for the init marker, sends `commands`, and
 /// returns (exit status, everything the console printed).
@@ -63,7 +30,8 @@ fn boot_and_drive(
     boot_and_drive_with(accel, g, &["-cpu", cpu], "", commands, timeout)
 }
 
-/// [`boot_and_drive`] with `extra` options (e.g. `-smp 2`).
+/// [`boot_and_drive`] with `extra` options (e.g. `-smp 2`), `append` on
+/// the kernel command line, and the `-fw_cfg` file the fw_cfg checks read.
 fn boot_and_drive_with(
     accel: &str,
     g: &Guest,
@@ -72,76 +40,9 @@ fn boot_and_drive_with(
     commands: &str,
     timeout: Duration,
 ) -> (Option<i32>, String) {
-    let mut child = common::hx86()
-        .args(extra)
-        .args([
-            "-accel",
-            accel,
-            "-m",
-            "512M",
-            "-kernel",
-            g.dir.join("vmlinuz").to_str().unwrap(),
-            "-initrd",
-            g.dir.join("initrd.gz").to_str().unwrap(),
-            "-append",
-            &format!("console=ttyS0 quiet panic=-1 {append}"),
-            "-no-reboot",
-            "-fw_cfg",
-            FW_CFG_ARG,
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn hx86");
-    let mut stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel::<Vec<u8>>();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        loop {
-            match stdout.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    if tx.send(buf[..n].to_vec()).is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    });
-    let start = Instant::now();
-    let mut out = Vec::new();
-    let mut stdin = child.stdin.take();
-    let mut sent = false;
-    let status = loop {
-        while let Ok(chunk) = rx.try_recv() {
-            out.extend_from_slice(&chunk);
-        }
-        if !sent && String::from_utf8_lossy(&out).contains("HX86-GUEST-READY") {
-            if let Some(mut s) = stdin.take() {
-                let _ = s.write_all(commands.as_bytes());
-                // Keep the pipe open: closing stdin must not end the shell
-                // before it has read everything.
-                stdin = Some(s);
-            }
-            sent = true;
-        }
-        if let Some(st) = child.try_wait().expect("wait") {
-            break st.code();
-        }
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    std::thread::sleep(Duration::from_millis(100));
-    while let Ok(chunk) = rx.try_recv() {
-        out.extend_from_slice(&chunk);
-    }
-    drop(stdin);
-    (status, String::from_utf8_lossy(&out).into_owned())
+    let mut args = extra.to_vec();
+    args.extend(["-fw_cfg", FW_CFG_ARG]);
+    linux::boot_and_drive(accel, g, &args, append, commands, timeout)
 }
 
 /// A fw_cfg file the guest reads back through Linux's qemu_fw_cfg driver
@@ -163,16 +64,6 @@ fn busybox_md5(g: &Guest) -> String {
         .unwrap()
         .to_string()
 }
-
-/// How long a boot may take before the test gives up: a JIT boot takes
-/// well under a minute on an idle 2-core machine; this leaves room for a
-/// loaded one. (A kernel panic reboots at once, `panic=-1`, and
-/// `-no-reboot` turns that into an exit, so a broken boot fails fast.)
-const BOOT_TIMEOUT: Duration = Duration::from_secs(12 * 60);
-
-/// The Linux tests run one at a time: several guests with several vCPUs
-/// each on a small host would starve each other's vCPU threads.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Boots to the shell under `accel` with CPU model `cpu` and checks what
 /// the shell prints; `flags` must be in /proc/cpuinfo.
@@ -324,12 +215,6 @@ fn debian_linux_boots_to_a_shell_then_powers_off_on_qmp_system_powerdown() {
         "acpid's power-button action did not run\n{out}"
     );
     assert_eq!(status, Some(0), "a power-off ends hx86 with 0\n{out}");
-}
-
-/// The end of the console output, for assertion messages.
-fn tail_of(out: &str) -> String {
-    let v: Vec<char> = out.chars().rev().take(8000).collect();
-    v.into_iter().rev().collect()
 }
 
 /// Debian's kernel on `cpus` vCPUs: every CPU comes up and is listed, a

@@ -19,6 +19,25 @@ pub enum BarKind {
     Io,
     /// 32-bit memory, not prefetchable.
     Mem32,
+    /// 64-bit prefetchable memory (BAR bits 3:0 = 0xC), taking this BAR
+    /// register and the next one (the high dword): what QEMU gives virtio's
+    /// modern BAR.
+    Mem64,
+}
+
+/// The highest guest-physical address a 64-bit BAR may decode at (52 bits,
+/// the architectural physical address limit).
+const MEM64_LIMIT: u64 = 1 << 52;
+
+impl BarKind {
+    /// The BAR register's low flag bits.
+    fn flags(self) -> u32 {
+        match self {
+            BarKind::Io => 1,
+            BarKind::Mem32 => 0,
+            BarKind::Mem64 => 0xc,
+        }
+    }
 }
 
 /// One mapping: `[base, base + len)` of a space, owned by a BAR.
@@ -134,13 +153,17 @@ impl PciBarFunction {
             let Some(b) = bar else { continue };
             assert!(b.size.is_power_of_two(), "BAR size must be a power of two");
             let reg = BAR0 + 4 * i as u8;
-            let (flags, min) = match b.kind {
-                BarKind::Io => (1u32, 4u64),
-                BarKind::Mem32 => (0u32, 16u64),
-            };
-            let mask = !(b.size.max(min) as u32 - 1);
-            space.set_u32(reg, flags);
-            space.set_writable(reg, &mask.to_le_bytes());
+            let min = if b.kind == BarKind::Io { 4 } else { 16 };
+            let mask = !(b.size.max(min) - 1);
+            space.set_u32(reg, b.kind.flags());
+            space.set_writable(reg, &(mask as u32).to_le_bytes());
+            if b.kind == BarKind::Mem64 {
+                assert!(
+                    matches!(bars.get(i + 1), Some(None)),
+                    "a 64-bit BAR needs the next BAR register free"
+                );
+                space.set_writable(reg + 4, &((mask >> 32) as u32).to_le_bytes());
+            }
         }
         let mut f = Self {
             space,
@@ -159,15 +182,15 @@ impl PciBarFunction {
         let Some(Some(bar)) = self.bars.get(i) else {
             return;
         };
-        let flags = match bar.kind {
-            BarKind::Io => 1u32,
-            BarKind::Mem32 => 0,
-        };
         let enable = match bar.kind {
             BarKind::Io => CMD_IO,
-            BarKind::Mem32 => CMD_MEM,
+            BarKind::Mem32 | BarKind::Mem64 => CMD_MEM,
         };
-        self.space.set_u32(BAR0 + 4 * i as u8, base as u32 | flags);
+        let reg = BAR0 + 4 * i as u8;
+        self.space.set_u32(reg, base as u32 | bar.kind.flags());
+        if bar.kind == BarKind::Mem64 {
+            self.space.set_u32(reg + 4, (base >> 32) as u32);
+        }
         let cmd = self.space.u16_at(COMMAND) | enable;
         self.space.set_u16(COMMAND, cmd);
         self.update_mappings();
@@ -178,24 +201,40 @@ impl PciBarFunction {
         &mut self.space
     }
 
+    /// The current address of BAR `i` (as the guest set it), if it has one.
+    pub fn bar_address(&self, i: usize) -> Option<u64> {
+        let b = self.bars.get(i)?.as_ref()?;
+        let reg = self.space.u32_at(BAR0 + 4 * i as u8);
+        Some(match b.kind {
+            BarKind::Io => u64::from(reg & !3),
+            BarKind::Mem32 => u64::from(reg & !0xf),
+            BarKind::Mem64 => {
+                u64::from(reg & !0xf) | u64::from(self.space.u32_at(BAR0 + 4 * i as u8 + 4)) << 32
+            }
+        })
+    }
+
+    /// The configuration space.
+    pub fn space(&self) -> &PciConfigSpace {
+        &self.space
+    }
+
     /// Recompute which BARs decode where, as QEMU does: a BAR is mapped when
     /// its space is enabled in the command register and its address is not
-    /// 0 and fits the space (ports below 64 KiB, memory below 4 GiB).
+    /// 0 and fits the space (ports below 64 KiB, 32-bit memory below 4 GiB,
+    /// 64-bit memory below 2^52).
     fn update_mappings(&mut self) {
         let cmd = self.space.u16_at(COMMAND);
         for (i, bar) in self.bars.iter().enumerate() {
             let Some(b) = bar else { continue };
-            let reg = self.space.u32_at(BAR0 + 4 * i as u8);
-            let (base, enabled, limit, space) = match b.kind {
-                BarKind::Io => (u64::from(reg & !3), cmd & CMD_IO != 0, 1u64 << 16, &self.io),
-                BarKind::Mem32 => (
-                    u64::from(reg & !0xf),
-                    cmd & CMD_MEM != 0,
-                    1u64 << 32,
-                    &self.mem,
-                ),
+            let base = self.bar_address(i).unwrap_or(0);
+            let (enabled, limit, space) = match b.kind {
+                BarKind::Io => (cmd & CMD_IO != 0, 1u64 << 16, &self.io),
+                BarKind::Mem32 => (cmd & CMD_MEM != 0, 1u64 << 32, &self.mem),
+                BarKind::Mem64 => (cmd & CMD_MEM != 0, MEM64_LIMIT, &self.mem),
             };
-            let ok = enabled && base != 0 && base + b.size <= limit;
+            let fits = base.checked_add(b.size).is_some_and(|end| end <= limit);
+            let ok = enabled && base != 0 && fits;
             space.set((self.bdf, i as u8), ok.then_some(base), b.size, &b.dev);
         }
     }
@@ -313,5 +352,47 @@ mod tests {
         f.config_write(0x04, &[3, 0]);
         f.config_write(0x14, &[0xff; 4]);
         assert_eq!(read(&pio, 0xff00), None);
+    }
+
+    #[test]
+    fn a_64_bit_bar_takes_two_registers_and_decodes_above_4g() {
+        let mem = PciBarSpace::new();
+        let regs = Arc::new(Mutex::new(Regs::default()));
+        let mut f = PciBarFunction::new(
+            PciConfigSpace::new(0x1af4, 0x1044, 0xff_00_00, 1),
+            0x10,
+            vec![
+                None,
+                None,
+                Some(Bar {
+                    kind: BarKind::Mem64,
+                    size: 0x4000,
+                    dev: regs,
+                }),
+                None,
+            ],
+            PciBarSpace::new(),
+            mem.clone(),
+        );
+        let mut mmio = Bus::new();
+        mmio.set_fallback(mem);
+        assert_eq!(f.config_read(0x18), 0xc, "64-bit prefetchable");
+        f.config_write(0x18, &[0xff; 4]);
+        f.config_write(0x1c, &[0xff; 4]);
+        assert_eq!(f.config_read(0x18), 0xffff_c00c);
+        assert_eq!(f.config_read(0x1c), 0xffff_ffff);
+        f.assign(2, 0xfebf_c000);
+        assert_eq!(f.config_read(0x1c), 0);
+        assert_eq!(read(&mmio, 0xfebf_c010), Some(0x10));
+        // Moved above 4 GiB by the high dword.
+        f.config_write(0x1c, &[1, 0, 0, 0]);
+        assert_eq!(f.bar_address(2), Some(0x1_febf_c000));
+        assert_eq!(read(&mmio, 0xfebf_c010), None);
+        assert_eq!(read(&mmio, 0x1_febf_c020), Some(0x20));
+        // All ones (sizing with decoding on) decodes nothing and overflows
+        // nothing.
+        f.config_write(0x18, &[0xff; 4]);
+        f.config_write(0x1c, &[0xff; 4]);
+        assert_eq!(read(&mmio, 0xffff_ffff_ffff_c000), None);
     }
 }

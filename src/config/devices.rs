@@ -27,6 +27,9 @@ pub enum DeviceConfig {
     /// QEMU's pci-testdev at `slot.func` on bus 0 (`None`: the next free
     /// slot from 2, where QEMU's `pc -nodefaults` puts the first one).
     PciTestdev { addr: Option<(u8, u8)> },
+    /// virtio-rng-pci (entropy from the host's getrandom), `addr` as for
+    /// pci-testdev.
+    VirtioRng { addr: Option<(u8, u8)> },
 }
 
 struct PropInfo {
@@ -38,19 +41,55 @@ struct PropInfo {
 struct DeviceInfo {
     name: &'static str,
     bus: &'static str,
+    /// QEMU's category heading in `-device help` ("Misc devices").
+    category: Category,
     desc: Option<&'static str>,
     props: &'static [PropInfo],
 }
+
+/// QEMU's device categories, in the order `-device help` prints them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+// Storage, Network and Input are for virtio-blk, -net and -serial.
+#[allow(dead_code)]
+enum Category {
+    Storage,
+    Network,
+    Input,
+    Misc,
+}
+
+impl Category {
+    fn heading(self) -> &'static str {
+        match self {
+            Category::Storage => "Storage devices",
+            Category::Network => "Network devices",
+            Category::Input => "Input devices",
+            Category::Misc => "Misc devices",
+        }
+    }
+}
+
+/// The properties every virtio PCI device takes.
+const VIRTIO_PCI_PROPS: &[PropInfo] = &[
+    prop("addr", "int32", "next free slot from 2"),
+    prop(
+        "disable-legacy",
+        "OnOffAuto",
+        "on (hx86's virtio is modern only)",
+    ),
+    prop("disable-modern", "bool", "false"),
+];
 
 const fn prop(name: &'static str, ty: &'static str, default: &'static str) -> PropInfo {
     PropInfo { name, ty, default }
 }
 
-/// The devices `-device` takes (all "Misc devices" in QEMU's grouping).
+/// The devices `-device` takes.
 const DEVICES: &[DeviceInfo] = &[
     DeviceInfo {
         name: "isa-debug-exit",
         bus: "ISA",
+        category: Category::Misc,
         desc: None,
         props: &[
             prop("iobase", "uint32", "1281"),
@@ -60,6 +99,7 @@ const DEVICES: &[DeviceInfo] = &[
     DeviceInfo {
         name: "isa-debugcon",
         bus: "ISA",
+        category: Category::Misc,
         desc: None,
         props: &[
             prop("iobase", "uint32", "233"),
@@ -70,21 +110,38 @@ const DEVICES: &[DeviceInfo] = &[
     DeviceInfo {
         name: "pc-testdev",
         bus: "ISA",
+        category: Category::Misc,
         desc: None,
         props: &[],
     },
     DeviceInfo {
         name: "pci-testdev",
         bus: "PCI",
+        category: Category::Misc,
         desc: Some("PCI Test Device"),
         props: &[prop("addr", "int32", "next free slot from 2")],
     },
+    DeviceInfo {
+        name: "virtio-rng-pci",
+        bus: "PCI",
+        category: Category::Misc,
+        desc: None,
+        props: VIRTIO_PCI_PROPS,
+    },
 ];
 
-/// What `-device help` prints: QEMU's format.
+/// What `-device help` prints: QEMU's format, by category, names sorted.
 pub fn device_help() -> String {
-    let mut s = String::from("Misc devices:\n");
-    for d in DEVICES {
+    let mut devs: Vec<&DeviceInfo> = DEVICES.iter().collect();
+    devs.sort_by_key(|d| (d.category, d.name));
+    let mut s = String::new();
+    for (i, d) in devs.iter().enumerate() {
+        if i == 0 || devs[i - 1].category != d.category {
+            if i > 0 {
+                s.push('\n');
+            }
+            s += &format!("{}:\n", d.category.heading());
+        }
         s += &format!("name \"{}\", bus {}", d.name, d.bus);
         if let Some(desc) = d.desc {
             s += &format!(", desc \"{desc}\"");
@@ -217,6 +274,12 @@ fn pci_addr(what: &str, v: &str) -> Result<(u8, u8)> {
     }
 }
 
+fn is_virtio_pci(driver: &str) -> bool {
+    DEVICES
+        .iter()
+        .any(|d| d.name == driver && std::ptr::eq(d.props, VIRTIO_PCI_PROPS))
+}
+
 /// Parse one `-device` option (with the `-global` defaults applied first).
 pub fn parse_device(spec: &str, globals: &Globals) -> Result<DeviceConfig> {
     let what = format!("-device {spec}");
@@ -236,14 +299,16 @@ pub fn parse_device(spec: &str, globals: &Globals) -> Result<DeviceConfig> {
             chardev: None,
         },
         "pc-testdev" => DeviceConfig::PcTestdev,
-        _ => DeviceConfig::PciTestdev { addr: None },
+        "pci-testdev" => DeviceConfig::PciTestdev { addr: None },
+        "virtio-rng-pci" => DeviceConfig::VirtioRng { addr: None },
+        _ => bail!("-device {driver}: unsupported device"),
     };
     for (k, v) in globals.for_driver(driver).chain(own) {
         match (&mut dev, k) {
             // QEMU's generic properties.
             (_, "id") => {}
-            (DeviceConfig::PciTestdev { .. }, "bus") if v == "pci.0" => {}
-            (DeviceConfig::PciTestdev { .. }, "bus") => {
+            (_, "bus") if dinfo.bus == "PCI" && v == "pci.0" => {}
+            (_, "bus") if dinfo.bus == "PCI" => {
                 bail!("{what}: bus '{v}' not found (hx86 has one PCI bus, pci.0)")
             }
             (_, "bus") if v == "isa.0" && dinfo.bus == "ISA" => {}
@@ -263,7 +328,17 @@ pub fn parse_device(spec: &str, globals: &Globals) -> Result<DeviceConfig> {
                 *readback = num(&what, k, v, u64::from(u32::MAX))? as u8
             }
             (DeviceConfig::Debugcon { chardev, .. }, "chardev") => *chardev = Some(v.to_string()),
-            (DeviceConfig::PciTestdev { addr }, "addr") => *addr = Some(pci_addr(&what, v)?),
+            (DeviceConfig::PciTestdev { addr } | DeviceConfig::VirtioRng { addr }, "addr") => {
+                *addr = Some(pci_addr(&what, v)?)
+            }
+            (_, "disable-legacy") if is_virtio_pci(driver) => match v {
+                "on" | "auto" | "true" => {}
+                _ => bail!("{what}: disable-legacy={v}: hx86's virtio devices are modern only"),
+            },
+            (_, "disable-modern") if is_virtio_pci(driver) => match v {
+                "off" | "false" => {}
+                _ => bail!("{what}: disable-modern={v}: hx86's virtio devices are modern only"),
+            },
             (_, "membar") if driver == "pci-testdev" => {
                 bail!("{what}: membar= (a 64-bit prefetchable BAR 2) is not supported")
             }
@@ -321,6 +396,10 @@ mod tests {
             dev("pci-testdev").unwrap(),
             DeviceConfig::PciTestdev { addr: None }
         );
+        assert_eq!(
+            dev("virtio-rng-pci,addr=3,id=rng0,disable-legacy=on").unwrap(),
+            DeviceConfig::VirtioRng { addr: Some((3, 0)) }
+        );
     }
 
     #[test]
@@ -358,6 +437,9 @@ mod tests {
             ("pci-testdev,addr=20.0", "addr=20.0"),
             ("pci-testdev,bus=pcie.0", "bus 'pcie.0' not found"),
             ("pc-testdev,iobase=1", "no property 'iobase'"),
+            ("virtio-rng-pci,disable-legacy=off", "modern only"),
+            ("virtio-rng-pci,bus=pcie.0", "bus 'pcie.0' not found"),
+            ("virtio-rng-pci,addr=1.8", "addr=1.8"),
         ] {
             let e = dev(spec).unwrap_err().to_string();
             assert!(e.contains(msg), "{spec}: {e}");
@@ -369,6 +451,8 @@ mod tests {
         let h = help_request(&["?".to_string()]).unwrap().unwrap();
         assert!(h.contains("name \"isa-debug-exit\", bus ISA\n"), "{h}");
         assert!(h.contains("name \"pci-testdev\", bus PCI, desc \"PCI Test Device\"\n"));
+        assert!(h.starts_with("Misc devices:\n"), "{h}");
+        assert!(h.contains("name \"virtio-rng-pci\", bus PCI\n"), "{h}");
         let h = help_request(&["isa-debug-exit,help".to_string()])
             .unwrap()
             .unwrap();

@@ -6,6 +6,8 @@ pub mod qmp;
 
 pub mod guest32;
 
+pub mod linux;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -9,8 +9,12 @@
 //! [`VirtioDevice::queue_notify`] on the vCPU thread that wrote a notify
 //! register: a device that may block (disk, network) wakes a worker thread
 //! there and does the I/O off the vCPU thread. A device puts buffers back
-//! with `virtio_queue`'s `add_used`, asks `needs_notification` (EVENT_IDX)
-//! and calls [`VirtioInterrupt::signal_used_queue`].
+//! with [`add_used`] (which tells the DBT), then [`notify_used`] (asks
+//! `needs_notification` for EVENT_IDX and calls
+//! [`VirtioInterrupt::signal_used_queue`]). It serves a queue until
+//! [`enable_notification`] says nothing more is there: with EVENT_IDX that
+//! call also publishes `avail_event`, without which the driver stops
+//! notifying after its first kick.
 //!
 //! Guest memory: descriptors are read with `virtio_queue` over
 //! [`GuestRam::memory`]; every data write into guest RAM goes through
@@ -21,15 +25,6 @@
 //!
 //! The transport offers `VIRTIO_F_VERSION_1`, `VIRTIO_RING_F_EVENT_IDX`
 //! and `VIRTIO_RING_F_INDIRECT_DESC` on top of [`VirtioDevice::device_features`].
-
-pub mod console;
-
-use std::sync::Arc;
-
-use thiserror::Error;
-use virtio_queue::Queue;
-
-use crate::dma::GuestRam;
 
 pub mod block;
 pub mod block_image;
@@ -43,7 +38,25 @@ mod block_request;
 mod block_rig;
 #[cfg(test)]
 mod block_tests;
+pub mod console;
+pub mod msix;
 pub mod net;
+pub mod pci;
+pub mod pci_common;
+pub mod pci_irq;
+pub mod rng;
+#[cfg(test)]
+mod test_driver;
+
+use std::sync::Arc;
+
+use thiserror::Error;
+use virtio_queue::{Queue, QueueT};
+
+use crate::dma::GuestRam;
+
+pub use msix::MsiSink;
+pub use pci::{VirtioPci, VirtioPciWiring};
 
 /// virtio device IDs (virtio 1.2, 5).
 pub mod id {
@@ -116,4 +129,40 @@ pub trait VirtioDevice: Send {
     fn reset(&mut self);
     /// A short name for logs and `info pci` ("virtio-blk").
     fn name(&self) -> &'static str;
+}
+
+/// Puts the chain `head` back in `queue`'s used ring with `len` bytes
+/// written, telling the DBT the used ring changed (the ring is written
+/// through [`GuestRam::memory`]). An error means the ring is outside guest
+/// RAM: the device should [`VirtioInterrupt::set_needs_reset`].
+pub fn add_used(
+    queue: &mut Queue,
+    ram: &GuestRam,
+    head: u16,
+    len: u32,
+) -> Result<(), virtio_queue::Error> {
+    queue.add_used(ram.memory(), head, len)?;
+    // flags, idx, the ring, avail_event.
+    let bytes = 6 + 8 * u64::from(queue.size());
+    ram.written(queue.used_ring(), bytes);
+    Ok(())
+}
+
+/// Re-arms driver notifications for `queue` (with EVENT_IDX: publishes
+/// `avail_event`, telling the DBT) and returns whether more chains arrived
+/// meanwhile (serve them before sleeping). Call it after each batch; an
+/// error means the rings are outside guest RAM.
+pub fn enable_notification(queue: &mut Queue, ram: &GuestRam) -> Result<bool, virtio_queue::Error> {
+    let more = queue.enable_notification(ram.memory())?;
+    ram.written(queue.used_ring(), 6 + 8 * u64::from(queue.size()));
+    Ok(more)
+}
+
+/// After a batch of [`add_used`]: interrupts the driver for queue `index`
+/// unless it asked not to be (`EVENT_IDX` or the `NO_INTERRUPT` flag).
+pub fn notify_used(queue: &mut Queue, ram: &GuestRam, irq: &dyn VirtioInterrupt, index: u16) {
+    // A ring outside RAM (needs_notification fails): interrupt anyway.
+    if queue.needs_notification(ram.memory()).unwrap_or(true) {
+        irq.signal_used_queue(index);
+    }
 }

@@ -1,0 +1,72 @@
+//! Debian's kernel with virtio devices (scripts/linux-guest.sh's initramfs
+//! loads the virtio drivers for `hx86.virtio`), under the DBT.
+//!
+//! virtio-rng: Linux's virtio_pci binds the modern transport, virtio_rng
+//! becomes the hw_random source, /dev/hwrng gives bytes, and the queue's
+//! interrupts arrive as MSI-X messages (the path Linux uses; the DSDT has
+//! no `_PRT`, so Linux finds no INTx route, which the unit tests cover).
+
+mod common;
+
+use common::linux::{boot_and_drive, guest, tail_of, BOOT_TIMEOUT, ONE_AT_A_TIME};
+
+#[test]
+fn linux_reads_entropy_from_virtio_rng_with_msix_interrupts() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(g) = guest() else { return };
+    // Markers are computed by the shell ($((1+1))), so the echoed command
+    // lines never match them.
+    let cmds = "d=/sys/bus/pci/devices/0000:00:02.0\n\
+        echo \"PCI-$((1+1))=$(cat $d/vendor):$(cat $d/device):$(cat $d/class):$(basename $(readlink $d/driver))\"\n\
+        echo \"RNG-$((1+1))=$(cat /sys/class/misc/hw_random/rng_current)\"\n\
+        head -c 4096 /dev/hwrng > /tmp/a; head -c 4096 /dev/hwrng > /tmp/b\n\
+        echo \"BYTES-$((1+1))=$(wc -c < /tmp/a) $(wc -c < /tmp/b)\"\n\
+        echo \"NONZERO-$((1+1))=$(tr -d '\\000' < /tmp/a | wc -c)\"\n\
+        cmp -s /tmp/a /tmp/b || echo \"DIFFER-$((1+1))\"\n\
+        grep virtio /proc/interrupts\n\
+        poweroff -f\n";
+    let (status, out) = boot_and_drive(
+        "dbt",
+        &g,
+        &["-device", "virtio-rng-pci"],
+        "hx86.virtio",
+        cmds,
+        BOOT_TIMEOUT,
+    );
+    let tail = tail_of(&out);
+    assert!(
+        out.contains("HX86-VIRTIO-LOADED") && !out.contains("HX86-INSMOD-FAILED"),
+        "the virtio modules should load\n{tail}"
+    );
+    let value = |key: &str| {
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("{key}-2=")))
+            .unwrap_or_else(|| panic!("no {key} line\n{tail}"))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(value("PCI"), "0x1af4:0x1044:0x00ff00:virtio-pci", "{tail}");
+    assert_eq!(value("RNG"), "virtio_rng.0", "{tail}");
+    assert_eq!(value("BYTES"), "4096 4096", "{tail}");
+    // 4096 random bytes hold about 16 zeros; a device writing nothing
+    // would leave 0 non-zero bytes.
+    let nonzero: usize = value("NONZERO").parse().unwrap();
+    assert!(nonzero > 3900, "{nonzero} non-zero bytes of 4096\n{tail}");
+    assert!(
+        out.contains("DIFFER-2"),
+        "two reads gave the same bytes\n{tail}"
+    );
+    // The queue's vector fired: "25: 67 PCI-MSI 32769-edge virtio0-input".
+    let irq = out
+        .lines()
+        .find(|l| l.contains("PCI-MSI") && l.trim_end().ends_with("virtio0-input"))
+        .unwrap_or_else(|| panic!("no virtio0-input MSI-X interrupt\n{tail}"));
+    let count: u64 = irq.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(count > 0, "{irq}\n{tail}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("PCI-MSI") && l.trim_end().ends_with("virtio0-config")),
+        "a configuration vector too\n{tail}"
+    );
+    assert_eq!(status, Some(0), "poweroff -f should exit 0\n{tail}");
+}
