@@ -38,6 +38,8 @@ const SUBSET: &[&str] = &[
     "vmexit_tscdeadline_immed",
     "vmexit_mov_to_cr8",
     "msr",
+    // Real mode and big real mode, every instruction group.
+    "realmode",
 ];
 
 fn tarball(repo: &Path) -> Option<PathBuf> {

@@ -490,7 +490,8 @@ pub fn iret(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<()>
         if vm {
             keep |= rflags::IOPL;
         }
-        let m = mask(size) & !keep;
+        // Reserved bits (1, 3, 5, 15, 22-31) never come from the stack.
+        let m = mask(size) & !keep & 0x003f_7fd5;
         cpu.state.rflags = (cpu.state.rflags & !m) | (fl & m) | rflags::FIXED1;
         cpu.state.rflags &= !rflags::RF | (fl & rflags::RF);
         cpu.state.nmi_blocked = false;

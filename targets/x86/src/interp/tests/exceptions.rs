@@ -282,6 +282,30 @@ fn real_mode_int_uses_the_ivt_and_iret_returns() {
     );
 }
 
+/// A real-mode IRETD of a stack image with every bit but TF set loads the flags
+/// but not the reserved bits 3, 5, 15 and 22-31 (realmode.flat of
+/// kvm-unit-tests saw them in later PUSHFs).
+#[test]
+fn real_mode_iretd_drops_reserved_flag_bits() {
+    let code = asm(16, 0, |a| {
+        a.iretd().unwrap();
+    });
+    let mut m = M::real(&code);
+    m.bus.load(0x10, &[0xf4]); // hlt
+                               // EIP 0x10, CS 0, EFLAGS all ones, at SS:SP.
+    let frame_at = 0x6ff4u64;
+    let mut frame = Vec::new();
+    frame.extend(0x10u32.to_le_bytes());
+    frame.extend(0u32.to_le_bytes());
+    frame.extend((u32::MAX & !0x100).to_le_bytes()); // all but TF
+    m.bus.load(frame_at, &frame);
+    m.cpu.state.gpr[4] = frame_at;
+    let _ = m.cpu.run(&mut m.bus, 100);
+    let f = m.cpu.state.rflags;
+    assert_eq!(f & 0xffc0_8028, 0, "reserved bits set: {f:#x}");
+    assert_eq!(f & 0xd5, 0xd5, "arithmetic flags from the stack: {f:#x}");
+}
+
 #[test]
 fn real_mode_divide_error_goes_through_the_ivt() {
     let code = asm(16, 0, |a| {
