@@ -280,3 +280,69 @@ fn qmp_stop_reset_and_quit_with_gdb_and_two_vcpus() {
         assert!(rs.contains("= 0xfffffff0"), "{ctx}");
     }
 }
+
+/// Four vCPUs are four gdb threads; a breakpoint on the APs' shared code
+/// stops every AP there in turn (each hit is reported on its own thread);
+/// after `detach` the guest runs to its end.
+#[test]
+fn four_vcpus_each_hit_the_ap_breakpoint_then_detach() {
+    if !gdb_available() {
+        return;
+    }
+    let dir = scratch("gdb-smp4");
+    let rom = write(&dir, "smp.rom", &firmware::smp::smp_rom(4, 1000).unwrap());
+    for accel in accels() {
+        let mut hx = Hx::start(accel, "tcp::0", &["-smp", "4", "-bios", &rom]);
+        let out = gdb(
+            &hx,
+            &[
+                "echo ==start\\n",
+                "info threads",
+                "hbreak *0xa040",
+                "continue",
+                "continue",
+                "continue",
+                "echo ==hits\\n",
+                "info threads",
+                "delete",
+                "detach",
+            ],
+        );
+        let ctx = format!("-accel {accel}\n{out}\n{}", hx.dump());
+        no_protocol_errors(&out, &ctx);
+        let start = &out[out.find("==start").unwrap()..out.find("==hits").unwrap()];
+        assert!(start.contains("Thread 1.1 (CPU#0 [real mode])"), "{ctx}");
+        for cpu in 1..4 {
+            assert!(
+                start.contains(&format!(
+                    "Thread 1.{} (CPU#{cpu} [real mode, waiting for SIPI])",
+                    cpu + 1
+                )),
+                "{ctx}"
+            );
+        }
+        // Every AP stopped at the breakpoint once, each on its own thread.
+        let mut hit: Vec<&str> = out
+            .lines()
+            .filter(|l| l.contains("hit Breakpoint 1, 0x000000000000a040"))
+            .collect();
+        hit.sort();
+        assert_eq!(
+            hit,
+            [
+                "Thread 2 hit Breakpoint 1, 0x000000000000a040 in ?? ()",
+                "Thread 3 hit Breakpoint 1, 0x000000000000a040 in ?? ()",
+                "Thread 4 hit Breakpoint 1, 0x000000000000a040 in ?? ()",
+            ],
+            "{ctx}"
+        );
+        let hits = &out[out.find("==hits").unwrap()..];
+        assert_eq!(hits.matches("32-bit protected mode").count(), 3, "{ctx}");
+        assert_eq!(hx.wait(), Some(0), "{ctx}");
+        assert!(
+            hx.stdout()
+                .contains("xadd counter 4000 spinlock counter 1000 cross-modified code seen: ok"),
+            "{ctx}"
+        );
+    }
+}
