@@ -226,9 +226,17 @@ impl Control {
 
     /// Registers a vCPU; call it from the thread that will run it. Returns
     /// its index (the `cpu-index` monitors use).
+    /// The calling thread runs vCPU `i` from now on (`query-cpus-fast`
+    /// reports it); vCPUs start on the thread that added them.
+    pub fn set_vcpu_thread(&self, i: usize) {
+        let tid = gettid();
+        if let Some(v) = self.lock().vcpus.get_mut(i) {
+            v.thread_id = tid;
+        }
+    }
+
     pub fn add_vcpu(&self, kicker: Arc<dyn Kicker>) -> usize {
-        // SAFETY: gettid has no preconditions.
-        let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+        let tid = gettid();
         let mut st = self.lock();
         st.vcpus.push(VcpuSlot {
             kicker,
@@ -436,6 +444,12 @@ impl Control {
             st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
         }
     }
+}
+
+/// The calling thread's host thread ID.
+fn gettid() -> i64 {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    unsafe { libc::syscall(libc::SYS_gettid) }
 }
 
 #[cfg(test)]

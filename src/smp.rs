@@ -56,7 +56,7 @@ pub fn run(
             kickers: vcpus.iter().map(|v| v.kicker()).collect(),
         };
         let shared = &shared;
-        vcpus = on_vcpu_threads(vcpus.into_iter().enumerate(), |i, v| {
+        vcpus = on_vcpu_threads(ctl, vcpus.into_iter().enumerate(), |i, v| {
             vcpu_thread(cfg, ctl, i, v, shared)
         })?;
         let ev = shared
@@ -77,8 +77,10 @@ pub fn run(
 }
 
 /// Runs `work(i, item)` for every `(i, item)` on a host thread of its own
-/// (`vcpuI`) and returns the results in order once all have ended.
+/// (`vcpuI`, which `ctl` reports as vCPU i's thread) and returns the
+/// results in order once all have ended.
 pub(crate) fn on_vcpu_threads<T: Send, R: Send>(
+    ctl: &Control,
     items: impl IntoIterator<Item = (usize, T)>,
     work: impl Fn(usize, T) -> R + Sync,
 ) -> Result<Vec<R>> {
@@ -89,7 +91,10 @@ pub(crate) fn on_vcpu_threads<T: Send, R: Send>(
             .map(|(i, item)| {
                 std::thread::Builder::new()
                     .name(format!("vcpu{i}"))
-                    .spawn_scoped(s, move || work(i, item))
+                    .spawn_scoped(s, move || {
+                        ctl.set_vcpu_thread(i);
+                        work(i, item)
+                    })
             })
             .collect::<std::io::Result<_>>()?;
         handles

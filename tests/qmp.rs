@@ -96,6 +96,24 @@ fn qemu_qmp_client_stops_continues_resets_and_quits() {
     );
 }
 
+/// `-smp 2`: query-cpus-fast names each vCPU's own host thread.
+#[test]
+fn query_cpus_fast_reports_each_vcpus_thread() {
+    let Some(py) = python() else { return };
+    let dir = scratch("qmp-cpus-smp");
+    let sock = dir.join("qmp.sock");
+    let mut child = spawn_counting(&dir, &sock, &["-smp", "2"]);
+    wait_for_socket(&sock, &mut child);
+    let out = script(
+        &py,
+        "cpus_smp.py",
+        &[sock.to_str().unwrap(), &child.id().to_string()],
+        Duration::from_secs(120),
+    );
+    assert!(out.contains("OK"), "{out}");
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), Some(0));
+}
+
 #[test]
 fn dash_capital_s_waits_in_prelaunch_until_cont() {
     let Some(py) = python() else { return };

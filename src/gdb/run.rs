@@ -161,7 +161,7 @@ pub fn race(
             .iter_mut()
             .enumerate()
             .filter_map(|(i, v)| Some((i, (lanes.iter().find(|l| l.0 == i)?.1, v))));
-        results = crate::smp::on_vcpu_threads(chosen, |i, (step, v)| {
+        results = crate::smp::on_vcpu_threads(ctl, chosen, |i, (step, v)| {
             (i, lane(i, v.as_mut(), step, race, poll, on_halt))
         })?;
     }

@@ -297,7 +297,7 @@ fn real_mode_iretd_drops_reserved_flag_bits() {
     let mut frame = Vec::new();
     frame.extend(0x10u32.to_le_bytes());
     frame.extend(0u32.to_le_bytes());
-    frame.extend((u32::MAX & !0x100).to_le_bytes()); // all but TF
+    frame.extend((!0x100u32).to_le_bytes()); // all but TF
     m.bus.load(frame_at, &frame);
     m.cpu.state.gpr[4] = frame_at;
     let _ = m.cpu.run(&mut m.bus, 100);
