@@ -147,6 +147,8 @@ pub struct Control {
     attention: AtomicBool,
     subscribers: Mutex<Vec<Subscriber>>,
     power_button: OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// What `info pci` prints (set by the machine).
+    pci_info: OnceLock<Box<dyn Fn() -> String + Send + Sync>>,
     /// The accelerator's name (`query-kvm`, `info status`).
     accel: OnceLock<String>,
 }
@@ -169,6 +171,7 @@ impl Control {
             attention: AtomicBool::new(start_stopped),
             subscribers: Mutex::new(Vec::new()),
             power_button: OnceLock::new(),
+            pci_info: OnceLock::new(),
             accel: OnceLock::new(),
         })
     }
@@ -214,6 +217,16 @@ impl Control {
     /// What presses the ACPI power button (set by the machine).
     pub fn set_power_button(&self, f: impl Fn() + Send + Sync + 'static) {
         let _ = self.power_button.set(Box::new(f));
+    }
+
+    /// What describes the PCI bus for `info pci` (set by the machine).
+    pub fn set_pci_info(&self, f: impl Fn() -> String + Send + Sync + 'static) {
+        let _ = self.pci_info.set(Box::new(f));
+    }
+
+    /// The PCI bus as `info pci` shows it.
+    pub fn pci_info(&self) -> Option<String> {
+        self.pci_info.get().map(|f| f())
     }
 
     pub fn set_accel(&self, name: &str) {

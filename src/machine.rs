@@ -137,6 +137,8 @@ pub struct MachineIo {
     pub pm1: Arc<Mutex<Pm1Event>>,
     /// The VM the interrupt lines drive, set once it is created.
     pub vm: Arc<OnceLock<Arc<dyn Vm>>>,
+    /// PCI configuration space (bus 0), for `info pci`.
+    pub pci: Arc<Mutex<PciConfigIo>>,
 }
 
 fn action(r: Option<VmRequest>) -> IoAction {
@@ -376,6 +378,7 @@ fn build_io(
         serial,
         pm1,
         vm: vm_cell,
+        pci,
     })
 }
 
@@ -407,6 +410,8 @@ pub fn run(cfg: &MachineConfig) -> Result<i32> {
         &ram,
     )?);
     let pm1 = io.pm1.clone();
+    let pci = io.pci.clone();
+    ctl.set_pci_info(move || pci.lock().unwrap_or_else(|e| e.into_inner()).info());
     ctl.set_power_button(move || {
         if let Ok(mut p) = pm1.lock() {
             p.press_power_button();

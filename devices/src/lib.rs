@@ -60,7 +60,7 @@ pub use lapic::{ApicMessage, LocalApic, LAPIC_BASE, LAPIC_SIZE};
 pub use lapic_timer::TimerMode;
 pub use pc_testdev::{attach_pc_testdev, attach_pc_testdev_byte_view, PcTestdev};
 pub use pci::{
-    PciConfigIo, PciConfigSpace, PciError, PciFunction, PCI_CONFIG_LEN, PCI_CONFIG_PORT,
+    BarInfo, PciConfigIo, PciConfigSpace, PciError, PciFunction, PCI_CONFIG_LEN, PCI_CONFIG_PORT,
 };
 pub use pci_bars::{Bar, BarKind, PciBarFunction, PciBarSpace};
 pub use pci_testdev::{pci_testdev, PciTestdev};

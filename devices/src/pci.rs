@@ -46,6 +46,88 @@ pub trait PciFunction: Send {
     fn config_read(&mut self, reg: u8) -> u32;
     /// Write `data` (1-4 bytes, within one dword) at byte `offset`.
     fn config_write(&mut self, offset: u8, data: &[u8]);
+    /// Its BARs, for `info pci` (reading them must not size them).
+    fn bars(&self) -> Vec<BarInfo> {
+        Vec::new()
+    }
+}
+
+/// A BAR as `info pci` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BarInfo {
+    /// Its number (0-5).
+    pub index: u8,
+    pub kind: crate::pci_bars::BarKind,
+    /// Its current address (as the guest programmed it).
+    pub address: u64,
+    pub size: u64,
+}
+
+/// QEMU's names of the PCI classes hx86's functions use (others print as
+/// `Class NNNN`, the class and subclass in decimal, as QEMU does).
+fn class_name(class: u16) -> Option<&'static str> {
+    Some(match class {
+        0x0100 => "SCSI controller",
+        0x0200 => "Ethernet controller",
+        0x0600 => "Host bridge",
+        0x0601 => "ISA bridge",
+        _ => return None,
+    })
+}
+
+/// One function as HMP's `info pci` prints it (QEMU's layout).
+fn describe(bus: u8, dev: u8, func: u8, f: &mut dyn PciFunction) -> String {
+    use crate::pci_bars::BarKind;
+    use std::fmt::Write as _;
+    let id = f.config_read(0x00);
+    let class = (f.config_read(0x08) >> 16) as u16;
+    let sub = f.config_read(0x2c);
+    let irq = f.config_read(0x3c);
+    let mut o = format!("  Bus {bus:2}, device {dev:3}, function {func}:\n    ");
+    match class_name(class) {
+        Some(n) => o += n,
+        None => o += &format!("Class {class:04}"),
+    }
+    let _ = writeln!(o, ": PCI device {:04x}:{:04x}", id & 0xffff, id >> 16);
+    if sub != 0 {
+        let _ = writeln!(
+            o,
+            "      PCI subsystem {:04x}:{:04x}",
+            sub & 0xffff,
+            sub >> 16
+        );
+    }
+    let pin = (irq >> 8) as u8;
+    if pin != 0 {
+        let _ = writeln!(
+            o,
+            "      IRQ {}, pin {}",
+            irq & 0xff,
+            char::from(b'A' + pin - 1)
+        );
+    }
+    for b in f.bars() {
+        let end = b.address.wrapping_add(b.size - 1);
+        let _ = match b.kind {
+            BarKind::Io => writeln!(
+                o,
+                "      BAR{}: I/O at {:#06x} [{end:#06x}].",
+                b.index, b.address
+            ),
+            BarKind::Mem32 => writeln!(
+                o,
+                "      BAR{}: 32 bit memory at {:#010x} [{end:#010x}].",
+                b.index, b.address
+            ),
+            BarKind::Mem64 => writeln!(
+                o,
+                "      BAR{}: 64 bit prefetchable memory at {:#010x} [{end:#010x}].",
+                b.index, b.address
+            ),
+        };
+    }
+    o += "      id \"\"\n";
+    o
 }
 
 /// A 256-byte configuration space with per-bit write masks: a building
@@ -204,6 +286,14 @@ impl PciConfigIo {
         }
         self.functions.insert(key, f);
         Ok(())
+    }
+
+    /// What HMP's `info pci` prints: every function, in address order.
+    pub fn info(&mut self) -> String {
+        self.functions
+            .iter_mut()
+            .map(|(&k, f)| describe((k >> 8) as u8, (k >> 3) as u8 & 0x1f, k as u8 & 7, &mut **f))
+            .collect()
     }
 
     /// The address register.

@@ -10,7 +10,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::bus::{BusDevice, BusFallback, VmRequest};
-use crate::pci::{PciConfigSpace, PciFunction};
+use crate::pci::{BarInfo, PciConfigSpace, PciFunction};
 
 /// The address space a BAR decodes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -243,6 +243,22 @@ impl PciBarFunction {
 impl PciFunction for PciBarFunction {
     fn config_read(&mut self, reg: u8) -> u32 {
         self.space.config_read(reg)
+    }
+
+    fn bars(&self) -> Vec<BarInfo> {
+        self.bars
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| {
+                let b = b.as_ref()?;
+                Some(BarInfo {
+                    index: i as u8,
+                    kind: b.kind,
+                    address: self.bar_address(i)?,
+                    size: b.size,
+                })
+            })
+            .collect()
     }
 
     fn config_write(&mut self, offset: u8, data: &[u8]) {

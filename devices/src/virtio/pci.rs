@@ -290,6 +290,10 @@ impl VirtioPci {
 }
 
 impl PciFunction for VirtioPci {
+    fn bars(&self) -> Vec<crate::pci::BarInfo> {
+        self.bars.bars()
+    }
+
     fn config_read(&mut self, reg: u8) -> u32 {
         if reg & 0xfc == PCI_CFG_DATA {
             let mut b = [0u8; 4];

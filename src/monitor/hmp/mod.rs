@@ -82,6 +82,7 @@ info cpus                   the CPUs and their host threads
 info mem                    the active virtual memory mappings, merged
 info tlb                    every page mapping (virtual: physical flags)
 info mtree                  the guest physical memory map
+info pci                    the PCI functions (ids, class, IRQ, BARs)
 info version                the version of hx86 and of QEMU's interface
 quit|q                      quit the emulator
 stop|s                      stop emulation
@@ -115,7 +116,9 @@ pub fn execute(t: &mut dyn HmpTarget, line: &str) -> String {
     let mut out = match words.as_slice() {
         [] => String::new(),
         ["help"] | ["?"] | ["help", ..] | ["?", ..] => HELP.to_string(),
-        ["info"] => "info: which item? (status, registers, cpus, mem, tlb, mtree, version)".into(),
+        ["info"] => {
+            "info: which item? (status, registers, cpus, mem, tlb, mtree, pci, version)".into()
+        }
         ["info", "registers"] | ["info", "reg"] | ["info", "r"] => {
             state(t, &|s, _| cpuinfo::info_registers(s))
         }
@@ -130,6 +133,10 @@ pub fn execute(t: &mut dyn HmpTarget, line: &str) -> String {
             o
         }
         ["info", "mtree"] => info_mtree(t.mem()),
+        ["info", "pci"] => t
+            .control()
+            .pci_info()
+            .unwrap_or_else(|| "Error: no PCI bus".into()),
         ["info", "version"] => {
             let (a, b, c) = super::qmp::QEMU_VERSION;
             format!("{a}.{b}.{c} (hx86 {})", env!("CARGO_PKG_VERSION"))
