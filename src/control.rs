@@ -149,6 +149,8 @@ pub struct Control {
     power_button: OnceLock<Box<dyn Fn() + Send + Sync>>,
     /// What `info pci` prints (set by the machine).
     pci_info: OnceLock<Box<dyn Fn() -> String + Send + Sync>>,
+    /// What resets the devices on a machine reset (set by the machine).
+    device_reset: OnceLock<Box<dyn Fn() + Send + Sync>>,
     /// The accelerator's name (`query-kvm`, `info status`).
     accel: OnceLock<String>,
 }
@@ -172,6 +174,7 @@ impl Control {
             subscribers: Mutex::new(Vec::new()),
             power_button: OnceLock::new(),
             pci_info: OnceLock::new(),
+            device_reset: OnceLock::new(),
             accel: OnceLock::new(),
         })
     }
@@ -227,6 +230,19 @@ impl Control {
     /// The PCI bus as `info pci` shows it.
     pub fn pci_info(&self) -> Option<String> {
         self.pci_info.get().map(|f| f())
+    }
+
+    /// What resets the devices on a machine reset (set by the machine).
+    pub fn set_device_reset(&self, f: impl Fn() + Send + Sync + 'static) {
+        let _ = self.device_reset.set(Box::new(f));
+    }
+
+    /// Resets the devices (before the boot image is loaded again, so no
+    /// device writes into the new boot's memory).
+    pub fn reset_devices(&self) {
+        if let Some(f) = self.device_reset.get() {
+            f();
+        }
     }
 
     pub fn set_accel(&self, name: &str) {

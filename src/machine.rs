@@ -412,6 +412,8 @@ pub fn run(cfg: &MachineConfig) -> Result<i32> {
     let pm1 = io.pm1.clone();
     let pci = io.pci.clone();
     ctl.set_pci_info(move || pci.lock().unwrap_or_else(|e| e.into_inner()).info());
+    let pci = io.pci.clone();
+    ctl.set_device_reset(move || pci.lock().unwrap_or_else(|e| e.into_inner()).reset());
     ctl.set_power_button(move || {
         if let Ok(mut p) = pm1.lock() {
             p.press_power_button();
@@ -503,9 +505,16 @@ fn write_firmware_tables(cfg: &MachineConfig, mem: &GuestMemoryMmap) -> Result<u
     Ok(rsdp)
 }
 
-pub(crate) fn reset(cfg: &MachineConfig, vcpu: &mut dyn Vcpu, mem: &GuestMemoryMmap) -> Result<()> {
-    // RAM keeps its contents across a reset, as on a PC; a -kernel image is
-    // loaded again into it so the machine restarts it, like QEMU's ROM reset.
+pub(crate) fn reset(
+    cfg: &MachineConfig,
+    ctl: &Control,
+    vcpu: &mut dyn Vcpu,
+    mem: &GuestMemoryMmap,
+) -> Result<()> {
+    // Devices first (a virtio worker stops writing guest RAM), then RAM
+    // keeps its contents, as on a PC; a -kernel image is loaded again into
+    // it so the machine restarts it, like QEMU's ROM reset.
+    ctl.reset_devices();
     let state = load_boot(cfg, mem)?;
     log::debug!(target: "cpu_reset", "CPU 0 reset: {state:x?}");
     vcpu.set_state(&state)
@@ -526,7 +535,7 @@ pub(crate) fn control_point(
         match ctl.checkpoint(idx, vcpu) {
             VcpuAction::Run => return Ok(None),
             VcpuAction::Reset => {
-                reset(cfg, vcpu, mem)?;
+                reset(cfg, ctl, vcpu, mem)?;
                 ctl.reset_done(Cause::HostQmpSystemReset);
             }
             VcpuAction::Quit(code) => {
@@ -595,7 +604,7 @@ pub(crate) fn handle_exit(
                 return Ok(Some(1));
             }
             log::debug!(target: "cpu_reset", "triple fault at rip={:#x}: resetting", s.rip);
-            reset(cfg, vcpu, mem)?;
+            reset(cfg, ctl, vcpu, mem)?;
             ctl.reset_done(Cause::GuestReset);
         }
         VcpuExit::Reset => {
@@ -604,7 +613,7 @@ pub(crate) fn handle_exit(
                 ctl.shutdown(Cause::GuestReset);
                 return Ok(Some(0));
             }
-            reset(cfg, vcpu, mem)?;
+            reset(cfg, ctl, vcpu, mem)?;
             ctl.reset_done(Cause::GuestReset);
         }
         VcpuExit::Debug(ev) => {

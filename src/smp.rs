@@ -112,7 +112,7 @@ pub(crate) fn reset_all(
     vcpus: &mut [Box<dyn Vcpu>],
     mem: &GuestMemoryMmap,
 ) -> Result<()> {
-    crate::machine::reset(cfg, vcpus[0].as_mut(), mem)?;
+    crate::machine::reset(cfg, ctl, vcpus[0].as_mut(), mem)?;
     for (i, v) in vcpus.iter_mut().enumerate() {
         if i > 0 {
             v.reset_ap()

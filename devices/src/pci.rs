@@ -50,6 +50,9 @@ pub trait PciFunction: Send {
     fn bars(&self) -> Vec<BarInfo> {
         Vec::new()
     }
+    /// Machine reset: back to the state the machine built it in (BAR
+    /// addresses as assigned, the firmware's part, stay).
+    fn reset(&mut self) {}
 }
 
 /// A BAR as `info pci` shows it.
@@ -286,6 +289,14 @@ impl PciConfigIo {
         }
         self.functions.insert(key, f);
         Ok(())
+    }
+
+    /// Machine reset: every function's [`PciFunction::reset`].
+    pub fn reset(&mut self) {
+        self.address = 0;
+        for f in self.functions.values_mut() {
+            f.reset();
+        }
     }
 
     /// What HMP's `info pci` prints: every function, in address order.

@@ -294,6 +294,16 @@ impl PciFunction for VirtioPci {
         self.bars.bars()
     }
 
+    /// The device reset (workers stopped, queues dropped), MSI-X off with
+    /// its table masked and nothing pending, INTx low.
+    fn reset(&mut self) {
+        lock(&self.dev).reset();
+        let vectors = self.irq.vectors();
+        self.bars.space_mut().set_u16(CAP_MSIX_AT + 2, vectors - 1);
+        self.irq.reset_msix();
+        self.sync();
+    }
+
     fn config_read(&mut self, reg: u8) -> u32 {
         if reg & 0xfc == PCI_CFG_DATA {
             let mut b = [0u8; 4];

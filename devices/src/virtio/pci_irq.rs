@@ -207,6 +207,13 @@ impl VirtioPciInterrupt {
         self.lock().msix.read_pba(offset, data);
     }
 
+    /// Machine reset: a fresh table (all vectors masked, none pending).
+    pub fn reset_msix(&self) {
+        let mut s = self.lock();
+        let n = s.msix.len();
+        s.msix = MsixTable::new(n);
+    }
+
     /// Number of MSI-X vectors.
     pub fn vectors(&self) -> u16 {
         self.lock().msix.len()

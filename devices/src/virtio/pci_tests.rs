@@ -321,3 +321,26 @@ fn the_pci_configuration_access_capability_reaches_the_bar() {
     d.f.config_write(c + 4, &[1]);
     assert_eq!(d.cfg32(c + 16), 0);
 }
+
+#[test]
+fn a_machine_reset_stops_the_device_and_turns_msix_off() {
+    let (mut d, r) = live_rng(feature::VERSION_1);
+    let m = d.caps.msix;
+    // Leave vector 1 pending (masked) before the reset.
+    d.write(MSIX_BASE + 16 + 12, 4, 1);
+    d.desc(r.desc, 0, 0x1_0000, 8, F_WRITE, 0);
+    d.offer(r, &[0]);
+    d.notify(0);
+    assert_eq!(d.read(MSIX_BASE + 0x800, 4), 2);
+    d.f.reset();
+    assert_eq!(d.status(), 0);
+    assert_eq!(d.cfg16(m + 2), 1, "MSI-X off, table size kept");
+    assert_eq!(d.read(MSIX_BASE + 0x800, 4), 0, "nothing pending");
+    assert_eq!(d.read(MSIX_BASE + 16 + 12, 4), 1, "vectors masked");
+    assert_eq!(d.read(MSIX_BASE + 8, 4), 0, "table cleared");
+    assert_eq!(d.bar(4), VIRTIO_BASE, "BARs stay where they were put");
+    d.offer(r, &[0]);
+    d.notify(0);
+    assert_eq!(d.used(r).0, 1, "nothing served after the reset");
+    assert!(d.msi.take().is_empty());
+}
