@@ -8,6 +8,8 @@
 //! depends on timing.
 
 mod common;
+#[path = "gdb/linux.rs"]
+mod linux;
 #[path = "gdb/smp.rs"]
 mod smp;
 
@@ -252,6 +254,14 @@ fn reg(out: &str, name: &str) -> Option<u64> {
         let v = w.next()?;
         u64::from_str_radix(v.strip_prefix("0x")?, 16).ok()
     })
+}
+
+/// The values of `p/x` commands (`$N = 0x...`) in gdb's output.
+fn printed_hex(out: &str) -> Vec<u64> {
+    out.lines()
+        .filter_map(|l| l.split(" = 0x").nth(1))
+        .filter_map(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .collect()
 }
 
 fn no_protocol_errors(out: &str, ctx: &str) {

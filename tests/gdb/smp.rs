@@ -6,14 +6,6 @@
 
 use super::*;
 
-/// The values of `p/x` commands (`$N = 0x...`) in gdb's output.
-fn printed_hex(out: &str) -> Vec<u64> {
-    out.lines()
-        .filter_map(|l| l.split(" = 0x").nth(1))
-        .filter_map(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .collect()
-}
-
 #[test]
 fn threads_per_vcpu_breakpoints_on_an_ap_and_stepping_one_vcpu() {
     if !gdb_available() {
