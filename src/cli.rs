@@ -133,7 +133,9 @@ pub struct Cli {
     /// Write the -d log to FILE instead of stderr.
     #[arg(short = 'D', value_name = "FILE")]
     pub log_file: Option<PathBuf>,
-    /// Accepted for QEMU compatibility: hx86 has no graphical output.
+    /// No graphical output (hx86 has none): as in QEMU, COM1 and the human
+    /// monitor share stdio (Ctrl-A c switches) unless -serial or a monitor
+    /// option says otherwise.
     #[arg(long)]
     pub nographic: bool,
     /// Accepted for QEMU compatibility: only `none` is supported.

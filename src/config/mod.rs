@@ -169,8 +169,12 @@ pub fn build(cli: &Cli, show_accel: bool) -> Result<MachineConfig> {
         bail!("-initrd only makes sense with -kernel");
     }
     // COM1 is always there; -nodefaults only stops its default output.
+    // -nographic, as QEMU: COM1 shares stdio with the human monitor
+    // (Ctrl-A c) unless a monitor was configured.
+    let default_monitor = cli.mon.is_empty() && cli.qmp.is_empty() && cli.monitor.is_empty();
     let serial = match (&cli.serial, cli.nodefaults) {
         (Some(s), _) => s.as_str(),
+        (None, false) if cli.nographic && default_monitor => "mon:stdio",
         (None, false) => "stdio",
         (None, true) => "none",
     };
@@ -382,6 +386,21 @@ mod tests {
         let c = cfg(&["-nodefaults"]).unwrap();
         assert!(c.devices.is_empty());
         assert_eq!(com1(&c), None);
+        // -nographic: COM1 and the human monitor share stdio, as in QEMU,
+        // unless a monitor (or -serial) is given.
+        assert!(!cfg(&[]).unwrap().chardevs.has_monitor());
+        let c = cfg(&["-nographic"]).unwrap();
+        assert!(c.chardevs.has_monitor());
+        assert_eq!(com1(&c), Some(crate::chardev::Backend::Stdio));
+        let c = cfg(&[
+            "-nographic",
+            "-qmp",
+            "unix:/tmp/hx86-q.sock,server=on,wait=off",
+        ])
+        .unwrap();
+        assert_eq!(com1(&c), Some(crate::chardev::Backend::Stdio));
+        let c = cfg(&["-nographic", "-serial", "file:/tmp/hx86-com1"]).unwrap();
+        assert!(!c.chardevs.has_monitor());
         let c = cfg(&["-name", "guest=vm1,debug-threads=on", "-smp", "1,maxcpus=4"]).unwrap();
         assert_eq!(c.name.as_deref(), Some("vm1"));
         assert_eq!(c.smp.maxcpus, 4);
