@@ -220,8 +220,10 @@ fn debian_linux_boots_to_a_shell_then_powers_off_on_qmp_system_powerdown() {
 /// Debian's kernel on `cpus` vCPUs: every CPU comes up and is listed, a
 /// parallel load (one md5sum per CPU, in the background) finishes with the
 /// right sums, `poweroff` ends hx86 with status 0, and the kernel log has
-/// no APIC, IPI or TSC-synchronisation complaint.
-fn check_linux_smp(cpus: u32) {
+/// no APIC, IPI or TSC-synchronisation complaint. `topo`: the rest of the
+/// `-smp` option (`,cores=2,threads=2`), with the `siblings` and `cpu
+/// cores` /proc/cpuinfo must then show.
+fn check_linux_smp(cpus: u32, topo: &str, siblings_cores: Option<(u32, u32)>) {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let Some(g) = guest() else { return };
     let md5 = busybox_md5(&g);
@@ -232,7 +234,7 @@ fn check_linux_smp(cpus: u32) {
          echo DMESG-$((1+1))-START; dmesg | grep -iE 'tsc|apic|ipi|smpboot|stuck|lockup|bug|warn|fail|error'; echo DMESG-$((1+1))-END\n\
          poweroff -f\n"
     );
-    let n = cpus.to_string();
+    let n = format!("{cpus}{topo}");
     let (status, out) = boot_and_drive_with("dbt", &g, &["-smp", &n], "", &cmds, BOOT_TIMEOUT);
     let tail = tail_of(&out);
     assert!(
@@ -286,16 +288,28 @@ fn check_linux_smp(cpus: u32) {
         Some(0),
         "-smp {cpus}: poweroff -f should exit 0\n{tail}"
     );
+    if let Some((siblings, cores)) = siblings_cores {
+        for want in [
+            format!("siblings\t: {siblings}"),
+            format!("cpu cores\t: {cores}"),
+        ] {
+            assert!(
+                out.contains(&want),
+                "-smp {n}: /proc/cpuinfo lacks {want:?}\n{tail}"
+            );
+        }
+    }
 }
 
 #[test]
 fn debian_linux_runs_on_2_vcpus_under_the_dbt() {
-    check_linux_smp(2);
+    check_linux_smp(2, "", None);
 }
 
 #[test]
 fn debian_linux_runs_on_4_vcpus_under_the_dbt() {
-    check_linux_smp(4);
+    // Two cores of two threads each: CPUID's topology reaches Linux.
+    check_linux_smp(4, ",cores=2,threads=2", Some((4, 2)));
 }
 
 /// Without ACPI (`acpi=off`) Linux finds the processors and the IOAPIC in

@@ -239,6 +239,10 @@ pub fn build(cli: &Cli, show_accel: bool) -> Result<MachineConfig> {
         show_accel,
         dbt: ::accel::dbt::DbtOptions {
             cpus: smp.cpus,
+            // Dies are not modelled apart: a package's cores are all of its
+            // dies' cores.
+            cores: smp.cores * smp.dies,
+            threads: smp.threads,
             ..accels.dbt
         },
         cpu: match &cli.cpu {

@@ -41,8 +41,11 @@ pub struct DbtOptions {
     /// The CPU model's features (`-cpu`): what CPUID reports and the
     /// interpreter allows.
     pub features: x86::cpu_model::FeatureSet,
-    /// vCPUs of the machine (CPUID topology).
+    /// vCPUs of the machine.
     pub cpus: u32,
+    /// Cores per package and threads per core, for CPUID.
+    pub cores: u32,
+    pub threads: u32,
 }
 
 impl Default for DbtOptions {
@@ -51,6 +54,8 @@ impl Default for DbtOptions {
             jit: Some(x86::JitConfig::default()),
             features: x86::CpuConfig::default().features,
             cpus: 1,
+            cores: 1,
+            threads: 1,
         }
     }
 }
@@ -195,6 +200,8 @@ impl Vm for DbtVm {
         cpu.config.apic_id = id;
         cpu.config.features = self.opts.features;
         cpu.config.cpus = self.opts.cpus.max(1);
+        cpu.config.cores = self.opts.cores.max(1);
+        cpu.config.threads = self.opts.threads.max(1);
         if !cpu.mmu.join_share(&self.code) {
             return Err(Error::Unavailable(format!(
                 "dbt: at most {} vCPUs",

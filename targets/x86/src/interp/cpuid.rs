@@ -26,23 +26,65 @@ pub fn leaf1_edx(cfg: &CpuConfig) -> u32 {
     if !cfg.apic {
         d &= !(1 << 9);
     }
-    if cfg.cpus > 1 {
+    if cfg.cores * cfg.threads > 1 {
         d |= 1 << 28; // HTT: EBX[23:16] counts logical processors.
     }
     d
 }
 
-/// Topology (leaf 1 EBX, leaf 0xB): `cpus` cores of one thread each in one
-/// package, APIC ID = core number.
+/// Bits of an APIC ID that number `n` things (QEMU's apicid_bitwidth_for_count).
+fn id_bits(n: u32) -> u32 {
+    32 - n.max(1).saturating_sub(1).leading_zeros()
+}
+
+/// Topology (leaf 1 EBX, leaf 0xB) of `-smp`'s sockets, cores per socket
+/// and threads per core, as QEMU reports it: the APIC ID holds the thread
+/// in its low `id_bits(threads)` bits, the core above, the socket above
+/// that. (hx86 numbers APIC IDs densely, vCPU index = APIC ID, which is
+/// the same numbering when cores and threads are powers of two.)
 fn topology(cfg: &CpuConfig, leaf: u32, sub: u32) -> [u32; 4] {
-    let n = cfg.cpus.max(1);
+    let (threads, cores) = (cfg.threads.max(1), cfg.cores.max(1));
+    let smt_bits = id_bits(threads);
+    let pkg_bits = smt_bits + id_bits(cores);
     match (leaf, sub) {
-        (1, _) => [0, (8 << 8) | (n.min(255) << 16) | (cfg.apic_id << 24), 0, 0],
-        // Leaf 0xB: level 0 SMT (1 thread), level 1 core (n cores).
-        (_, 0) => [0, 1, 1 << 8, cfg.apic_id],
-        (_, 1) => [32 - (n - 1).leading_zeros(), n, (2 << 8) | 1, cfg.apic_id],
+        (1, _) => [
+            0,
+            (8 << 8) | ((cores * threads).min(255) << 16) | (cfg.apic_id << 24),
+            0,
+            0,
+        ],
+        // Leaf 0xB: level 0 SMT, level 1 core.
+        (_, 0) => [smt_bits, threads, 1 << 8, cfg.apic_id],
+        (_, 1) => [pkg_bits, cores * threads, (2 << 8) | 1, cfg.apic_id],
         (_, s) => [0, 0, s & 0xff, cfg.apic_id],
     }
+}
+
+/// Leaf 4, deterministic cache parameters: QEMU's legacy caches (L1d and
+/// L1i 32 KiB 8-way, L2 4 MiB 16-way per core, L3 16 MiB 16-way per
+/// package, 64-byte lines), shared as the topology says.
+fn leaf4(cfg: &CpuConfig, sub: u32) -> [u32; 4] {
+    let (threads, cores) = (cfg.threads.max(1), cfg.cores.max(1));
+    let smt_bits = id_bits(threads);
+    let pkg_bits = smt_bits + id_bits(cores);
+    // (type: 1 data, 2 instruction, 3 unified; level; ways; sets; per package)
+    let (ty, level, ways, sets, pkg) = match sub {
+        0 => (1, 1, 8, 64, false),
+        1 => (2, 1, 8, 64, false),
+        2 => (3, 2, 16, 4096, false),
+        3 => (3, 3, 16, 16384, true),
+        _ => return [0; 4],
+    };
+    let sharing = if pkg {
+        (1u32 << pkg_bits) - 1
+    } else {
+        (1u32 << smt_bits) - 1
+    };
+    let cores_per_pkg = (1u32 << (pkg_bits - smt_bits)) - 1;
+    let eax = ty | (level << 5) | (1 << 8) | (sharing << 14) | (cores_per_pkg << 26);
+    let ebx = 63 | ((ways - 1) << 22);
+    let edx = if pkg { 1 << 1 } else { 0 }; // L3 inclusive
+    [eax, ebx, sets - 1, edx]
 }
 
 /// Leaf 1 ECX: the model's features and OSXSAVE (CR4). Bit 31, "running
@@ -118,6 +160,7 @@ pub fn cpuid(cfg: &CpuConfig, st: &CpuState, leaf: u32, sub: u32) -> [u32; 4] {
             leaf7_ecx(cfg, st),
             0,
         ],
+        4 => leaf4(cfg, sub),
         0xb => topology(cfg, leaf, sub),
         0xd => leaf_xsave(cfg, st, sub),
         // TSC and core crystal clock: TSC = crystal * 1/1 = tsc_hz, the
@@ -159,4 +202,54 @@ pub fn exec(cpu: &mut Cpu) -> XResult<()> {
     cpu.state.gpr[RCX] = r[2] as u64;
     cpu.state.gpr[RDX] = r[3] as u64;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(cores: u32, threads: u32, apic_id: u32) -> CpuConfig {
+        CpuConfig {
+            cpus: cores * threads,
+            cores,
+            threads,
+            apic_id,
+            apic: true,
+            ..CpuConfig::default()
+        }
+    }
+
+    #[test]
+    fn topology_leaves_follow_smp() {
+        let st = CpuState::reset();
+        // -smp 8,cores=4,threads=2 seen by the vCPU with APIC ID 5.
+        let c = cfg(4, 2, 5);
+        let l1 = cpuid(&c, &st, 1, 0);
+        assert_eq!((l1[1] >> 16) & 0xff, 8, "logical processors per package");
+        assert_eq!(l1[1] >> 24, 5);
+        assert_ne!(l1[3] & (1 << 28), 0, "HTT");
+        assert_eq!(cpuid(&c, &st, 0xb, 0), [1, 2, 0x100, 5]);
+        assert_eq!(cpuid(&c, &st, 0xb, 1), [3, 8, 0x201, 5]);
+        assert_eq!(cpuid(&c, &st, 0xb, 2), [0, 0, 2, 5]);
+        // Leaf 4: L1d shared by the core's 2 threads, L3 by the package's
+        // 8; 4 cores per package; then no more caches.
+        let l1d = cpuid(&c, &st, 4, 0);
+        assert_eq!(l1d[0] & 0x1f, 1);
+        assert_eq!((l1d[0] >> 14) & 0xfff, 1);
+        assert_eq!(l1d[0] >> 26, 3);
+        let l3 = cpuid(&c, &st, 4, 3);
+        assert_eq!((l3[0] >> 5) & 7, 3);
+        assert_eq!((l3[0] >> 14) & 0xfff, 7);
+        // Size: ways * partitions * line * sets.
+        let size = ((l3[1] >> 22) + 1)
+            * (((l3[1] >> 12) & 0x3ff) + 1)
+            * ((l3[1] & 0xfff) + 1)
+            * (l3[2] + 1);
+        assert_eq!(size, 16 << 20);
+        assert_eq!(cpuid(&c, &st, 4, 4), [0; 4]);
+        // One CPU: no HTT, one logical processor.
+        let one = cfg(1, 1, 0);
+        assert_eq!(cpuid(&one, &st, 1, 0)[3] & (1 << 28), 0);
+        assert_eq!(cpuid(&one, &st, 0xb, 1), [0, 1, 0x201, 0]);
+    }
 }

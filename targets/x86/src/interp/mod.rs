@@ -174,8 +174,12 @@ pub struct CpuConfig {
     pub apic: bool,
     /// APIC id of this vCPU (CPUID leaf 1 EBX[31:24]).
     pub apic_id: u32,
-    /// vCPUs of the machine (CPUID topology).
+    /// vCPUs of the machine.
     pub cpus: u32,
+    /// Cores per package and threads per core (CPUID topology, leaves 1,
+    /// 4 and 0xB).
+    pub cores: u32,
+    pub threads: u32,
     /// Nominal TSC frequency in Hz (RDTSC counts host time at this rate).
     pub tsc_hz: u64,
     /// The CPU model's features: CPUID reports them, and the ones with
@@ -190,6 +194,8 @@ impl Default for CpuConfig {
             apic: false,
             apic_id: 0,
             cpus: 1,
+            cores: 1,
+            threads: 1,
             tsc_hz: 1_000_000_000,
             features: crate::cpu_model::CpuSpec::default()
                 .for_dbt()
