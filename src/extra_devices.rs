@@ -33,10 +33,32 @@ const PCI_IO_START: u64 = 0xc000;
 /// The first slot given to a PCI device without `addr=` (QEMU's `pc` has
 /// its PIIX3 at 1; hx86 keeps the numbering of QEMU's `-nodefaults`).
 const FIRST_AUTO_SLOT: u8 = 2;
-/// The IRQs SeaBIOS gives PIIX's PIRQ links A-D under QEMU; INTA of slot
-/// `s` is on link `s & 3` (QEMU's `pci_slot_get_pirq`), and each link's
-/// ISA IRQ is the IOAPIC pin of the same number.
-const PIRQ_IRQS: [u8; 4] = [10, 10, 11, 11];
+
+/// A level-triggered GSI several PCI functions share: asserted while any
+/// of them asserts it (wired-OR), so one function dropping its INTx does
+/// not hide another's.
+struct SharedLine {
+    line: Arc<dyn IrqLine>,
+    levels: Mutex<Vec<bool>>,
+}
+
+/// One function's connection to a [`SharedLine`].
+struct SharedLineInput {
+    shared: Arc<SharedLine>,
+    index: usize,
+}
+
+impl IrqLine for SharedLineInput {
+    fn set_level(&self, level: bool) {
+        let mut levels = self.shared.levels.lock().unwrap_or_else(|e| e.into_inner());
+        let before = levels.iter().any(|&l| l);
+        levels[self.index] = level;
+        let after = levels.iter().any(|&l| l);
+        if before != after {
+            self.shared.line.set_level(after);
+        }
+    }
+}
 
 /// The PCI bus as devices are added: free slots, the next BAR addresses,
 /// and what a function connects to.
@@ -50,9 +72,31 @@ pub struct PciSlots<'a> {
     irq: &'a dyn Fn(u32) -> Arc<dyn IrqLine>,
     ram: &'a GuestRam,
     msi: Arc<dyn MsiSink>,
+    /// The INTx GSIs handed out so far.
+    intx: Vec<(u8, Arc<SharedLine>)>,
 }
 
 impl PciSlots<'_> {
+    /// A new input of the (shared) INTx line on `gsi`.
+    fn intx_input(&mut self, gsi: u8) -> Arc<dyn IrqLine> {
+        let shared = match self.intx.iter().find(|(g, _)| *g == gsi) {
+            Some((_, s)) => s.clone(),
+            None => {
+                let s = Arc::new(SharedLine {
+                    line: (self.irq)(u32::from(gsi)),
+                    levels: Mutex::new(Vec::new()),
+                });
+                self.intx.push((gsi, s.clone()));
+                s
+            }
+        };
+        let mut levels = shared.levels.lock().unwrap_or_else(|e| e.into_inner());
+        levels.push(false);
+        let index = levels.len() - 1;
+        drop(levels);
+        Arc::new(SharedLineInput { shared, index })
+    }
+
     /// `addr`, or the next free slot from 2; marks it used.
     fn slot(&mut self, what: &str, addr: Option<(u8, u8)>) -> Result<(u8, u8)> {
         let (slot, func) = match addr {
@@ -96,7 +140,8 @@ impl PciSlots<'_> {
     ) -> Result<()> {
         let what = format!("{}-pci", dev.name());
         let (slot, func) = self.slot(&what, addr)?;
-        let line = PIRQ_IRQS[usize::from(slot & 3)];
+        // INTA's GSI as QEMU's PIIX routes the slot (the DSDT's _PRT).
+        let line = firmware::acpi::dsdt::pci_intx_gsi(slot, 0);
         let mut f = VirtioPci::new(
             dev,
             VirtioPciWiring {
@@ -105,7 +150,7 @@ impl PciSlots<'_> {
                 bar_mem: self.bar_mem.clone(),
                 ram: self.ram.clone(),
                 msi: self.msi.clone(),
-                intx: (self.irq)(u32::from(line)),
+                intx: self.intx_input(line),
                 intx_line: line,
             },
         );
@@ -142,6 +187,7 @@ pub fn attach(
         irq,
         ram,
         msi,
+        intx: Vec::new(),
     };
     let mut testdevs = Vec::new();
     for d in devs {
@@ -193,4 +239,39 @@ pub fn attach(
         attach_pc_testdev_byte_view(dev, pio);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<bool>>);
+
+    impl IrqLine for Recorder {
+        fn set_level(&self, level: bool) {
+            self.0.lock().unwrap().push(level);
+        }
+    }
+
+    #[test]
+    fn a_shared_intx_line_is_asserted_while_any_function_asserts_it() {
+        let rec = Arc::new(Recorder::default());
+        let shared = Arc::new(SharedLine {
+            line: rec.clone(),
+            levels: Mutex::new(vec![false, false]),
+        });
+        let a = SharedLineInput {
+            shared: shared.clone(),
+            index: 0,
+        };
+        let b = SharedLineInput { shared, index: 1 };
+        a.set_level(true);
+        b.set_level(true);
+        a.set_level(false);
+        assert_eq!(*rec.0.lock().unwrap(), vec![true], "b still holds it");
+        a.set_level(false);
+        b.set_level(false);
+        assert_eq!(*rec.0.lock().unwrap(), vec![true, false]);
+    }
 }

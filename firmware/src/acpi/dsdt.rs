@@ -22,6 +22,12 @@
 //!                     NonCacheable, ReadWrite,
 //!                     0x00000000, 0xC0000000, 0xFEBFFFFF, 0x00000000, 0x3EC00000)
 //!             })
+//!             Name (_PRT, Package (0x80)      // slot s, pin p (0 = INTA):
+//!             {                               // GSI PCI_INTX_GSIS[(s + p) & 3]
+//!                 Package (0x04) { 0x0000FFFF, Zero, Zero, 0x0A },
+//!                 ...
+//!                 Package (0x04) { 0x001FFFFF, 0x03, Zero, 0x0B }
+//!             })
 //!             Device (FWCF)                   // if fw_cfg_port (here 0x510)
 //!             {
 //!                 Name (_HID, "QEMU0002")
@@ -41,7 +47,10 @@
 //! for PCI when ACPI is on) would not scan PCI bus 0 at all. The bridge
 //! decodes all I/O ports but the config ports (the legacy devices sit
 //! behind it, as on a PIIX PC) and the 32-bit MMIO hole up to the IOAPIC.
-//! There is no `_PRT`: no PCI device needs an interrupt yet. `FWCF` sits
+//! `_PRT` routes each slot's INTA-INTD straight to a GSI (no link devices):
+//! QEMU's PIIX wiring, where pin p of slot s is PIRQ link (s + p) & 3, with
+//! the links on IRQ 10, 10, 11, 11 as SeaBIOS sets them; Linux then uses
+//! them level-triggered (the virtio devices' INTx fallback). `FWCF` sits
 //! inside `PCI0` as on QEMU's i440FX machine (in `\_SB` when there is no
 //! host bridge), so Linux's `qemu_fw_cfg` driver finds the device.
 
@@ -75,6 +84,31 @@ fn fwcf(port: u16) -> Result<Vec<u8>, Error> {
     aml::device("FWCF", &body)
 }
 
+/// The GSIs of PIIX's PIRQ links A-D as SeaBIOS programs them under QEMU.
+pub const PCI_INTX_GSIS: [u8; 4] = [10, 10, 11, 11];
+
+/// The GSI of interrupt pin `pin` (0 = INTA) of the device in `slot` on
+/// bus 0: QEMU's `pci_slot_get_pirq` link, then [`PCI_INTX_GSIS`].
+pub fn pci_intx_gsi(slot: u8, pin: u8) -> u8 {
+    PCI_INTX_GSIS[usize::from(slot.wrapping_add(pin) & 3)]
+}
+
+/// `Name (_PRT, ...)`: every slot's four pins (see the module docs).
+fn prt() -> Result<Vec<u8>, Error> {
+    let mut entries = Vec::new();
+    for slot in 0..32u8 {
+        for pin in 0..4u8 {
+            entries.push(aml::package(&[
+                aml::integer(u64::from(slot) << 16 | 0xFFFF),
+                aml::integer(pin.into()),
+                aml::integer(0),
+                aml::integer(pci_intx_gsi(slot, pin).into()),
+            ])?);
+        }
+    }
+    aml::name("_PRT", &aml::package(&entries)?)
+}
+
 /// The fw_cfg device's ports (selector, data, DMA address).
 pub const FW_CFG_PORTS: u8 = 0x0C;
 
@@ -91,6 +125,7 @@ fn pci0(extra: &[u8]) -> Result<Vec<u8>, Error> {
         aml::name("_HID", &aml::integer(aml::eisa_id("PNP0A03")?.into()))?,
         aml::name("_UID", &aml::integer(0))?,
         aml::name("_CRS", &aml::buffer(&crs)?)?,
+        prt()?,
         extra.to_vec(),
     ]
     .concat();
