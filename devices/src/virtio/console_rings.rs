@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex};
 
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use virtio_queue::{Queue, QueueOwnedT};
 
 use super::{
     event, rx_queue, Active, Buf, Chain, Shared, State, CTRL_LEN, CTRL_RX, CTRL_TX, TX_CHUNK,
@@ -167,7 +167,7 @@ impl Active {
                 // Empty: re-arm notifications (with EVENT_IDX this
                 // publishes avail_event, without which the driver stops
                 // kicking) and look once more for what came meanwhile.
-                Ok(None) if !rearmed => match queue.enable_notification(mem.memory()) {
+                Ok(None) if !rearmed => match crate::virtio::enable_notification(queue, mem) {
                     Ok(true) => {
                         rearmed = true;
                         continue;
@@ -201,13 +201,8 @@ impl Active {
         let Some(queue) = queues.get_mut(usize::from(q)).and_then(|q| q.as_mut()) else {
             return;
         };
-        let mem = mem.memory();
-        let r = queue
-            .add_used(mem, head, len)
-            .and_then(|_| queue.needs_notification(mem));
-        match r {
-            Ok(true) => self.irq.signal_used_queue(q),
-            Ok(false) => {}
+        match crate::virtio::add_used(queue, mem, head, len) {
+            Ok(()) => crate::virtio::notify_used(queue, mem, self.irq.as_ref(), q),
             Err(e) => {
                 log::debug!(target: "guest_errors", "virtio-serial: queue {q}: used ring: {e}");
                 self.fail();
