@@ -24,6 +24,7 @@ use devices::dma::GuestRam;
 
 use crate::config::DeviceConfig;
 use crate::machine::serial_writer;
+use crate::monitor::Chardevs;
 
 /// The ISA interrupt lines pc-testdev can drive (0x2000-0x2017).
 const TESTDEV_LINES: u32 = 24;
@@ -164,7 +165,9 @@ impl PciSlots<'_> {
 }
 
 /// Put `devs` on the buses; `irq(n)` is ISA/GSI line `n`, `msi` delivers
-/// message-signalled interrupts.
+/// message-signalled interrupts, `chardevs` are the opened `-chardev`s
+/// (virtio-serial ports attach to theirs).
+#[allow(clippy::too_many_arguments)]
 pub fn attach(
     devs: &[DeviceConfig],
     pio: &mut Bus,
@@ -173,6 +176,7 @@ pub fn attach(
     irq: &dyn Fn(u32) -> Arc<dyn IrqLine>,
     ram: &GuestRam,
     msi: Arc<dyn MsiSink>,
+    chardevs: &Chardevs,
 ) -> Result<()> {
     let (bar_io, bar_mem) = (PciBarSpace::new(), PciBarSpace::new());
     pio.set_fallback(bar_io.clone());
@@ -232,6 +236,12 @@ pub fn attach(
             DeviceConfig::VirtioRng { addr } => {
                 bus.attach_virtio(*addr, Box::new(devices::virtio::rng::VirtioRng::new()))?
             }
+            DeviceConfig::VirtioSerial(s) => {
+                let dev = crate::chardev::virtio_port::build(s, chardevs)?;
+                bus.attach_virtio(s.addr, Box::new(dev))?
+            }
+            // config::build put every port on its virtio-serial bus.
+            DeviceConfig::VirtioSerialPort(p) => bail!("-device {}: no bus", p.driver()),
         }
     }
     // pc-testdev's byte view of 0xe8-0xeb takes only the ports left free.

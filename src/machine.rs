@@ -289,7 +289,7 @@ pub(crate) fn serial_writer(out: &SerialOut) -> Result<Box<dyn std::io::Write + 
 
 fn build_io(
     cfg: &MachineConfig,
-    serial_out: Box<dyn std::io::Write + Send>,
+    chardevs: &Chardevs,
     rom: Vec<(u64, u64)>,
     chip: Option<&SharedIrqChip>,
     fw_cfg: Arc<Mutex<devices::FwCfg>>,
@@ -308,7 +308,10 @@ fn build_io(
             vm: vm_cell.clone(),
         })
     };
-    let serial = Arc::new(Mutex::new(Serial::new(irq(COM1_IRQ), serial_out)));
+    let serial = Arc::new(Mutex::new(Serial::new(
+        irq(COM1_IRQ),
+        chardevs.serial_writer(),
+    )));
     let pm1 = Arc::new(Mutex::new(Pm1Event::with_sci(irq(SCI_IRQ))));
     // CMOS RTC (IRQ 8), with the RAM size bytes firmware reads.
     let mut rtc = Rtc::new(Arc::new(HostClock::new()), irq(RTC_IRQ));
@@ -370,7 +373,16 @@ fn build_io(
     let msi = Arc::new(VmMsi {
         vm: vm_cell.clone(),
     });
-    crate::extra_devices::attach(&cfg.devices, &mut pio, &mut mmio, &pci, &irq, ram, msi)?;
+    crate::extra_devices::attach(
+        &cfg.devices,
+        &mut pio,
+        &mut mmio,
+        &pci,
+        &irq,
+        ram,
+        msi,
+        chardevs,
+    )?;
     Ok(MachineIo {
         pio,
         mmio,
@@ -403,7 +415,7 @@ pub fn run(cfg: &MachineConfig) -> Result<i32> {
     let fw_cfg = crate::fw_cfg::device(cfg, &ram, &image.state)?;
     let io = Arc::new(build_io(
         cfg,
-        chardevs.serial_writer(),
+        &chardevs,
         image.rom.clone(),
         chip.as_ref(),
         fw_cfg,

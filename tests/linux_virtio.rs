@@ -8,7 +8,9 @@
 
 mod common;
 
-use common::linux::{boot_and_drive, guest, tail_of, BOOT_TIMEOUT, ONE_AT_A_TIME};
+use common::linux::{
+    assert_virtio_loaded, boot_and_drive, guest, marker, tail_of, BOOT_TIMEOUT, ONE_AT_A_TIME,
+};
 
 #[test]
 fn linux_reads_entropy_from_virtio_rng_with_msix_interrupts() {
@@ -34,17 +36,8 @@ fn linux_reads_entropy_from_virtio_rng_with_msix_interrupts() {
         BOOT_TIMEOUT,
     );
     let tail = tail_of(&out);
-    assert!(
-        out.contains("HX86-VIRTIO-LOADED") && !out.contains("HX86-INSMOD-FAILED"),
-        "the virtio modules should load\n{tail}"
-    );
-    let value = |key: &str| {
-        out.lines()
-            .find_map(|l| l.trim().strip_prefix(&format!("{key}-2=")))
-            .unwrap_or_else(|| panic!("no {key} line\n{tail}"))
-            .trim()
-            .to_string()
-    };
+    assert_virtio_loaded(&out);
+    let value = |key: &str| marker(&out, key);
     assert_eq!(value("PCI"), "0x1af4:0x1044:0x00ff00:virtio-pci", "{tail}");
     assert_eq!(value("RNG"), "virtio_rng.0", "{tail}");
     assert_eq!(value("BYTES"), "4096 4096", "{tail}");

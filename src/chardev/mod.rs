@@ -7,6 +7,7 @@
 //! their frontends (COM1, the monitors).
 
 pub mod backend;
+pub mod virtio_port;
 
 use std::path::PathBuf;
 

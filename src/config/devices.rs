@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use anyhow::{bail, Context, Result};
 
+use super::virtio_serial::{SerialPort, VirtioSerial};
 use super::{parse_chardev, parse_num, warn};
 use crate::machine::SerialOut;
 
@@ -30,6 +31,11 @@ pub enum DeviceConfig {
     /// virtio-rng-pci (entropy from the host's getrandom), `addr` as for
     /// pci-testdev.
     VirtioRng { addr: Option<(u8, u8)> },
+    /// virtio-serial-pci with the ports on its bus.
+    VirtioSerial(Box<VirtioSerial>),
+    /// A virtconsole/virtserialport, until `config::build` puts it on its
+    /// bus ([`super::virtio_serial::assign_ports`]).
+    VirtioSerialPort(SerialPort),
 }
 
 struct PropInfo {
@@ -128,6 +134,44 @@ const DEVICES: &[DeviceInfo] = &[
         desc: None,
         props: VIRTIO_PCI_PROPS,
     },
+    DeviceInfo {
+        name: "virtio-serial-pci",
+        bus: "PCI",
+        category: Category::Input,
+        desc: None,
+        props: &[
+            prop("addr", "int32", "next free slot from 2"),
+            prop(
+                "disable-legacy",
+                "OnOffAuto",
+                "on (hx86's virtio is modern only)",
+            ),
+            prop("disable-modern", "bool", "false"),
+            prop("max_ports", "uint32", "31"),
+        ],
+    },
+    DeviceInfo {
+        name: "virtconsole",
+        bus: "virtio-serial-bus",
+        category: Category::Input,
+        desc: None,
+        props: SERIAL_PORT_PROPS,
+    },
+    DeviceInfo {
+        name: "virtserialport",
+        bus: "virtio-serial-bus",
+        category: Category::Input,
+        desc: None,
+        props: SERIAL_PORT_PROPS,
+    },
+];
+
+/// virtconsole's and virtserialport's properties.
+const SERIAL_PORT_PROPS: &[PropInfo] = &[
+    prop("chardev", "str", "none: output dropped"),
+    prop("name", "str", "none"),
+    prop("nr", "uint32", "virtconsole 0, then the first free from 1"),
+    prop("bus", "str", "the first virtio-serial-pci's (ID.0)"),
 ];
 
 /// What `-device help` prints: QEMU's format, by category, names sorted.
@@ -275,9 +319,7 @@ fn pci_addr(what: &str, v: &str) -> Result<(u8, u8)> {
 }
 
 fn is_virtio_pci(driver: &str) -> bool {
-    DEVICES
-        .iter()
-        .any(|d| d.name == driver && std::ptr::eq(d.props, VIRTIO_PCI_PROPS))
+    driver.starts_with("virtio-") && driver.ends_with("-pci")
 }
 
 /// Parse one `-device` option (with the `-global` defaults applied first).
@@ -301,10 +343,26 @@ pub fn parse_device(spec: &str, globals: &Globals) -> Result<DeviceConfig> {
         "pc-testdev" => DeviceConfig::PcTestdev,
         "pci-testdev" => DeviceConfig::PciTestdev { addr: None },
         "virtio-rng-pci" => DeviceConfig::VirtioRng { addr: None },
+        "virtio-serial-pci" => DeviceConfig::VirtioSerial(Box::default()),
+        "virtconsole" | "virtserialport" => DeviceConfig::VirtioSerialPort(SerialPort {
+            console: driver == "virtconsole",
+            ..Default::default()
+        }),
         _ => bail!("-device {driver}: unsupported device"),
     };
     for (k, v) in globals.for_driver(driver).chain(own) {
         match (&mut dev, k) {
+            (DeviceConfig::VirtioSerial(s), "id") => s.id = Some(v.to_string()),
+            (DeviceConfig::VirtioSerial(s), "max_ports") => {
+                s.max_ports = num(&what, k, v, u64::from(u32::MAX))? as u32
+            }
+            (DeviceConfig::VirtioSerial(s), "addr") => s.addr = Some(pci_addr(&what, v)?),
+            (DeviceConfig::VirtioSerialPort(p), "chardev") => p.chardev = Some(v.to_string()),
+            (DeviceConfig::VirtioSerialPort(p), "name") => p.name = Some(v.to_string()),
+            (DeviceConfig::VirtioSerialPort(p), "nr") => {
+                p.nr = Some(num(&what, k, v, u64::from(u32::MAX))? as u32)
+            }
+            (DeviceConfig::VirtioSerialPort(p), "bus") => p.bus = Some(v.to_string()),
             // QEMU's generic properties.
             (_, "id") => {}
             (_, "bus") if dinfo.bus == "PCI" && v == "pci.0" => {}
@@ -451,7 +509,10 @@ mod tests {
         let h = help_request(&["?".to_string()]).unwrap().unwrap();
         assert!(h.contains("name \"isa-debug-exit\", bus ISA\n"), "{h}");
         assert!(h.contains("name \"pci-testdev\", bus PCI, desc \"PCI Test Device\"\n"));
-        assert!(h.starts_with("Misc devices:\n"), "{h}");
+        // QEMU's order of categories: Input before Misc.
+        let (input, misc) = (h.find("Input devices:\n"), h.find("\nMisc devices:\n"));
+        assert!(input.is_some() && misc.is_some() && input < misc, "{h}");
+        assert!(h.contains("Input devices:\nname \"virtconsole\", bus virtio-serial-bus\nname \"virtio-serial-pci\", bus PCI\nname \"virtserialport\", bus virtio-serial-bus\n"), "{h}");
         assert!(h.contains("name \"virtio-rng-pci\", bus PCI\n"), "{h}");
         let h = help_request(&["isa-debug-exit,help".to_string()])
             .unwrap()

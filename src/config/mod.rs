@@ -1,11 +1,12 @@
 //! From the parsed command line ([`Cli`]) to a [`MachineConfig`]: every
 //! option's value checked, QEMU's spelling accepted, clear errors otherwise.
 //! `accel.rs`: `-machine`, `-accel`; `devices.rs`: `-device`, `-debugcon`,
-//! `-global`; `smp.rs`: `-smp`.
+//! `-global`; `smp.rs`: `-smp`; `virtio_serial.rs`: virtio-serial's ports.
 
 pub mod accel;
 pub mod devices;
 pub mod smp;
+pub mod virtio_serial;
 
 use std::path::PathBuf;
 
@@ -228,6 +229,8 @@ pub fn build(cli: &Cli, show_accel: bool) -> Result<MachineConfig> {
     for d in &mut devs {
         resolve_chardev(d, &chardevs)?;
     }
+    virtio_serial::assign_ports(&mut devs)?;
+    virtio_serial::check_chardevs(&devs, &chardevs)?;
     Ok(MachineConfig {
         ram_size,
         boot,

@@ -88,6 +88,11 @@ impl Chardevs {
         self.devs.iter().find(|d| d.spec.id == id)
     }
 
+    /// The chardev `id`, for a device frontend (attach before `start`).
+    pub fn get(&self, id: &str) -> Option<Arc<Chardev>> {
+        self.find(id).cloned()
+    }
+
     /// Where COM1 writes.
     pub fn serial_writer(&self) -> Box<dyn std::io::Write + Send> {
         match self.cfg.serial.as_deref().and_then(|id| self.find(id)) {

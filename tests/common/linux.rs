@@ -146,3 +146,22 @@ pub fn tail_of(out: &str) -> String {
     let v: Vec<char> = out.chars().rev().take(8000).collect();
     v.into_iter().rev().collect()
 }
+
+/// The value of the guest's `KEY-2=VALUE` line (tests print their markers
+/// with `$((1+1))`, so the echoed command lines never match them).
+pub fn marker(out: &str, key: &str) -> String {
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix(&format!("{key}-2=")))
+        .unwrap_or_else(|| panic!("no {key} line\n{}", tail_of(out)))
+        .trim()
+        .to_string()
+}
+
+/// `hx86.virtio` loaded every virtio module.
+pub fn assert_virtio_loaded(out: &str) {
+    assert!(
+        out.contains("HX86-VIRTIO-LOADED") && !out.contains("HX86-INSMOD-FAILED"),
+        "the virtio modules should load\n{}",
+        tail_of(out)
+    );
+}
