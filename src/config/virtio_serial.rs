@@ -89,13 +89,19 @@ pub fn assign_ports(devs: &mut Vec<DeviceConfig>) -> Result<()> {
 }
 
 /// Every port's chardev exists, and one that another user (COM1, a
-/// monitor, another port) also has is a mux.
+/// monitor, an isa-debugcon, another port) also has is a mux.
 pub fn check_chardevs(devs: &[DeviceConfig], c: &ChardevConfig) -> Result<()> {
     let mut seen: Vec<&str> = c
         .serial
         .iter()
         .map(String::as_str)
         .chain(c.monitors.iter().map(|m| m.chardev.as_str()))
+        .chain(devs.iter().filter_map(|d| match d {
+            DeviceConfig::Debugcon {
+                chardev: Some(id), ..
+            } => Some(id.as_str()),
+            _ => None,
+        }))
         .collect();
     for s in devs.iter().filter_map(|d| match d {
         DeviceConfig::VirtioSerial(s) => Some(s),
@@ -230,6 +236,15 @@ mod tests {
         let e = check_chardevs(&devs, &chardevs(&["null,id=c0"], "chardev:c0")).unwrap_err();
         assert!(e.to_string().contains("add mux=on"), "{e}");
         assert!(check_chardevs(&devs, &chardevs(&["stdio,id=c0,mux=on"], "chardev:c0")).is_ok());
+        let debugcon = DeviceConfig::Debugcon {
+            iobase: 0xe9,
+            readback: 0xe9,
+            out: crate::machine::SerialOut::None,
+            chardev: Some("c0".into()),
+        };
+        let with_debugcon = [devs.clone(), vec![debugcon]].concat();
+        let e = check_chardevs(&with_debugcon, &chardevs(&["null,id=c0"], "none")).unwrap_err();
+        assert!(e.to_string().contains("used twice"), "{e}");
         let mut two = vec![bus(None), port(true, "c0", None), port(false, "c0", None)];
         assign_ports(&mut two).unwrap();
         let e = check_chardevs(&two, &chardevs(&["null,id=c0"], "none")).unwrap_err();
