@@ -29,7 +29,10 @@ pub enum DeviceConfig {
     /// slot from 2, where QEMU's `pc -nodefaults` puts the first one).
     PciTestdev { addr: Option<(u8, u8)> },
     /// virtio-rng-pci (entropy from the host's getrandom), `addr` as for
-    /// pci-testdev.
+    /// pci-testdev. (A virtio device: an entry in `DEVICES` with
+    /// `VIRTIO_PCI_PROPS` among its properties, a variant here with its
+    /// `addr`, its arm in `parse_device`, and in `extra_devices::attach` a
+    /// call of `PciSlots::attach_virtio` with the device model.)
     VirtioRng { addr: Option<(u8, u8)> },
     /// virtio-serial-pci with the ports on its bus.
     VirtioSerial(Box<VirtioSerial>),
@@ -75,7 +78,8 @@ impl Category {
     }
 }
 
-/// The properties every virtio PCI device takes.
+/// The properties every virtio PCI device takes (`disable-legacy` and
+/// `disable-modern` are checked for any `virtio-*-pci`).
 const VIRTIO_PCI_PROPS: &[PropInfo] = &[
     prop("addr", "int32", "next free slot from 2"),
     prop(
@@ -318,6 +322,8 @@ fn pci_addr(what: &str, v: &str) -> Result<(u8, u8)> {
     }
 }
 
+/// A virtio PCI device (`virtio-*-pci`): takes `disable-legacy=on` and
+/// `disable-modern=off` (what hx86's transport is) besides its own.
 fn is_virtio_pci(driver: &str) -> bool {
     driver.starts_with("virtio-") && driver.ends_with("-pci")
 }
