@@ -117,11 +117,19 @@ impl Ring {
 
 /// What a port's output received.
 #[derive(Clone, Default)]
-struct Sink(Arc<Mutex<Vec<u8>>>);
+struct Sink {
+    data: Arc<Mutex<Vec<u8>>>,
+    /// A write waits while the test holds this (a slow chardev).
+    gate: Arc<Mutex<()>>,
+    /// A write has started.
+    entered: Arc<AtomicBool>,
+}
 
 impl Write for Sink {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
+        self.entered.store(true, Ordering::SeqCst);
+        let _open = self.gate.lock().unwrap();
+        self.data.lock().unwrap().extend_from_slice(b);
         Ok(b.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -278,7 +286,7 @@ impl Rig {
     }
 
     fn output(&self, i: usize) -> Vec<u8> {
-        self.outs[i].0.lock().unwrap().clone()
+        self.outs[i].data.lock().unwrap().clone()
     }
 
     fn needs_reset(&self) -> bool {
@@ -465,6 +473,39 @@ fn without_multiport_port_zero_is_a_plain_console() {
     r.post_ctrl_rx(1);
     r.ctrl_send(u32::MAX, event::DEVICE_READY, 1);
     assert!(r.ctrl_recv().is_empty());
+}
+
+#[test]
+fn a_stuck_output_never_blocks_the_notifying_vcpu() {
+    let mut r = rig(4, &[(true, None, None), (false, None, None)]);
+    r.activate(feature::MULTIPORT);
+    r.handshake();
+    r.ctrl_send(0, event::PORT_OPEN, 1);
+    // Port 0's chardev stops taking bytes in the middle of a write.
+    let gate = r.outs[0].gate.clone();
+    let held = gate.lock().unwrap();
+    r.guest_write(0, b"stuck");
+    let entered = r.outs[0].entered.clone();
+    wait_for("the writer inside the output", || {
+        entered.load(Ordering::SeqCst)
+    });
+    // Meanwhile every notification returns and the rest of the device
+    // works: more output queued on port 0, port 1's output, input and
+    // control traffic.
+    r.guest_write(0, b" more");
+    r.guest_write(1, b"port 1");
+    wait_for("port 1 output", || r.output(1) == b"port 1");
+    r.dev.port_input(0).unwrap().input(b"in");
+    let posted = vec![r.post_rx(0, 16)];
+    assert_eq!(r.guest_read(0, &posted), b"in");
+    r.ctrl_send(1, event::PORT_OPEN, 1);
+    assert!(
+        r.rings[1].take_used(&r.mem).is_empty(),
+        "port 0's buffers wait"
+    );
+    drop(held);
+    wait_for("port 0 output", || r.output(0) == b"stuck more");
+    assert!(!r.needs_reset());
 }
 
 #[test]
