@@ -40,6 +40,9 @@ const SUBSET: &[&str] = &[
     "msr",
     // Real mode and big real mode, every instruction group.
     "realmode",
+    // -cpu Opteron_G1,vendor=AuthenticAMD: SYSCALL from compatibility
+    // mode, TF across SYSCALL/SYSRET.
+    "syscall",
 ];
 
 fn tarball(repo: &Path) -> Option<PathBuf> {

@@ -309,6 +309,7 @@ pub fn select_with(
             .map_err(|e| Error::Unavailable(e.to_string()))?;
         Ok(dbt::DbtAccel::checked(dbt::DbtOptions {
             features,
+            vendor: cpu.vendor(),
             ..dbt_opts.clone()
         }))
     };

@@ -43,6 +43,8 @@ pub struct DbtOptions {
     pub features: x86::cpu_model::FeatureSet,
     /// vCPUs of the machine.
     pub cpus: u32,
+    /// The CPU vendor (`-cpu ...,vendor=` or the model's).
+    pub vendor: x86::cpu_model::Vendor,
     /// Cores per package and threads per core, for CPUID.
     pub cores: u32,
     pub threads: u32,
@@ -54,6 +56,7 @@ impl Default for DbtOptions {
             jit: Some(x86::JitConfig::default()),
             features: x86::CpuConfig::default().features,
             cpus: 1,
+            vendor: x86::cpu_model::Vendor::Intel,
             cores: 1,
             threads: 1,
         }
@@ -200,6 +203,7 @@ impl Vm for DbtVm {
         cpu.config.apic_id = id;
         cpu.config.features = self.opts.features;
         cpu.config.cpus = self.opts.cpus.max(1);
+        cpu.config.vendor = self.opts.vendor;
         cpu.config.cores = self.opts.cores.max(1);
         cpu.config.threads = self.opts.threads.max(1);
         if !cpu.mmu.join_share(&self.code) {

@@ -278,6 +278,32 @@ impl FeatureSet {
     }
 }
 
+/// The CPU vendor CPUID names (`-cpu ...,vendor=`). The DBT models
+/// Intel's behaviour everywhere except where a guest can tell them apart
+/// by design: with `AuthenticAMD`, SYSCALL also works outside 64-bit mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Vendor {
+    #[default]
+    Intel,
+    Amd,
+}
+
+impl Vendor {
+    /// The 12-byte vendor ID of CPUID leaf 0.
+    pub fn id(self) -> &'static [u8; 12] {
+        match self {
+            Vendor::Intel => b"GenuineIntel",
+            Vendor::Amd => b"AuthenticAMD",
+        }
+    }
+
+    fn from_id(s: &str) -> Option<Vendor> {
+        [Vendor::Intel, Vendor::Amd]
+            .into_iter()
+            .find(|v| v.id() == s.as_bytes())
+    }
+}
+
 /// A named CPU model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Model {
@@ -285,18 +311,35 @@ pub enum Model {
     Hx86,
     Qemu64,
     Max,
+    /// QEMU's first-generation AMD Opteron (kvm-unit-tests' syscall test).
+    OpteronG1,
     /// KVM only: what the host's KVM offers.
     Host,
 }
 
 impl Model {
-    pub const ALL: &'static [Model] = &[Model::Hx86, Model::Qemu64, Model::Max, Model::Host];
+    pub const ALL: &'static [Model] = &[
+        Model::Hx86,
+        Model::Qemu64,
+        Model::Max,
+        Model::OpteronG1,
+        Model::Host,
+    ];
+
+    /// The vendor the model has unless `vendor=` says otherwise.
+    pub fn default_vendor(self) -> Vendor {
+        match self {
+            Model::OpteronG1 => Vendor::Amd,
+            _ => Vendor::Intel,
+        }
+    }
 
     pub fn name(self) -> &'static str {
         match self {
             Model::Hx86 => "hx86",
             Model::Qemu64 => "qemu64",
             Model::Max => "max",
+            Model::OpteronG1 => "Opteron_G1",
             Model::Host => "host",
         }
     }
@@ -306,6 +349,7 @@ impl Model {
             Model::Hx86 => "hx86 generic x86-64 (default)",
             Model::Qemu64 => "QEMU Virtual CPU version 2.5+ (the features hx86 implements)",
             Model::Max => "Enables all features supported by the accelerator in the current host",
+            Model::OpteronG1 => "AMD Opteron 240 (Gen 1 Class Opteron)",
             Model::Host => "KVM processor with all supported host features",
         }
     }
@@ -329,6 +373,11 @@ impl Model {
                 Clflush, Mmx, Fxsr, Sse, Sse2, Pni, Cx16, Hypervisor, Syscall, Nx, Lm, LahfLm,
             ])),
             Model::Max => Some(FeatureSet::all()),
+            // QEMU's Opteron_G1 without MTRR, which hx86 does not model.
+            Model::OpteronG1 => Some(FeatureSet::of(&[
+                Fpu, De, Pse, Tsc, Msr, Pae, Mce, Cx8, Apic, Sep, Pge, Mca, Cmov, Pat, Pse36,
+                Clflush, Mmx, Fxsr, Sse, Sse2, Pni, Syscall, Nx, Lm,
+            ])),
             Model::Host => None,
         }
     }
@@ -349,7 +398,7 @@ pub enum CpuModelError {
     NotOfferedByKvm(String),
     #[error("bad -cpu option '{0}': expected +FEATURE, -FEATURE or FEATURE=on|off")]
     BadOption(String),
-    #[error("CPU vendor '{0}' is not modelled: hx86's CPU is GenuineIntel")]
+    #[error("CPU vendor '{0}' is not modelled: hx86's CPUs are GenuineIntel or AuthenticAMD")]
     Vendor(String),
 }
 
@@ -359,6 +408,8 @@ pub struct CpuSpec {
     pub model: Model,
     /// (feature, on) in command-line order; later ones win.
     pub changes: Vec<(Feature, bool)>,
+    /// `vendor=`, if given.
+    pub vendor: Option<Vendor>,
 }
 
 impl Default for CpuSpec {
@@ -366,6 +417,7 @@ impl Default for CpuSpec {
         CpuSpec {
             model: Model::Hx86,
             changes: Vec::new(),
+            vendor: None,
         }
     }
 }
@@ -376,6 +428,11 @@ impl Default for CpuSpec {
 const IGNORED_PROPS: &[&str] = &["check", "enforce", "host-phys-bits", "migratable", "kvm"];
 
 impl CpuSpec {
+    /// The vendor CPUID reports: `vendor=`, else the model's.
+    pub fn vendor(&self) -> Vendor {
+        self.vendor.unwrap_or(self.model.default_vendor())
+    }
+
     /// Parses `MODEL[,+feat|-feat|feat=on|off|feat]...`.
     pub fn parse(s: &str) -> Result<CpuSpec, CpuModelError> {
         let mut parts = s.split(',');
@@ -386,6 +443,7 @@ impl CpuSpec {
             .find(|x| x.name() == m)
             .ok_or_else(|| CpuModelError::UnknownModel(m.to_string()))?;
         let mut changes = Vec::new();
+        let mut vendor = None;
         for p in parts.map(str::trim).filter(|p| !p.is_empty()) {
             let (name, on) = if let Some(n) = p.strip_prefix('+') {
                 (n, true)
@@ -393,9 +451,9 @@ impl CpuSpec {
                 (n, false)
             } else if let Some((n, v)) = p.split_once('=') {
                 if normalize(n) == "vendor" {
-                    if v != "GenuineIntel" {
-                        return Err(CpuModelError::Vendor(v.to_string()));
-                    }
+                    vendor = Some(
+                        Vendor::from_id(v).ok_or_else(|| CpuModelError::Vendor(v.to_string()))?,
+                    );
                     continue;
                 }
                 let on = match v {
@@ -418,7 +476,11 @@ impl CpuSpec {
                 Err(e) => return Err(e),
             }
         }
-        Ok(CpuSpec { model, changes })
+        Ok(CpuSpec {
+            model,
+            changes,
+            vendor,
+        })
     }
 
     /// The feature set the DBT runs with.
@@ -498,6 +560,15 @@ impl CpuSpec {
             Model::Host | Model::Max | Model::Hx86 => None,
             m => m.dbt_features(),
         };
+        if self.vendor.is_some() || self.model.default_vendor() != Vendor::Intel {
+            let id = self.vendor().id();
+            let w = |o: usize| u32::from_le_bytes([id[o], id[o + 1], id[o + 2], id[o + 3]]);
+            for e in entries.iter_mut().filter(|e| e.leaf == 0) {
+                e.regs[1] = w(0);
+                e.regs[3] = w(4);
+                e.regs[2] = w(8);
+            }
+        }
         for e in entries.iter_mut() {
             for &(leaf, sub, reg) in FEATURE_WORDS {
                 if e.leaf != leaf || e.sub != sub {
@@ -590,6 +661,21 @@ mod tests {
                 .changes,
             vec![(Feature::X2apic, false)]
         );
+        // Vendors: the Opteron model is AMD unless told otherwise.
+        let s = CpuSpec::parse("Opteron_G1,vendor=AuthenticAMD").unwrap();
+        assert_eq!((s.model, s.vendor()), (Model::OpteronG1, Vendor::Amd));
+        assert_eq!(CpuSpec::parse("Opteron_G1").unwrap().vendor(), Vendor::Amd);
+        assert_eq!(
+            CpuSpec::parse("qemu64,vendor=AuthenticAMD")
+                .unwrap()
+                .vendor(),
+            Vendor::Amd
+        );
+        assert_eq!(CpuSpec::parse("qemu64").unwrap().vendor(), Vendor::Intel);
+        assert!(matches!(
+            CpuSpec::parse("qemu64,vendor=CyrixInstead"),
+            Err(CpuModelError::Vendor(_))
+        ));
         let f = CpuSpec::parse("qemu64,+x2apic,+tsc-deadline")
             .unwrap()
             .for_dbt()

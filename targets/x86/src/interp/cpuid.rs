@@ -1,7 +1,8 @@
 //! CPUID: what the vCPU's model ([`CpuConfig::features`], see
 //! [`crate::cpu_model`]) advertises, over what the interpreter implements.
 //!
-//! Vendor "GenuineIntel" (guests take their best-tested paths: SYSENTER for
+//! Vendor "GenuineIntel" by default, "AuthenticAMD" for the Opteron model or
+//! `vendor=` (guests take their best-tested paths on Intel: SYSENTER for
 //! 32-bit compat, SYSCALL in 64-bit mode only, as on Intel), family 6
 //! model 6 stepping 3, matching the EDX signature of `CpuState::reset`.
 //! Feature flags come from the model's [`crate::cpu_model::FeatureSet`];
@@ -9,13 +10,14 @@
 
 use super::{xsave, Cpu, CpuConfig};
 use crate::consts::cr4;
-use crate::cpu_model::{Feature, Reg};
+use crate::cpu_model::{Feature, Reg, Vendor};
 use crate::exception::XResult;
 use crate::state::gpr::{RAX, RBX, RCX, RDX};
 use crate::CpuState;
 
 pub const SIGNATURE: u32 = 0x663;
-pub const VENDOR: &[u8; 12] = b"GenuineIntel";
+/// AMD's: family 15 model 6 stepping 1, QEMU's Opteron_G1.
+pub const SIGNATURE_AMD: u32 = 0xf61;
 const BRAND: &[u8; 48] = b"hx86 virtual CPU                                ";
 
 /// Leaf 1 EDX: the model's features; APIC only when the machine has one.
@@ -139,12 +141,15 @@ pub fn cpuid(cfg: &CpuConfig, st: &CpuState, leaf: u32, sub: u32) -> [u32; 4] {
     match leaf {
         0 => [
             0x16,
-            le(&VENDOR[0..4]),
-            le(&VENDOR[8..12]),
-            le(&VENDOR[4..8]),
+            le(&cfg.vendor.id()[0..4]),
+            le(&cfg.vendor.id()[8..12]),
+            le(&cfg.vendor.id()[4..8]),
         ],
         1 => [
-            SIGNATURE,
+            match cfg.vendor {
+                Vendor::Intel => SIGNATURE,
+                Vendor::Amd => SIGNATURE_AMD,
+            },
             topology(cfg, 1, 0)[1],
             leaf1_ecx(cfg, st),
             // CPUID.1:EDX.APIC follows IA32_APIC_BASE.EN (SDM 10.4.3).
@@ -172,7 +177,14 @@ pub fn cpuid(cfg: &CpuConfig, st: &CpuState, leaf: u32, sub: u32) -> [u32; 4] {
             let mhz = (cfg.tsc_hz / 1_000_000) as u32;
             [mhz, mhz, mhz, 0]
         }
-        0x8000_0000 => [0x8000_0008, 0, 0, 0],
+        // AMD repeats the vendor ID here; Intel returns zeros.
+        0x8000_0000 => match cfg.vendor {
+            Vendor::Intel => [0x8000_0008, 0, 0, 0],
+            Vendor::Amd => {
+                let id = cfg.vendor.id();
+                [0x8000_0008, le(&id[0..4]), le(&id[8..12]), le(&id[4..8])]
+            }
+        },
         0x8000_0001 => [
             0,
             0,

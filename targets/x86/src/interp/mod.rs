@@ -176,6 +176,8 @@ pub struct CpuConfig {
     pub apic_id: u32,
     /// vCPUs of the machine.
     pub cpus: u32,
+    /// The vendor CPUID names (and, for AMD, SYSCALL outside 64-bit mode).
+    pub vendor: crate::cpu_model::Vendor,
     /// Cores per package and threads per core (CPUID topology, leaves 1,
     /// 4 and 0xB).
     pub cores: u32,
@@ -194,6 +196,7 @@ impl Default for CpuConfig {
             apic: false,
             apic_id: 0,
             cpus: 1,
+            vendor: crate::cpu_model::Vendor::Intel,
             cores: 1,
             threads: 1,
             tsc_hz: 1_000_000_000,
@@ -255,6 +258,9 @@ pub struct Cpu {
     pub debug_int3: bool,
     /// Stop with [`ExitReason::Debug`] after each instruction.
     pub debug_single_step: bool,
+    /// An instruction that ends its block set TF for a trap right after
+    /// it (SYSRET), whatever TF was before.
+    pub(crate) tf_trap_pending: bool,
     /// Debugger execution breakpoints (linear addresses), checked before
     /// each instruction of a block that may contain one.
     pub debug_hw_exec: [Option<u64>; 4],
@@ -308,6 +314,7 @@ impl Cpu {
             poll_countdown: 0,
             debug_int3: false,
             debug_single_step: false,
+            tf_trap_pending: false,
             debug_hw_exec: [None; 4],
             debug_skip_bp: None,
             #[cfg(target_arch = "x86_64")]
@@ -604,6 +611,10 @@ impl Cpu {
             self.insn_count += n;
             self.state.rflags &= !rflags::RF;
         }
+        if std::mem::take(&mut self.tf_trap_pending) {
+            self.state.dr[6] |= 1 << 14;
+            self.deliver_exception(bus, Exception::new(crate::exception::vector::DB));
+        }
         self.take_bus_action();
         if let Some((slot, addr)) = self.mmu.watch_hit.take() {
             self.exit
@@ -657,6 +668,14 @@ impl Cpu {
             Ok(()) => {
                 self.state.rip = self.next_rip;
                 self.state.rflags &= !rflags::RF;
+                // SYSCALL traps on the TF it leaves (FMASK may clear it),
+                // SYSRET through `tf_trap_pending`; other instructions on
+                // the TF they started with.
+                let tf = match i.mnemonic() {
+                    iced_x86::Mnemonic::Syscall => self.state.rflags & rflags::TF != 0,
+                    iced_x86::Mnemonic::Sysret | iced_x86::Mnemonic::Sysretq => false,
+                    _ => tf,
+                };
                 if tf {
                     // Single-step trap after the instruction.
                     self.state.dr[6] |= 1 << 14;

@@ -18,7 +18,15 @@ pub const PLATFORM_ID: u32 = 0x17;
 pub const MCG_CAP: u32 = 0x179;
 pub const MCG_STATUS: u32 = 0x17a;
 
+/// AMD PERF_CTL0-3 (0xC0010000-3) and PERF_CTR0-3 (0xC0010004-7).
+const AMD_PERF_FIRST: u32 = 0xc001_0000;
+const AMD_PERF_LAST: u32 = 0xc001_0007;
+
 impl Cpu {
+    fn amd(&self) -> bool {
+        self.config.vendor == crate::cpu_model::Vendor::Amd
+    }
+
     fn unknown_msr(&mut self, n: u32, write: bool) -> Exception {
         if self.unknown_msrs.insert(n) {
             log::warn!(target: "unimp", "{} of unknown MSR {n:#x}: #GP", if write { "WRMSR" } else { "RDMSR" });
@@ -54,6 +62,9 @@ impl Cpu {
             msr::KERNEL_GS_BASE => m.kernel_gs_base,
             msr::TSC_AUX => m.tsc_aux,
             msr::PKRS if self.config.features.has(Feature::Pks) => m.pkrs,
+            // AMD's four legacy performance counters exist on every K8 and
+            // later: they read 0 and never count.
+            AMD_PERF_FIRST..=AMD_PERF_LAST if self.amd() => 0,
             _ => return None,
         })
     }
@@ -109,6 +120,11 @@ impl Cpu {
             msr::GS_BASE => self.state.seg_mut(SegReg::Gs).base = canon(v)?,
             msr::KERNEL_GS_BASE => self.state.msr.kernel_gs_base = canon(v)?,
             msr::TSC_AUX => self.state.msr.tsc_aux = v & 0xffff_ffff,
+            AMD_PERF_FIRST..=AMD_PERF_LAST if self.amd() => {
+                if v != 0 && self.unknown_msrs.insert(n) {
+                    log::warn!(target: "unimp", "WRMSR {n:#x} = {v:#x}: AMD performance counters do not count");
+                }
+            }
             msr::PKRS if self.config.features.has(Feature::Pks) => {
                 if v >> 32 != 0 {
                     return Err(Exception::gp0());

@@ -522,19 +522,39 @@ fn flat_data(sel: u16, dpl: u16) -> Segment {
     }
 }
 
+/// SYSCALL: in 64-bit mode on every vendor; in compatibility and legacy
+/// mode only on AMD (Intel raises #UD there).
 pub fn syscall(cpu: &mut Cpu) -> XResult<()> {
-    if cpu.state.efer & efer::SCE == 0 || !cpu.long64 {
+    let amd = cpu.config.vendor == crate::cpu_model::Vendor::Amd;
+    if cpu.state.efer & efer::SCE == 0 || !(cpu.long64 || amd) {
         return Err(Exception::ud());
     }
     let star = cpu.state.msr.star;
     let sel = ((star >> 32) & 0xfffc) as u16;
+    if cpu.state.efer & efer::LMA == 0 {
+        // Legacy mode (AMD): a flat 32-bit CS and SS from STAR, EIP from
+        // STAR[31:0]; only IF, VM and RF are cleared.
+        cpu.state.gpr[RCX] = cpu.next_rip & 0xffff_ffff;
+        cpu.state.rflags &= !(rflags::IF | rflags::VM | rflags::RF);
+        cpu.state.segs[SegReg::Cs as usize] = flat_code(sel, 0, false);
+        cpu.state.segs[SegReg::Ss as usize] = flat_data(sel.wrapping_add(8), 0);
+        cpu.next_rip = star & 0xffff_ffff;
+        cpu.update_mode();
+        return Ok(());
+    }
+    // 64-bit mode enters at LSTAR, compatibility mode (AMD) at CSTAR.
+    let target = if cpu.long64 {
+        cpu.state.msr.lstar
+    } else {
+        cpu.state.msr.cstar
+    };
     cpu.state.gpr[RCX] = cpu.next_rip;
     cpu.state.gpr[11] = cpu.state.rflags & !rflags::RF;
     cpu.state.rflags &= !(cpu.state.msr.fmask | rflags::RF);
     cpu.state.rflags |= rflags::FIXED1;
     cpu.state.segs[SegReg::Cs as usize] = flat_code(sel, 0, true);
     cpu.state.segs[SegReg::Ss as usize] = flat_data(sel.wrapping_add(8), 0);
-    cpu.next_rip = cpu.state.msr.lstar;
+    cpu.next_rip = target;
     cpu.update_mode();
     Ok(())
 }
@@ -561,6 +581,11 @@ pub fn sysret(cpu: &mut Cpu, i: &Instruction) -> XResult<()> {
         flat_code(base | 3, 3, false)
     };
     cpu.state.rflags = (cpu.state.gpr[11] & 0x3c_7fd7) | rflags::FIXED1;
+    // A TF that SYSRET sets traps right after it (at the user RIP).
+    if cpu.state.rflags & rflags::TF != 0 {
+        cpu.tf_trap_pending = true;
+        cpu.end_block = true;
+    }
     cpu.state.segs[SegReg::Cs as usize] = cs;
     cpu.state.segs[SegReg::Ss as usize] = flat_data(base.wrapping_add(8) | 3, 3);
     cpu.next_rip = rip;
