@@ -10,6 +10,51 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
 export HX86_TEST_RUNNER="$CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER"
 
+# libslirp (user-mode networking) for aarch64: Debian's arm64 libslirp0 and
+# what it loads (glib, pcre2), unpacked from their packages into
+# target/aarch64-libs by aarch64_setup rather than installed: installing
+# them brings Debian's arm64 libc next to the cross toolchain's, and
+# qemu-user then pairs one's ld.so with the other's libc (programs hang).
+# A slirp.pc there serves libslirp-sys's pkg-config lookup; the runner
+# finds the libraries through LD_LIBRARY_PATH.
+AARCH64_LIBS="$PWD/target/aarch64-libs"
+export PKG_CONFIG_ALLOW_CROSS=1
+export PKG_CONFIG_PATH_aarch64_unknown_linux_gnu="$AARCH64_LIBS/pkgconfig"
+export PKG_CONFIG_LIBDIR_aarch64_unknown_linux_gnu="$AARCH64_LIBS/pkgconfig"
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="$CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER -E LD_LIBRARY_PATH=$AARCH64_LIBS"
+export HX86_TEST_RUNNER="$CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER"
+
+# aarch64_slirp: puts libslirp and its libraries for arm64 in $AARCH64_LIBS
+# (apt-get download: needs the arm64 package lists, which it adds once).
+aarch64_slirp() {
+    [ -e "$AARCH64_LIBS/pkgconfig/slirp.pc" ] && return 0
+    local pkgs=(libslirp0:arm64 libglib2.0-0:arm64 libpcre2-8-0:arm64) tmp
+    tmp="$(mktemp -d)"
+    if ! (cd "$tmp" && apt-get download "${pkgs[@]}") >/dev/null 2>&1; then
+        dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64 || return 1
+        apt-get update -q >/dev/null && (cd "$tmp" && apt-get download "${pkgs[@]}") >&2 || { rm -rf "$tmp"; return 1; }
+    fi
+    rm -rf "$AARCH64_LIBS"
+    mkdir -p "$AARCH64_LIBS/pkgconfig"
+    for d in "$tmp"/*.deb; do dpkg-deb -x "$d" "$tmp/x"; done
+    cp -a "$tmp"/x/usr/lib/aarch64-linux-gnu/lib{slirp,glib-2.0,pcre2-8}.so.* "$AARCH64_LIBS/"
+    # Link names for all three: the cross linker resolves a library's
+    # own dependencies only among what it links (no -rpath-link here).
+    ln -s libslirp.so.0 "$AARCH64_LIBS/libslirp.so"
+    ln -s libglib-2.0.so.0 "$AARCH64_LIBS/libglib-2.0.so"
+    ln -s libpcre2-8.so.0 "$AARCH64_LIBS/libpcre2-8.so"
+    local ver
+    ver="$(dpkg-deb -f "$(ls "$tmp"/libslirp0_*.deb)" Version | sed 's/-[^-]*$//')"
+    rm -rf "$tmp"
+    cat > "$AARCH64_LIBS/pkgconfig/slirp.pc" <<PC
+Name: slirp
+Description: libslirp from Debian's arm64 package (scripts/aarch64-env.sh)
+Version: $ver
+Libs: -L$AARCH64_LIBS -lslirp -lglib-2.0 -lpcre2-8
+Cflags:
+PC
+}
+
 # aarch64_setup: installs the aarch64 standard library (rustup), the cross
 # linker and qemu-user (apt-get; needs root when they are missing). When
 # the standard library cannot be had, prints a line starting with
@@ -34,6 +79,7 @@ aarch64_setup() {
             { apt-get update -q && apt-get install -y -q --no-install-recommends "${need[@]}"; } ||
             return 2
     fi
+    aarch64_slirp || { echo "aarch64: cannot fetch Debian's arm64 libslirp" >&2; return 2; }
 }
 
 # run_aarch64 BIN ARGS...: runs an aarch64 binary under qemu-user.

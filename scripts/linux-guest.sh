@@ -11,6 +11,8 @@
 # With hx86.virtio /init loads the virtio drivers (PCI transport, blk,
 # net, console, rng) and ext4 from /lib/modules/virtio, in dependency order
 # (from the modules' own `depends=`), and prints HX86-VIRTIO-LOADED.
+# `udhcpc -i eth0` configures a virtio-net card from DHCP
+# (/etc/udhcpc/default.script: address, default route, resolv.conf).
 #
 # Usage: scripts/linux-guest.sh [OUTDIR]      (default: guest/)
 # Produces OUTDIR/vmlinuz and OUTDIR/initrd.gz; prints their paths.
@@ -28,7 +30,7 @@ exec 9>"$out/.lock"
 flock 9
 
 # Bumped whenever the initramfs changes, so an older build is redone.
-version=4
+version=5
 if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.gz" ] && [ -s "$out/busybox" ] \
     && [ "$(cat "$out/initrd.version" 2>/dev/null)" = "$version" ] \
     && [ "${REBUILD:-0}" != 1 ]; then
@@ -130,6 +132,23 @@ sync
 poweroff -f
 ACPI
 chmod +x "$r/etc/acpi/PWRF/00000080"
+# udhcpc's event script (its default path): configures the interface it
+# got a lease for, the default route and the resolver.
+mkdir -p "$r/etc/udhcpc"
+cat > "$r/etc/udhcpc/default.script" <<'DHCP'
+#!/bin/sh
+case "$1" in
+deconfig) ifconfig "$interface" 0.0.0.0 up ;;
+bound|renew)
+    ifconfig "$interface" "$ip" netmask "${subnet:-255.255.255.0}" up
+    for r in $router; do route add default gw "$r" dev "$interface"; break; done
+    : > /etc/resolv.conf
+    for d in $dns; do echo "nameserver $d" >> /etc/resolv.conf; done
+    ;;
+esac
+exit 0
+DHCP
+chmod +x "$r/etc/udhcpc/default.script"
 cat > "$r/init" <<'INIT'
 #!/bin/sh
 export PATH=/bin:/sbin

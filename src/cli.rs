@@ -103,9 +103,17 @@ pub struct Cli {
     #[arg(long, value_name = "DEV")]
     pub monitor: Vec<String>,
     /// Add a device (-device help lists them): isa-debug-exit, isa-debugcon, pc-testdev,
-    /// pci-testdev.
+    /// pci-testdev, virtio-net-pci.
     #[arg(long, value_name = "DRIVER[,PROP=VALUE...]")]
     pub device: Vec<String>,
+    /// A network backend for a card's netdev=: user,id=ID[,net=ADDR/MASK][,host=ADDR][,dns=ADDR]
+    /// [,dhcpstart=ADDR][,hostfwd=[tcp|udp]:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT]...
+    #[arg(long, value_name = "user,id=ID[,...]")]
+    pub netdev: Vec<String>,
+    /// A network card with its own backend: user[,model=virtio-net-pci][,mac=MAC][,-netdev user
+    /// options...], or none.
+    #[arg(long, value_name = "user[,...]|none")]
+    pub nic: Vec<String>,
     /// The Bochs/QEMU debug console on port 0xe9: stdio, file:PATH or none.
     #[arg(long, value_name = "DEV")]
     pub debugcon: Option<String>,

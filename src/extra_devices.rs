@@ -242,6 +242,17 @@ pub fn attach(
             }
             // config::build put every port on its virtio-serial bus.
             DeviceConfig::VirtioSerialPort(p) => bail!("-device {}: no bus", p.driver()),
+            DeviceConfig::VirtioNet {
+                mac, addr, user, ..
+            } => {
+                let backend: Box<dyn devices::virtio::net::NetBackend> = match user {
+                    Some(u) => Box::new(crate::net::slirp::SlirpNet::start(u)?),
+                    None => Box::new(crate::net::Unconnected),
+                };
+                let mac = mac.unwrap_or(crate::config::net::DEFAULT_MAC);
+                let dev = devices::virtio::net::VirtioNet::new(mac, backend);
+                bus.attach_virtio(*addr, Box::new(dev))?
+            }
         }
     }
     // pc-testdev's byte view of 0xe8-0xeb takes only the ports left free.

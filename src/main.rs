@@ -13,6 +13,7 @@ mod logging;
 mod machine;
 mod monitor;
 mod multiboot;
+mod net;
 mod smp;
 
 use std::io::IsTerminal;

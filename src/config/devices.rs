@@ -39,6 +39,15 @@ pub enum DeviceConfig {
     /// A virtconsole/virtserialport, until `config::build` puts it on its
     /// bus ([`super::virtio_serial::assign_ports`]).
     VirtioSerialPort(SerialPort),
+    /// virtio-net-pci: `netdev` names its `-netdev` (`None`: not
+    /// connected), whose options `config::net::resolve` puts in `user`;
+    /// `mac` is set there too when not given.
+    VirtioNet {
+        netdev: Option<String>,
+        mac: Option<[u8; 6]>,
+        addr: Option<(u8, u8)>,
+        user: Option<Box<super::net::UserNet>>,
+    },
 }
 
 struct PropInfo {
@@ -137,6 +146,23 @@ const DEVICES: &[DeviceInfo] = &[
         category: Category::Misc,
         desc: None,
         props: VIRTIO_PCI_PROPS,
+    },
+    DeviceInfo {
+        name: "virtio-net-pci",
+        bus: "PCI",
+        category: Category::Network,
+        desc: None,
+        props: &[
+            prop("netdev", "str", "none: not connected"),
+            prop("mac", "str", "52:54:00:12:34:56, counting up per card"),
+            prop("addr", "int32", "next free slot from 2"),
+            prop(
+                "disable-legacy",
+                "OnOffAuto",
+                "on (hx86's virtio is modern only)",
+            ),
+            prop("disable-modern", "bool", "false"),
+        ],
     },
     DeviceInfo {
         name: "virtio-serial-pci",
@@ -354,6 +380,12 @@ pub fn parse_device(spec: &str, globals: &Globals) -> Result<DeviceConfig> {
             console: driver == "virtconsole",
             ..Default::default()
         }),
+        "virtio-net-pci" => DeviceConfig::VirtioNet {
+            netdev: None,
+            mac: None,
+            addr: None,
+            user: None,
+        },
         _ => bail!("-device {driver}: unsupported device"),
     };
     for (k, v) in globals.for_driver(driver).chain(own) {
@@ -392,8 +424,11 @@ pub fn parse_device(spec: &str, globals: &Globals) -> Result<DeviceConfig> {
                 *readback = num(&what, k, v, u64::from(u32::MAX))? as u8
             }
             (DeviceConfig::Debugcon { chardev, .. }, "chardev") => *chardev = Some(v.to_string()),
-            (DeviceConfig::PciTestdev { addr } | DeviceConfig::VirtioRng { addr }, "addr") => {
-                *addr = Some(pci_addr(&what, v)?)
+            (DeviceConfig::PciTestdev { addr } | DeviceConfig::VirtioRng { addr }, "addr")
+            | (DeviceConfig::VirtioNet { addr, .. }, "addr") => *addr = Some(pci_addr(&what, v)?),
+            (DeviceConfig::VirtioNet { netdev, .. }, "netdev") => *netdev = Some(v.to_string()),
+            (DeviceConfig::VirtioNet { mac, .. }, "mac") => {
+                *mac = Some(super::net::parse_mac(&what, v)?)
             }
             (_, "disable-legacy") if is_virtio_pci(driver) => match v {
                 "on" | "auto" | "true" => {}
@@ -519,6 +554,9 @@ mod tests {
         let (input, misc) = (h.find("Input devices:\n"), h.find("\nMisc devices:\n"));
         assert!(input.is_some() && misc.is_some() && input < misc, "{h}");
         assert!(h.contains("Input devices:\nname \"virtconsole\", bus virtio-serial-bus\nname \"virtio-serial-pci\", bus PCI\nname \"virtserialport\", bus virtio-serial-bus\n"), "{h}");
+        // Network devices come before Input and Misc ones.
+        let net = h.find("Network devices:\nname \"virtio-net-pci\", bus PCI\n");
+        assert!(net.is_some() && net < input, "{h}");
         assert!(h.contains("name \"virtio-rng-pci\", bus PCI\n"), "{h}");
         let h = help_request(&["isa-debug-exit,help".to_string()])
             .unwrap()

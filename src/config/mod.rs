@@ -1,10 +1,12 @@
 //! From the parsed command line ([`Cli`]) to a [`MachineConfig`]: every
 //! option's value checked, QEMU's spelling accepted, clear errors otherwise.
 //! `accel.rs`: `-machine`, `-accel`; `devices.rs`: `-device`, `-debugcon`,
-//! `-global`; `smp.rs`: `-smp`; `virtio_serial.rs`: virtio-serial's ports.
+//! `-global`; `net.rs`: `-netdev`, `-nic`; `smp.rs`: `-smp`;
+//! `virtio_serial.rs`: virtio-serial's ports.
 
 pub mod accel;
 pub mod devices;
+pub mod net;
 pub mod smp;
 pub mod virtio_serial;
 
@@ -88,6 +90,9 @@ pub fn help_request(cli: &Cli) -> Result<Option<String>> {
     }
     if cli.cpu.as_deref().is_some_and(is_help) {
         return Ok(Some(x86::cpu_model::help_text()));
+    }
+    if let Some(h) = net::help_request(&cli.netdev, &cli.nic) {
+        return Ok(Some(h));
     }
     devices::help_request(&cli.device)
 }
@@ -231,6 +236,7 @@ pub fn build(cli: &Cli, show_accel: bool) -> Result<MachineConfig> {
     }
     virtio_serial::assign_ports(&mut devs)?;
     virtio_serial::check_chardevs(&devs, &chardevs)?;
+    net::resolve(&mut devs, &cli.netdev, &cli.nic)?;
     Ok(MachineConfig {
         ram_size,
         boot,

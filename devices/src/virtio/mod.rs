@@ -131,6 +131,18 @@ pub trait VirtioDevice: Send {
     fn name(&self) -> &'static str;
 }
 
+/// [`VirtioDevice::read_config`] over a configuration space held as bytes:
+/// `data.len()` bytes at `offset`, those beyond `space` read as 0.
+pub fn read_config_bytes(space: &[u8], offset: u64, data: &mut [u8]) {
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = usize::try_from(offset)
+            .ok()
+            .and_then(|o| o.checked_add(i))
+            .and_then(|o| space.get(o).copied())
+            .unwrap_or(0);
+    }
+}
+
 /// Puts the chain `head` back in `queue`'s used ring with `len` bytes
 /// written, telling the DBT the used ring changed (the ring is written
 /// through [`GuestRam::memory`]). An error means the ring is outside guest

@@ -137,14 +137,7 @@ impl VirtioDevice for VirtioNet {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        let c = self.config();
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = usize::try_from(offset)
-                .ok()
-                .and_then(|o| o.checked_add(i))
-                .and_then(|o| c.get(o).copied())
-                .unwrap_or(0);
-        }
+        super::read_config_bytes(&self.config(), offset, data);
     }
 
     fn activate(&mut self, act: Activation) -> Result<(), ActivateError> {
@@ -333,15 +326,15 @@ impl NetWorker {
                     }
                     self.transmit(&data);
                 }
-                self.tx.add_used(mem, head, 0).map_err(ChainError::Ring)?;
+                super::add_used(&mut self.tx, &ram, head, 0).map_err(ChainError::Ring)?;
                 used = true;
             }
-            if !self.tx.enable_notification(mem).map_err(ChainError::Ring)? {
+            if !super::enable_notification(&mut self.tx, &ram).map_err(ChainError::Ring)? {
                 break;
             }
         }
-        if used && self.tx.needs_notification(mem).map_err(ChainError::Ring)? {
-            self.interrupt.signal_used_queue(TX_QUEUE);
+        if used {
+            super::notify_used(&mut self.tx, &ram, &*self.interrupt, TX_QUEUE);
         }
         Ok(())
     }
@@ -370,7 +363,7 @@ impl NetWorker {
             let Some(chain) = next_chain(&mut self.rx, mem)? else {
                 // No buffer: ask to be told when the driver adds one (and
                 // look again if it did meanwhile).
-                if self.rx.enable_notification(mem).map_err(ChainError::Ring)? {
+                if super::enable_notification(&mut self.rx, &ram).map_err(ChainError::Ring)? {
                     continue;
                 }
                 break;
@@ -399,13 +392,11 @@ impl NetWorker {
                 len as u32
             };
             self.pending.pop_front();
-            self.rx
-                .add_used(mem, head, written)
-                .map_err(ChainError::Ring)?;
+            super::add_used(&mut self.rx, &ram, head, written).map_err(ChainError::Ring)?;
             used = true;
         }
-        if used && self.rx.needs_notification(mem).map_err(ChainError::Ring)? {
-            self.interrupt.signal_used_queue(RX_QUEUE);
+        if used {
+            super::notify_used(&mut self.rx, &ram, &*self.interrupt, RX_QUEUE);
         }
         Ok(())
     }
