@@ -465,7 +465,7 @@ pub fn run(cfg: &MachineConfig) -> Result<i32> {
     }
     chardevs.start(&ctl, &image.mem, &io.serial)?;
     let r = match &cfg.gdb {
-        Some(g) => crate::gdb::run(cfg, &ctl, g, accel.name(), &mut vcpus, &image.mem),
+        Some(g) => crate::gdb::run(cfg, &ctl, g, accel.name(), &mut vcpus, &ram),
         None if vcpus.len() == 1 => run_loop(cfg, &ctl, vcpus[0].as_mut(), &image.mem),
         None => crate::smp::run(cfg, &ctl, vcpus, &image.mem),
     };

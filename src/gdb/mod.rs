@@ -31,10 +31,10 @@ use std::sync::Arc;
 
 use accel::{Vcpu, VcpuExit};
 use anyhow::{anyhow, Result};
+use devices::dma::GuestRam;
 use gdbstub::common::Signal;
 use gdbstub::stub::state_machine::GdbStubStateMachine;
 use gdbstub::stub::{DisconnectReason, GdbStub, MultiThreadStopReason};
-use vm_memory::GuestMemoryMmap;
 
 use crate::control::{Control, RunState};
 use crate::machine::MachineConfig;
@@ -67,8 +67,9 @@ pub fn run(
     opts: &GdbOptions,
     accel: &str,
     vcpus: &mut [Box<dyn Vcpu>],
-    mem: &GuestMemoryMmap,
+    ram: &GuestRam,
 ) -> Result<i32> {
+    let mem = ram.memory();
     let listener = conn::Listener::bind(&opts.listen)?;
     let where_ = listener.describe();
     eprintln!(
@@ -93,7 +94,7 @@ pub fn run(
     let mut next: Option<Stream> = None;
     loop {
         if let Some(stream) = next.take() {
-            let end = session(cfg, ctl, accel, vcpus, mem, stream, presence.clone());
+            let end = session(cfg, ctl, accel, vcpus, ram, stream, presence.clone());
             presence.busy.store(false, Ordering::SeqCst);
             match end? {
                 End::Exit(code) => return Ok(code),
@@ -169,7 +170,7 @@ fn session(
     ctl: &Arc<Control>,
     accel: &str,
     vcpus: &mut [Box<dyn Vcpu>],
-    mem: &GuestMemoryMmap,
+    ram: &GuestRam,
     stream: Stream,
     presence: Arc<conn::Presence>,
 ) -> Result<End> {
@@ -190,7 +191,7 @@ fn session(
     // The debugger holds the CPU: stopped for the monitors (a machine in
     // prelaunch stays there until the debugger's continue).
     ctl.stop_as(RunState::Debug);
-    let mut target = HxTarget::new(vcpus, mem.clone(), cfg, ctl.clone(), caps);
+    let mut target = HxTarget::new(vcpus, ram.clone(), cfg, ctl.clone(), caps);
     let end = drive(&mut target, &conn, &inbox);
     target.detach();
     conn.shutdown();

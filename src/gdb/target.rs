@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use accel::{DebugEvent, GuestDebug, HwBreak, Vcpu, WatchKind};
+use devices::dma::GuestRam;
 use gdbstub::common::{Signal, Tid};
 use gdbstub::stub::MultiThreadStopReason;
 use gdbstub::target::ext::base::BaseOps;
@@ -103,6 +104,9 @@ pub struct HxTarget<'a> {
     /// about.
     pub cur: usize,
     pub mem: GuestMemoryMmap,
+    /// The same memory as devices write it: writes through it are
+    /// reported to the accelerator (the DBT's code tracking).
+    ram: GuestRam,
     pub cfg: &'a MachineConfig,
     pub ctl: std::sync::Arc<crate::control::Control>,
     /// Software breakpoints planted as INT3, by linear address (the others
@@ -148,7 +152,7 @@ pub struct WatchPre {
 impl<'a> HxTarget<'a> {
     pub fn new(
         vcpus: &'a mut [Box<dyn Vcpu>],
-        mem: GuestMemoryMmap,
+        ram: GuestRam,
         cfg: &'a MachineConfig,
         ctl: std::sync::Arc<crate::control::Control>,
         caps: Caps,
@@ -157,7 +161,8 @@ impl<'a> HxTarget<'a> {
             cpus: vcpus.iter().map(|_| CpuView::default()).collect(),
             vcpus,
             cur: 0,
-            mem,
+            mem: ram.memory().clone(),
+            ram,
             cfg,
             ctl,
             sw: BTreeMap::new(),
@@ -542,18 +547,22 @@ impl<'a> HxTarget<'a> {
                     chunk[i] = 0xcc;
                 }
             }
-            if !mem::write_phys(&self.mem, p, &chunk) {
+            if !self.write_phys(p, &chunk) {
                 return false;
             }
         }
-        self.code_changed();
         true
     }
 
-    /// Guest code may have changed behind the accelerator's back: a DBT
-    /// must drop its translations. Reloading the state does that.
-    fn code_changed(&mut self) {
-        // TODO(dbt): tell the DBT once it caches translations.
+    /// Writes guest memory at a physical address (ROM too: the debugger
+    /// may patch it) and tells the accelerator, so that the DBT drops what
+    /// any vCPU translated from those bytes.
+    fn write_phys(&self, paddr: u64, data: &[u8]) -> bool {
+        let ok = mem::write_phys(&self.mem, paddr, data);
+        if ok {
+            self.ram.written(paddr, data.len() as u64);
+        }
+        ok
     }
 
     fn remove_sw(&mut self, lin: u64) -> bool {
@@ -566,10 +575,9 @@ impl<'a> HxTarget<'a> {
         if mem::read_phys(&self.mem, bp.paddr, &mut b) && b[0] == 0xcc {
             let shared = self.sw.values().any(|o| o.paddr == bp.paddr);
             if !shared {
-                mem::write_phys(&self.mem, bp.paddr, &[bp.orig]);
+                self.write_phys(bp.paddr, &[bp.orig]);
             }
         }
-        self.code_changed();
         true
     }
 
@@ -592,11 +600,10 @@ impl<'a> HxTarget<'a> {
             .values()
             .find(|o| o.paddr == paddr)
             .map_or(b[0], |o| o.orig);
-        if !mem::write_phys(&self.mem, paddr, &[0xcc]) {
+        if !self.write_phys(paddr, &[0xcc]) {
             return false;
         }
         self.sw.insert(lin, SwBp { paddr, orig });
-        self.code_changed();
         true
     }
 
