@@ -625,6 +625,44 @@ fn interrupt_spinning(
     (hx, out, ctx)
 }
 
+/// An INT3 breakpoint (the debug registers are all taken) in a loop the
+/// DBT has run long enough to translate and link: planting the INT3 drops
+/// the translations of that byte, so the breakpoint is hit.
+#[test]
+fn int3_breakpoint_in_translated_loop() {
+    if !gdb_available() {
+        return;
+    }
+    let d = scratch("gdb-int3loop");
+    let rom = write(&d, "spin.rom", &spinning_rom());
+    for accel in accels() {
+        let script = [
+            "continue",
+            "echo ==stopped\\n",
+            "hbreak *0x1",
+            "hbreak *0x2",
+            "hbreak *0x3",
+            "hbreak *0x4",
+            // The `jmp` back to `inc cx` (ROM offset 7).
+            "break *0xffff0007",
+            "continue",
+            "info registers rip",
+            "delete",
+            "kill",
+        ];
+        let (mut hx, out, ctx) = interrupt_spinning(accel, &rom, &script, 300);
+        let st = &out[out.find("==stopped").unwrap()..];
+        if hx.stderr().contains("cannot stop on INT3 here") {
+            assert!(st.contains("Cannot insert breakpoint 5"), "{ctx}");
+        } else {
+            assert!(st.contains("Breakpoint 5, 0x00000000ffff0007"), "{ctx}");
+            let rips: Vec<u64> = st.lines().filter_map(|l| reg(l, "rip")).collect();
+            assert_eq!(rips, vec![0xffff_0007], "{ctx}");
+        }
+        assert_eq!(hx.wait(), Some(0), "{ctx}");
+    }
+}
+
 #[test]
 fn ctrl_c_interrupts_a_running_guest() {
     if !gdb_available() {
@@ -905,6 +943,78 @@ fn the_guest_keeps_its_int3_without_a_debugger_and_after_detach() {
         no_protocol_errors(&out, &ctx);
         assert!(out.contains("Breakpoint 1, 0x00000000ffff0000"), "{ctx}");
         assert_eq!(hx.wait(), Some(5), "{ctx}");
+    }
+}
+
+/// A ROM with its own #BP handler (F000:0100, adds 1 to BL) that runs a
+/// 65536-round loop of `nop` (at the returned offset) without any INT3
+/// and exits with BL: status 1 when the guest never took a #BP.
+fn nop_loop_rom() -> (Vec<u8>, u64) {
+    let head = asm(16, |a| {
+        a.xor(ax, ax)?;
+        a.mov(ds, ax)?;
+        a.xor(bx, bx)?;
+        a.xor(cx, cx)?;
+        a.mov(word_ptr(3 * 4), 0x100)?;
+        a.mov(word_ptr(3 * 4 + 2), 0xf000)
+    });
+    let at = head.len() as u64;
+    let mut code = head;
+    code.extend(asm(16, |a| {
+        let mut lp = a.create_label();
+        a.set_label(&mut lp)?;
+        a.nop()?;
+        a.loop_(lp)?;
+        a.mov(al, bl)?;
+        a.out(0xf4, al)?;
+        a.hlt()
+    }));
+    assert!(code.len() <= 0x100);
+    code.resize(0x100, 0x90);
+    code.extend(asm(16, |a| {
+        a.inc(bl)?;
+        a.iret()
+    }));
+    (bios_rom(&code, 0x10000), at)
+}
+
+/// gdb's INT3 in a loop, hit, then removed at detach: the guest runs on
+/// the restored byte, not on a translation that still holds the INT3
+/// (which would go to the guest's own #BP handler).
+#[test]
+fn no_int3_left_in_translated_code_after_detach() {
+    if !gdb_available() {
+        return;
+    }
+    let d = scratch("gdb-int3-detach");
+    let (rom, at) = nop_loop_rom();
+    let rom = write(&d, "nop.rom", &rom);
+    for accel in accels() {
+        let mut hx = Hx::start(accel, "tcp::0", &["-bios", &rom]);
+        let brk = format!("break *{:#x}", 0xffff_0000 + at);
+        let out = gdb(
+            &hx,
+            &[
+                "hbreak *0x1",
+                "hbreak *0x2",
+                "hbreak *0x3",
+                "hbreak *0x4",
+                brk.as_str(),
+                "continue",
+                "continue",
+                "delete",
+                "detach",
+            ],
+        );
+        let ctx = format!("-accel {accel}\n{out}\n{}", hx.dump());
+        if !hx.stderr().contains("cannot stop on INT3 here") {
+            no_protocol_errors(&out, &ctx);
+            assert!(
+                out.contains(&format!("Breakpoint 5, 0x{:016x}", 0xffff_0000 + at)),
+                "{ctx}"
+            );
+        }
+        assert_eq!(hx.wait(), Some(1), "{ctx}");
     }
 }
 

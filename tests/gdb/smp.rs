@@ -161,6 +161,18 @@ fn ctrl_c_stops_every_vcpu() {
                 "p/x $pc",
                 "stepi",
                 "p/x $pc",
+                // An INT3 (the debug registers are all taken) planted in
+                // the AP's loop, which both tiers of the DBT have run for a
+                // long time: the translations of that byte are dropped.
+                "set scheduler-locking off",
+                "hbreak *0x1",
+                "hbreak *0x2",
+                "hbreak *0x3",
+                "hbreak *0x4",
+                "break *0xa059",
+                "echo ==int3\\n",
+                "continue",
+                "echo ==end\\n",
                 "kill",
             ],
         );
@@ -173,7 +185,7 @@ fn ctrl_c_stops_every_vcpu() {
         let ctx = format!("-accel {accel}\n{out}\n{}", hx.dump());
         no_protocol_errors(&out, &ctx);
         assert!(out.contains("received signal SIGINT"), "{ctx}");
-        let st = &out[out.find("==stopped").unwrap()..];
+        let st = &out[out.find("==stopped").unwrap()..out.find("==int3").unwrap()];
         // Both vCPUs stopped while counting, the BSP in long mode, the AP in
         // its 32-bit code.
         assert!(
@@ -190,6 +202,15 @@ fn ctrl_c_stops_every_vcpu() {
         assert_ne!(pcs[0], pcs[1], "the AP's stepi moved it\n{ctx}");
         assert!(pcs[2] >= 0xffff_0000, "{ctx}");
         assert_ne!(pcs[2], pcs[3], "the BSP's stepi moved it\n{ctx}");
+        let int3 = &out[out.find("==int3").unwrap()..out.find("==end").unwrap()];
+        if hx.stderr().contains("cannot stop on INT3 here") {
+            assert!(int3.contains("Cannot insert breakpoint 5"), "{ctx}");
+        } else {
+            assert!(
+                int3.contains("Thread 2 hit Breakpoint 5, 0x000000000000a059"),
+                "{ctx}"
+            );
+        }
         assert_eq!(hx.wait(), Some(0), "{ctx}");
     }
 }
