@@ -435,6 +435,19 @@ fn run_lanes(t: &mut HxTarget<'_>, inbox: &Inbox, lanes: &[Lane]) -> Result<RunE
                     continue;
                 }
                 if let Some((_, pre)) = pres.iter().find(|p| p.0 == i) {
+                    // Watched bytes this step did not access changed: the
+                    // hit is another vCPU's whose step accessed them (its
+                    // exit may have been taken over by the kick).
+                    let writer = pres
+                        .iter()
+                        .find(|(j, p)| *j != i && HxTarget::watch_touched(p));
+                    if let (false, Some((j, pj))) = (HxTarget::watch_touched(pre), writer) {
+                        t.cur = *j;
+                        if let Some(r) = t.watch_post(pj) {
+                            return Ok(RunEvent::Stop(r));
+                        }
+                        t.cur = i;
+                    }
                     if let Some(r) = t.watch_post(pre) {
                         return Ok(RunEvent::Stop(r));
                     }

@@ -400,6 +400,14 @@ impl<'a> HxTarget<'a> {
         Some(out)
     }
 
+    /// Whether the instruction a step was about to run accesses a watched
+    /// range (its own hit, not a change another vCPU made meanwhile).
+    pub fn watch_touched(pre: &WatchPre) -> bool {
+        pre.values
+            .iter()
+            .any(|(a, l, k, _, _)| pre.accesses.iter().any(|m| watch::hits(m, *a, *l, *k)))
+    }
+
     /// After a step: the watchpoint it hit, if any.
     pub fn watch_post(&mut self, pre: &WatchPre) -> Option<StopReason> {
         for (a, l, k, chunks, before) in &pre.values {
