@@ -13,6 +13,8 @@
 # (from the modules' own `depends=`), and prints HX86-VIRTIO-LOADED.
 # `udhcpc -i eth0` configures a virtio-net card from DHCP
 # (/etc/udhcpc/default.script: address, default route, resolv.conf).
+# With hx86.root=DEV too it mounts DEV (ext4) and switch_roots to its
+# /sbin/init (the disk's own init then prints the markers).
 #
 # Usage: scripts/linux-guest.sh [OUTDIR]      (default: guest/)
 # Produces OUTDIR/vmlinuz and OUTDIR/initrd.gz; prints their paths.
@@ -174,6 +176,14 @@ if grep -q hx86.virtio /proc/cmdline; then
         insmod "/lib/modules/virtio/$m" || echo "HX86-INSMOD-FAILED $m"
     done
     echo "HX86-VIRTIO-LOADED"
+fi
+root="$(sed -n 's/.*hx86\.root=\([^ ]*\).*/\1/p' /proc/cmdline)"
+if [ -n "$root" ]; then
+    n=0
+    while [ ! -b "$root" ] && [ $n -lt 30 ]; do sleep 1; n=$((n+1)); done
+    mkdir -p /newroot
+    mount -t ext4 "$root" /newroot && exec switch_root /newroot /sbin/init
+    echo "HX86-ROOT-FAILED $root"
 fi
 echo "HX86-GUEST-READY $(uname -r)"
 cmd="$(sed -n 's/.*hx86\.cmd=\([^ ]*\).*/\1/p' /proc/cmdline | tr '+' ' ')"

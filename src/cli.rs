@@ -114,6 +114,13 @@ pub struct Cli {
     /// options...], or none.
     #[arg(long, value_name = "user[,...]|none")]
     pub nic: Vec<String>,
+    /// A disk image: file=F[,format=raw][,if=virtio|none][,id=ID][,readonly=on]
+    /// [,cache=writeback|writethrough|none|directsync|unsafe][,snapshot=on][,discard=ignore|unmap].
+    #[arg(long, value_name = "file=F[,PROP=VALUE...]")]
+    pub drive: Vec<String>,
+    /// Guest writes to the -drive images go to temporary overlays: the images stay unchanged.
+    #[arg(long)]
+    pub snapshot: bool,
     /// The Bochs/QEMU debug console on port 0xe9: stdio, file:PATH or none.
     #[arg(long, value_name = "DEV")]
     pub debugcon: Option<String>,

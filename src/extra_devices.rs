@@ -253,6 +253,7 @@ pub fn attach(
                 let dev = devices::virtio::net::VirtioNet::new(mac, backend);
                 bus.attach_virtio(*addr, Box::new(dev))?
             }
+            DeviceConfig::VirtioBlk(b) => bus.attach_virtio(b.addr, virtio_blk(b)?)?,
         }
     }
     // pc-testdev's byte view of 0xe8-0xeb takes only the ports left free.
@@ -260,6 +261,19 @@ pub fn attach(
         attach_pc_testdev_byte_view(dev, pio);
     }
     Ok(())
+}
+
+/// A virtio-blk-pci device's model: its image opened (locked, probed),
+/// the warnings shown as QEMU shows them.
+fn virtio_blk(
+    b: &crate::config::drive::BlkDevice,
+) -> Result<Box<dyn devices::virtio::VirtioDevice>> {
+    use devices::virtio::{block::Block, block_image};
+    let image = block_image::open(&b.image).map_err(|e| anyhow!("-drive {}: {e}", b.drive_spec))?;
+    for w in &image.warnings {
+        crate::config::warn(&format!("-drive {}: {w}", b.drive_spec));
+    }
+    Ok(Box::new(Block::new(image.backend, &b.block)))
 }
 
 #[cfg(test)]

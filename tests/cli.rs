@@ -259,11 +259,11 @@ fn harness_options_are_accepted_quietly() {
     assert_eq!(o.status, Some(0), "{}", o.dump());
     assert!(o.stdout.contains("9592"), "{}", o.dump());
     assert_eq!(o.stderr, "", "{}", o.dump());
-    let o = run(&["-global", "virtio-blk-pci.frob=1", "-machine", "accel=tcg"]);
+    let o = run(&["-global", "usb-ehci.frob=1", "-machine", "accel=tcg"]);
     assert_eq!(o.status, Some(0), "{}", o.dump());
     assert_eq!(
         o.stderr.trim(),
-        "hx86: warning: -global virtio-blk-pci.frob=1: ignored (hx86 has no such device property)"
+        "hx86: warning: -global usb-ehci.frob=1: ignored (hx86 has no such device property)"
     );
     // -nodefaults: COM1 has no output unless -serial names one.
     let o = run(&["-nodefaults", "-machine", "accel=tcg"]);

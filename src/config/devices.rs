@@ -48,6 +48,9 @@ pub enum DeviceConfig {
         addr: Option<(u8, u8)>,
         user: Option<Box<super::net::UserNet>>,
     },
+    /// virtio-blk-pci: a disk (`drive.rs`; `config::build` gives it its
+    /// `-drive`'s image).
+    VirtioBlk(Box<super::drive::BlkDevice>),
 }
 
 struct PropInfo {
@@ -67,8 +70,6 @@ struct DeviceInfo {
 
 /// QEMU's device categories, in the order `-device help` prints them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-// Storage, Network and Input are for virtio-blk, -net and -serial.
-#[allow(dead_code)]
 enum Category {
     Storage,
     Network,
@@ -105,6 +106,27 @@ const fn prop(name: &'static str, ty: &'static str, default: &'static str) -> Pr
 
 /// The devices `-device` takes.
 const DEVICES: &[DeviceInfo] = &[
+    DeviceInfo {
+        name: "virtio-blk-pci",
+        bus: "PCI",
+        category: Category::Storage,
+        desc: None,
+        props: &[
+            prop("drive", "str", "none: the ID of a -drive if=none"),
+            prop("serial", "str", "none (the disk ID the guest reads)"),
+            prop("discard", "bool", "true"),
+            prop("write-zeroes", "bool", "true"),
+            prop("num-queues", "uint16", "1"),
+            prop("bootindex", "int32", "ignored"),
+            prop("addr", "int32", "next free slot from 2"),
+            prop(
+                "disable-legacy",
+                "OnOffAuto",
+                "on (hx86's virtio is modern only)",
+            ),
+            prop("disable-modern", "bool", "false"),
+        ],
+    },
     DeviceInfo {
         name: "isa-debug-exit",
         bus: "ISA",
@@ -375,6 +397,7 @@ pub fn parse_device(spec: &str, globals: &Globals) -> Result<DeviceConfig> {
         "pc-testdev" => DeviceConfig::PcTestdev,
         "pci-testdev" => DeviceConfig::PciTestdev { addr: None },
         "virtio-rng-pci" => DeviceConfig::VirtioRng { addr: None },
+        "virtio-blk-pci" => DeviceConfig::VirtioBlk(Box::default()),
         "virtio-serial-pci" => DeviceConfig::VirtioSerial(Box::default()),
         "virtconsole" | "virtserialport" => DeviceConfig::VirtioSerialPort(SerialPort {
             console: driver == "virtconsole",
@@ -389,6 +412,11 @@ pub fn parse_device(spec: &str, globals: &Globals) -> Result<DeviceConfig> {
         _ => bail!("-device {driver}: unsupported device"),
     };
     for (k, v) in globals.for_driver(driver).chain(own) {
+        if let DeviceConfig::VirtioBlk(b) = &mut dev {
+            if super::drive::blk_prop(&what, b, k, v)? {
+                continue;
+            }
+        }
         match (&mut dev, k) {
             (DeviceConfig::VirtioSerial(s), "id") => s.id = Some(v.to_string()),
             (DeviceConfig::VirtioSerial(s), "max_ports") => {
@@ -426,6 +454,7 @@ pub fn parse_device(spec: &str, globals: &Globals) -> Result<DeviceConfig> {
             (DeviceConfig::Debugcon { chardev, .. }, "chardev") => *chardev = Some(v.to_string()),
             (DeviceConfig::PciTestdev { addr } | DeviceConfig::VirtioRng { addr }, "addr")
             | (DeviceConfig::VirtioNet { addr, .. }, "addr") => *addr = Some(pci_addr(&what, v)?),
+            (DeviceConfig::VirtioBlk(b), "addr") => b.addr = Some(pci_addr(&what, v)?),
             (DeviceConfig::VirtioNet { netdev, .. }, "netdev") => *netdev = Some(v.to_string()),
             (DeviceConfig::VirtioNet { mac, .. }, "mac") => {
                 *mac = Some(super::net::parse_mac(&what, v)?)
@@ -558,6 +587,11 @@ mod tests {
         let net = h.find("Network devices:\nname \"virtio-net-pci\", bus PCI\n");
         assert!(net.is_some() && net < input, "{h}");
         assert!(h.contains("name \"virtio-rng-pci\", bus PCI\n"), "{h}");
+        // Storage first, as in QEMU.
+        assert!(
+            h.starts_with("Storage devices:\nname \"virtio-blk-pci\", bus PCI\n\n"),
+            "{h}"
+        );
         let h = help_request(&["isa-debug-exit,help".to_string()])
             .unwrap()
             .unwrap();

@@ -1,11 +1,13 @@
 //! From the parsed command line ([`Cli`]) to a [`MachineConfig`]: every
 //! option's value checked, QEMU's spelling accepted, clear errors otherwise.
 //! `accel.rs`: `-machine`, `-accel`; `devices.rs`: `-device`, `-debugcon`,
-//! `-global`; `net.rs`: `-netdev`, `-nic`; `smp.rs`: `-smp`;
-//! `virtio_serial.rs`: virtio-serial's ports.
+//! `-global`; `drive.rs`: `-drive`, `-snapshot`, virtio-blk-pci; `net.rs`:
+//! `-netdev`, `-nic`; `smp.rs`: `-smp`; `virtio_serial.rs`: virtio-serial's
+//! ports.
 
 pub mod accel;
 pub mod devices;
+pub mod drive;
 pub mod net;
 pub mod smp;
 pub mod virtio_serial;
@@ -231,6 +233,13 @@ pub fn build(cli: &Cli, show_accel: bool) -> Result<MachineConfig> {
             devs.push(devices::parse_debugcon(d, &globals)?);
         }
     }
+    let drives = cli
+        .drive
+        .iter()
+        .enumerate()
+        .map(|(i, d)| drive::parse_drive(d, cli.snapshot, i))
+        .collect::<Result<Vec<_>>>()?;
+    drive::resolve(&drives, &mut devs)?;
     for d in &mut devs {
         resolve_chardev(d, &chardevs)?;
     }
