@@ -32,7 +32,7 @@ exec 9>"$out/.lock"
 flock 9
 
 # Bumped whenever the initramfs changes, so an older build is redone.
-version=5
+version=6
 if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.gz" ] && [ -s "$out/busybox" ] \
     && [ "$(cat "$out/initrd.version" 2>/dev/null)" = "$version" ] \
     && [ "${REBUILD:-0}" != 1 ]; then

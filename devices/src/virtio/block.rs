@@ -212,7 +212,7 @@ impl Worker {
                     *k = false;
                 }
                 if let Err(e) = process_queue(&mut queue, index, &mut ctx, &*irq, &s.stop) {
-                    log::warn!("virtio-blk: {e}: the device needs a reset");
+                    log::warn!(target: "virtio", "virtio-blk: {e}: the device needs a reset");
                     irq.set_needs_reset();
                     return;
                 }

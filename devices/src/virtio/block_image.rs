@@ -413,7 +413,7 @@ impl RawFile {
     fn direct_error(&self, e: &io::Error) -> bool {
         if e.raw_os_error() == Some(libc::EINVAL) {
             if !self.direct_failed.swap(true, Ordering::Relaxed) {
-                log::warn!("virtio-blk: O_DIRECT access refused ({e}); using the host page cache");
+                log::warn!(target: "virtio", "virtio-blk: O_DIRECT access refused ({e}); using the host page cache");
             }
             return true;
         }

@@ -21,7 +21,7 @@ use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::{GuestMemory, GuestMemoryMmap};
 
 use super::block_image::{BlockBackend, SECTOR};
-use super::VirtioInterrupt;
+use super::{add_used, enable_notification, notify_used, VirtioInterrupt};
 use crate::dma::{DmaError, GuestRam};
 
 /// Bytes moved per backend call.
@@ -198,7 +198,7 @@ fn execute(
 ) -> (u8, u32) {
     let size = ctx.backend.size();
     let io_err = |what: &str, e: &dyn std::fmt::Display| {
-        log::warn!("virtio-blk: {what} at sector {sector}: {e}");
+        log::warn!(target: "virtio", "virtio-blk: {what} at sector {sector}: {e}");
         (S_IOERR, 0)
     };
     match ty {
@@ -317,6 +317,7 @@ fn ranges(ctx: &Ctx, r: &[Seg], len: u64, zeroes: bool) -> u8 {
         };
         if let Err(e) = r {
             log::warn!(
+                target: "virtio",
                 "virtio-blk: {} at byte {off}: {e}",
                 if zeroes { "write-zeroes" } else { "discard" }
             );
@@ -341,6 +342,8 @@ pub(crate) fn process_queue(
     let qerr = |e: virtio_queue::Error| format!("queue {index}: {e}");
     loop {
         queue.disable_notification(mem).map_err(qerr)?;
+        // Without EVENT_IDX that wrote the used ring's flags.
+        ram.written(queue.used_ring(), 2);
         loop {
             if stop.load(Ordering::Relaxed) {
                 return Ok(());
@@ -355,14 +358,10 @@ pub(crate) fn process_queue(
             };
             let head = chain.head_index();
             let used = handle(chain, ctx)?;
-            queue.add_used(mem, head, used).map_err(qerr)?;
-            // The used ring is guest RAM too: tell the DBT.
-            ram.written(queue.used_ring(), 4 + 8 * u64::from(queue.size()));
-            if queue.needs_notification(mem).map_err(qerr)? {
-                irq.signal_used_queue(index);
-            }
+            add_used(queue, &ram, head, used).map_err(qerr)?;
+            notify_used(queue, &ram, irq, index);
         }
-        if !queue.enable_notification(mem).map_err(qerr)? {
+        if !enable_notification(queue, &ram).map_err(qerr)? {
             return Ok(());
         }
     }
