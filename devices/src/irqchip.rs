@@ -338,16 +338,7 @@ impl IrqChip {
             }
             0x800..=0x8ff => match self.lapics[cpu].x2apic_msr_write(msr, value, now) {
                 Ok(eoi) => {
-                    if let Some(vector) = eoi {
-                        let Self {
-                            ioapic,
-                            lapics,
-                            lowest_rr,
-                            ..
-                        } = self;
-                        ioapic.eoi(vector, &mut |m| route_message(lapics, lowest_rr, m));
-                    }
-                    self.route_outbox(cpu);
+                    self.after_lapic_write(cpu, eoi);
                     Ok(())
                 }
                 Err(e) => Err(e),
@@ -405,7 +396,14 @@ impl IrqChip {
     pub fn lapic_write_on(&mut self, cpu: usize, offset: u64, data: &[u8]) {
         let now = self.clock.now_ns();
         let cpu = if cpu < self.lapics.len() { cpu } else { 0 };
-        if let Some(vector) = self.lapics[cpu].mmio_write(offset, data, now) {
+        let eoi = self.lapics[cpu].mmio_write(offset, data, now);
+        self.after_lapic_write(cpu, eoi);
+    }
+
+    /// After a register write of APIC `cpu`: the EOI of level-triggered
+    /// `eoi` reaches the IOAPIC, the IPIs it sent their destinations.
+    fn after_lapic_write(&mut self, cpu: usize, eoi: Option<u8>) {
+        if let Some(vector) = eoi {
             let Self {
                 ioapic,
                 lapics,
