@@ -96,7 +96,7 @@ fn on_off(opt: &str, key: &str, v: Option<&str>) -> Result<bool> {
 
 /// Splits `a,b=c,d` into `(key, value)` pairs (`,,` is a literal comma,
 /// as in QEMU).
-fn split_props(s: &str) -> Vec<(String, Option<String>)> {
+pub(crate) fn split_props(s: &str) -> Vec<(String, Option<String>)> {
     let mut parts = Vec::new();
     let mut cur = String::new();
     let mut chars = s.chars().peekable();

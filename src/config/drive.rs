@@ -39,28 +39,6 @@ pub struct BlkDevice {
     pub block: BlockOptions,
 }
 
-/// QEMU's `key=value,...` with `,,` standing for a comma in a value.
-fn split_opts(spec: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut chars = spec.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == ',' {
-            if chars.peek() == Some(&',') {
-                chars.next();
-                cur.push(',');
-            } else {
-                out.push(std::mem::take(&mut cur));
-            }
-        } else {
-            cur.push(c);
-        }
-    }
-    out.push(cur);
-    out.retain(|s| !s.is_empty());
-    out
-}
-
 /// QEMU's booleans.
 pub(super) fn on_off(what: &str, k: &str, v: &str) -> Result<bool> {
     match v {
@@ -81,10 +59,15 @@ pub fn parse_drive(spec: &str, snapshot: bool, seq: usize) -> Result<Drive> {
         ..Default::default()
     };
     let (mut file, mut id, mut iface) = (None, None, None);
-    for item in split_opts(spec) {
-        let (k, v) = item
-            .split_once('=')
-            .with_context(|| format!("{what}: expected PROP=VALUE, got '{item}'"))?;
+    // `,,` is a comma inside a value, as in QEMU.
+    for (k, v) in crate::chardev::split_props(spec) {
+        if k.is_empty() && v.is_none() {
+            continue;
+        }
+        let Some(v) = v else {
+            bail!("{what}: expected PROP=VALUE, got '{k}'");
+        };
+        let (k, v) = (k.as_str(), v.as_str());
         match k {
             "file" if !v.is_empty() => file = Some(v.to_string()),
             "file" => bail!("{what}: file= is empty"),
