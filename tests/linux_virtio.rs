@@ -13,7 +13,7 @@ use common::linux::{
 };
 
 #[test]
-fn linux_reads_entropy_from_virtio_rng_with_msix_interrupts() {
+fn debian_linux_reads_entropy_from_virtio_rng_with_msix_interrupts() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let Some(g) = guest() else { return };
     // Markers are computed by the shell ($((1+1))), so the echoed command
@@ -68,7 +68,7 @@ fn linux_reads_entropy_from_virtio_rng_with_msix_interrupts() {
 /// (the DSDT's `_PRT`, QEMU's PIIX wiring), so the two devices share one
 /// level-triggered line; each is made the hw_random source in turn.
 #[test]
-fn linux_uses_virtio_rng_on_a_shared_intx_line_without_msi() {
+fn debian_linux_uses_virtio_rng_on_a_shared_intx_line_without_msi() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let Some(g) = guest() else { return };
     let cmds = "r=/sys/class/misc/hw_random/rng_current\n\

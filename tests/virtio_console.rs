@@ -127,7 +127,7 @@ fn talk_to_port(sock: std::path::PathBuf, line: &'static str, until: &'static st
 }
 
 #[test]
-fn linux_hvc0_and_a_named_port_over_virtio_serial() {
+fn debian_linux_hvc0_and_a_named_port_over_virtio_serial() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let Some(g) = guest() else { return };
     let dir = common::scratch("virtio-console");
