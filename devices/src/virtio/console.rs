@@ -341,13 +341,7 @@ impl VirtioDevice for VirtioConsole {
         // cols, rows (0: no size), max_nr_ports, emerg_wr.
         let mut cfg = [0u8; 12];
         cfg[4..8].copy_from_slice(&self.max_ports.to_le_bytes());
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = usize::try_from(offset)
-                .ok()
-                .and_then(|o| o.checked_add(i))
-                .and_then(|o| cfg.get(o).copied())
-                .unwrap_or(0);
-        }
+        super::read_config_bytes(&cfg, offset, data);
     }
 
     fn activate(&mut self, act: Activation) -> Result<(), ActivateError> {
