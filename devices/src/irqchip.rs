@@ -333,7 +333,7 @@ impl IrqChip {
                 Ok(())
             }
             MSR_TSC_DEADLINE => {
-                self.lapics[cpu].set_tsc_deadline(value, tsc_now, now);
+                self.set_tsc_deadline_on(cpu, value, tsc_now);
                 Ok(())
             }
             0x800..=0x8ff => match self.lapics[cpu].x2apic_msr_write(msr, value, now) {

@@ -39,15 +39,40 @@ fn id_bits(n: u32) -> u32 {
     32 - n.max(1).saturating_sub(1).leading_zeros()
 }
 
+/// Threads per core and cores per package, and the APIC ID bits below the
+/// core (`smt_bits`) and below the package (`pkg_bits`) they take.
+struct Topo {
+    threads: u32,
+    cores: u32,
+    smt_bits: u32,
+    pkg_bits: u32,
+}
+
+impl Topo {
+    fn of(cfg: &CpuConfig) -> Topo {
+        let (threads, cores) = (cfg.threads.max(1), cfg.cores.max(1));
+        let smt_bits = id_bits(threads);
+        Topo {
+            threads,
+            cores,
+            smt_bits,
+            pkg_bits: smt_bits + id_bits(cores),
+        }
+    }
+}
+
 /// Topology (leaf 1 EBX, leaf 0xB) of `-smp`'s sockets, cores per socket
 /// and threads per core, as QEMU reports it: the APIC ID holds the thread
 /// in its low `id_bits(threads)` bits, the core above, the socket above
 /// that. (hx86 numbers APIC IDs densely, vCPU index = APIC ID, which is
 /// the same numbering when cores and threads are powers of two.)
 fn topology(cfg: &CpuConfig, leaf: u32, sub: u32) -> [u32; 4] {
-    let (threads, cores) = (cfg.threads.max(1), cfg.cores.max(1));
-    let smt_bits = id_bits(threads);
-    let pkg_bits = smt_bits + id_bits(cores);
+    let Topo {
+        threads,
+        cores,
+        smt_bits,
+        pkg_bits,
+    } = Topo::of(cfg);
     match (leaf, sub) {
         (1, _) => [
             0,
@@ -66,9 +91,9 @@ fn topology(cfg: &CpuConfig, leaf: u32, sub: u32) -> [u32; 4] {
 /// L1i 32 KiB 8-way, L2 4 MiB 16-way per core, L3 16 MiB 16-way per
 /// package, 64-byte lines), shared as the topology says.
 fn leaf4(cfg: &CpuConfig, sub: u32) -> [u32; 4] {
-    let (threads, cores) = (cfg.threads.max(1), cfg.cores.max(1));
-    let smt_bits = id_bits(threads);
-    let pkg_bits = smt_bits + id_bits(cores);
+    let Topo {
+        smt_bits, pkg_bits, ..
+    } = Topo::of(cfg);
     // (type: 1 data, 2 instruction, 3 unified; level; ways; sets; per package)
     let (ty, level, ways, sets, pkg) = match sub {
         0 => (1, 1, 8, 64, false),
