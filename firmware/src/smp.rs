@@ -45,13 +45,16 @@ const ICR_HI: u32 = 0xFEE0_0310;
 /// at hx86's 1 GHz TSC).
 const WAIT_TSC_SHIFT: u32 = 36;
 
-const MESSAGES: [(usize, &str); 6] = [
+const MESSAGES: [(usize, &str); 9] = [
     (0xC0, "hx86 smp: "),
     (0xD0, " CPUs started\n"),
     (0xE0, "hx86 smp: xadd counter "),
     (0x100, " spinlock counter "),
     (0x120, " cross-modified code seen: ok\n"),
-    (0x140, "hx86 smp: timed out waiting for the APs\n"),
+    (0x140, "hx86 smp: timed out waiting for the APs: started "),
+    (0x180, ", in the patched loop "),
+    (0x1A0, ", done "),
+    (0x1B0, "\n"),
 ];
 
 /// The 16-bit start of the trampoline: protected mode, then `AP32`.
@@ -265,7 +268,13 @@ pub fn smp_rom(cpus: u32, iterations: u32) -> Result<Vec<u8>, Error> {
         a.call(lm.putc)?;
         a.jmp(lm.fail)?;
         a.set_label(&mut timeout)?;
-        a.mov(esi, msg(5))?;
+        for (i, var) in [STARTED, IN_LOOP, DONE].into_iter().enumerate() {
+            a.mov(esi, msg(5 + i))?;
+            a.call(lm.print)?;
+            a.mov(eax, dword_ptr(var))?;
+            a.call(lm.print_dec)?;
+        }
+        a.mov(esi, msg(8))?;
         a.call(lm.print)?;
         a.jmp(lm.fail)?;
         Ok(())

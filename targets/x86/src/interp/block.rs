@@ -295,6 +295,7 @@ impl Cpu {
         let mut bytes = [0u8; MAX_BLOCK_BYTES];
         let buf = &mut bytes[..avail.min(MAX_BLOCK_BYTES)];
         let avail = buf.len();
+        self.mmu.claim_code_page(phys & PAGE_MASK);
         if e.attrs & ATTR_RAM_READ != 0 {
             // SAFETY: the entry maps the whole 4 KiB page on the host and
             // `off + avail <= 4096`.
@@ -415,6 +416,7 @@ impl Cpu {
             let p2 = self
                 .mmu
                 .phys_addr(&self.state, bus, lin2, Access::Exec, self.user)?;
+            self.mmu.claim_code_page(p2 & PAGE_MASK);
             bus.read_phys(p2, &mut bytes[n1..total]);
             phys2 = Some(p2 & PAGE_MASK);
         }

@@ -475,9 +475,6 @@ impl Mmu {
                 self.invalidate_code_page(e.paddr);
             }
         }
-        if let Some((share, slot, _)) = &self.share {
-            share.written(Some(*slot), e.paddr, off, data.len());
-        }
         if e.attrs & ATTR_RAM_WRITE != 0 {
             // SAFETY: `ATTR_RAM_WRITE` means `addend + page` maps the whole
             // 4 KiB page writably on the host; the access stays in the page.
@@ -494,6 +491,11 @@ impl Mmu {
             if act != BusAction::Continue {
                 self.pending_action = Some(act);
             }
+        }
+        // After the store: a vCPU decoding the page meanwhile either read
+        // the new bytes or is told now (see `share`).
+        if let Some((share, slot, _)) = &self.share {
+            share.written(Some(*slot), e.paddr, off, data.len());
         }
     }
 
@@ -589,20 +591,29 @@ impl Mmu {
     /// invalidate the page's translations.
     pub fn mark_code(&mut self, paddr: u64, len: usize) {
         let page = paddr & PAGE_MASK;
-        let newly = !self.code_pages.contains_key(&page);
-        self.code_pages
-            .entry(page)
-            .or_insert(CodePage { bits: [0; 64] })
-            .set((paddr & 0xfff) as usize, len);
-        if newly {
-            if let Some((share, slot, _)) = &self.share {
-                share.mark(*slot, page);
-            }
-            for t in self.tlb.iter_mut() {
-                for e in t.iter_mut() {
-                    if e.paddr == page && e.tag_write & TAG_INVALID == 0 {
-                        e.tag_write |= TAG_SLOW;
-                    }
+        self.claim_code_page(page);
+        if let Some(cp) = self.code_pages.get_mut(&page) {
+            cp.set((paddr & 0xfff) as usize, len);
+        }
+    }
+
+    /// Makes `page` a code page of this vCPU before its bytes are read for
+    /// a decode: from now on every write to it takes the slow path, and
+    /// other vCPUs report their writes to it (see `share`), so a store that
+    /// races with the decode is not lost. [`Mmu::mark_code`] then records
+    /// which bytes the decode used.
+    pub fn claim_code_page(&mut self, page: u64) {
+        if self.code_pages.contains_key(&page) {
+            return;
+        }
+        self.code_pages.insert(page, CodePage { bits: [0; 64] });
+        if let Some((share, slot, _)) = &self.share {
+            share.mark(*slot, page);
+        }
+        for t in self.tlb.iter_mut() {
+            for e in t.iter_mut() {
+                if e.paddr == page && e.tag_write & TAG_INVALID == 0 {
+                    e.tag_write |= TAG_SLOW;
                 }
             }
         }

@@ -11,6 +11,14 @@
 //!   wrote, and of pages that became code elsewhere, drained by the owner at
 //!   its next block boundary ([`super::Mmu::drain_remote`]).
 //!
+//! A decoding vCPU sets its bit for the page *before* it reads the code
+//! bytes ([`CodeShare::mark`]), and a writer reports a store *after* it
+//! made it ([`CodeShare::written`]), each with a full fence between: either
+//! the decode reads the new bytes or the writer sees the decoder's bit and
+//! tells it (the store/load pairs of Dekker's algorithm). A report that
+//! reaches the decoder is acted on at its next block boundary, after the
+//! decode has recorded which bytes it used.
+//!
 //! When a page first becomes code anywhere, every other vCPU drops the fast
 //! write path it may still have cached for it. A vCPU that had one may have
 //! written the page after the decode, so it reports the whole page written:
@@ -21,7 +29,7 @@
 //! blocks).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The most vCPUs one [`CodeShare`] tracks (bits of a mask).
@@ -140,10 +148,13 @@ impl CodeShare {
         }
     }
 
-    /// vCPU `slot` now holds code in `page`. The first holder makes every
-    /// other vCPU drop its fast write path to the page.
+    /// vCPU `slot` now holds code in `page` (called before it reads the
+    /// bytes). The first holder makes every other vCPU drop its fast write
+    /// path to the page.
     pub fn mark(&self, slot: usize, page: u64) {
         let (old, _) = self.update(page, |m| m | 1 << slot);
+        // The bit is visible before the caller reads the code bytes.
+        fence(Ordering::SeqCst);
         if old == 0 {
             for (i, r) in lock(&self.vcpus).iter().enumerate() {
                 if i != slot {
@@ -159,9 +170,11 @@ impl CodeShare {
     }
 
     /// Bytes `[off, off + len)` of `page` were written by vCPU `from` (or by
-    /// a device: `None`): every other vCPU holding code there checks its
-    /// blocks. Returns whether anyone was told.
+    /// a device: `None`; called after the store): every other vCPU holding
+    /// code there checks its blocks. Returns whether anyone was told.
     pub fn written(&self, from: Option<usize>, page: u64, off: usize, len: usize) -> bool {
+        // The store is visible before the holders are read.
+        fence(Ordering::SeqCst);
         let mut mask = self.mask(page);
         if let Some(s) = from {
             mask &= !(1 << s);
