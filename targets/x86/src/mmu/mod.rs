@@ -679,3 +679,6 @@ impl Mmu {
         self.code_pages.contains_key(&(paddr & PAGE_MASK))
     }
 }
+
+#[cfg(test)]
+mod share_tests;
