@@ -55,6 +55,9 @@ impl InterruptController for ChipController {
     fn take_nmi(&self, cpu: u32) -> bool {
         lock_chip(&self.chip).take_nmi_on(cpu as usize)
     }
+    fn nmi_pending(&self, cpu: u32) -> bool {
+        lock_chip(&self.chip).nmi_pending_on(cpu as usize)
+    }
     fn take_startup(&self, cpu: u32) -> Option<Startup> {
         lock_chip(&self.chip)
             .take_startup(cpu as usize)

@@ -157,6 +157,8 @@ pub trait InterruptController: Send + Sync {
     fn acknowledge(&self, cpu: u32) -> Option<u8>;
     /// Takes a pending NMI of `cpu`.
     fn take_nmi(&self, cpu: u32) -> bool;
+    /// Whether an NMI waits for `cpu` (wakes it from HLT).
+    fn nmi_pending(&self, cpu: u32) -> bool;
     /// Takes a pending INIT or start-up IPI of `cpu`.
     fn take_startup(&self, cpu: u32) -> Option<Startup>;
     /// Whether an INIT or start-up IPI waits for `cpu`.

@@ -260,6 +260,11 @@ impl IrqChip {
         self.lapic_of(cpu).take_nmi()
     }
 
+    /// Whether an NMI waits for `cpu`.
+    pub fn nmi_pending_on(&mut self, cpu: usize) -> bool {
+        self.lapic_of(cpu).nmi_pending()
+    }
+
     /// Take a pending INIT or start-up IPI of `cpu`.
     pub fn take_startup(&mut self, cpu: usize) -> Option<crate::lapic::Startup> {
         self.lapic_of(cpu).take_startup()

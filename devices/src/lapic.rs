@@ -114,7 +114,11 @@ impl Bits256 {
 #[derive(Clone, Debug)]
 pub struct LocalApic {
     apic_base: u64,
+    /// The xAPIC ID (software may change it in xAPIC mode).
     id: u8,
+    /// The ID the APIC had at power-up (CPUID's initial APIC ID): the
+    /// x2APIC ID, and the xAPIC ID again after a reset.
+    initial_id: u8,
     tpr: u8,
     ldr: u32,
     dfr: u32,
@@ -127,7 +131,9 @@ pub struct LocalApic {
     icr: u64,
     lvt: [u32; 6],
     timer: ApicTimer,
-    nmi_pending: bool,
+    /// NMIs received and not yet taken by the CPU (at most 2: one to
+    /// deliver, one to hold while its handler runs).
+    nmi_pending: u8,
     /// ICR values of IPIs sent and not yet routed by the chip.
     outbox: Vec<u64>,
     /// An INIT was received and not yet taken by the vCPU.
@@ -156,6 +162,7 @@ impl LocalApic {
         Self {
             apic_base: LAPIC_BASE | APIC_BASE_ENABLE | APIC_BASE_BSP,
             id,
+            initial_id: id,
             tpr: 0,
             ldr: 0,
             dfr: 0xffff_ffff,
@@ -168,7 +175,7 @@ impl LocalApic {
             icr: 0,
             lvt,
             timer: ApicTimer::new(LAPIC_BUS_HZ, 1_000_000_000),
-            nmi_pending: false,
+            nmi_pending: 0,
             outbox: Vec::new(),
             init_pending: false,
             sipi: None,
@@ -195,10 +202,11 @@ impl LocalApic {
                 self.timer.bus_hz,
                 self.timer.tsc_hz,
             );
-            let sipi = self.sipi;
+            let (sipi, initial_id) = (self.sipi, self.initial_id);
             *self = Self::new(keep.1).with_bus_hz(keep.2).with_tsc_hz(keep.3);
             self.apic_base = keep.0;
             self.sipi = sipi;
+            self.initial_id = initial_id;
             if self.apic_base & APIC_BASE_BSP == 0 {
                 self.lvt[LVT_LINT0] = LVT_MASKED;
             }
@@ -247,28 +255,37 @@ impl LocalApic {
 
     /// Write IA32_APIC_BASE (the CPU's MSR). Clearing the global enable bit
     /// puts the APIC back in its reset state and lets the i8259 reach the CPU
-    /// directly. The base address is recorded but the MMIO page is not moved.
+    /// directly. The base address moves the register page (the bus asks
+    /// [`LocalApic::mmio_page`]).
     pub fn set_apic_base(&mut self, value: u64) {
         let was_enabled = self.hw_enabled();
+        let was_x2apic = self.is_x2apic();
         if value & !0x0000_000f_ffff_fd00 != 0 {
             log::debug!(target: "guest_errors", "lapic: reserved bits in APIC base {:#x}", value);
         }
         // The CPU checks the mode transitions (SDM 10.12.5) before this.
         self.apic_base = value & 0x0000_000f_ffff_fd00;
-        if self.apic_base & !0xfff != LAPIC_BASE {
-            log::debug!(target: "unimp", "lapic: relocation to {:#x} not supported", self.apic_base);
-        }
         if was_enabled && !self.hw_enabled() {
-            let keep = (
-                self.apic_base,
-                self.id,
-                self.timer.bus_hz,
-                self.timer.tsc_hz,
-            );
-            *self = Self::new(keep.1).with_bus_hz(keep.2).with_tsc_hz(keep.3);
+            // Back to the power-up state, with the initial APIC ID (SDM
+            // 10.4.3, 10.12.5.1).
+            let keep = (self.apic_base, self.timer.bus_hz, self.timer.tsc_hz);
+            *self = Self::new(self.initial_id)
+                .with_bus_hz(keep.1)
+                .with_tsc_hz(keep.2);
             self.apic_base = keep.0;
             self.lvt[LVT_LINT0] = LVT_MASKED;
         }
+        if !was_x2apic && self.is_x2apic() {
+            // The x2APIC ID is the initial APIC ID, whatever software wrote
+            // to the xAPIC ID.
+            self.id = self.initial_id;
+        }
+    }
+
+    /// Where the APIC's registers are in the physical address space (the
+    /// page IA32_APIC_BASE selects).
+    pub fn mmio_page(&self) -> u64 {
+        self.apic_base & !0xfff
     }
 
     fn hw_enabled(&self) -> bool {
@@ -332,7 +349,14 @@ impl LocalApic {
 
     /// Take a pending NMI (from an NMI IPI or an NMI-mode message).
     pub fn take_nmi(&mut self) -> bool {
-        std::mem::take(&mut self.nmi_pending)
+        let some = self.nmi_pending > 0;
+        self.nmi_pending = self.nmi_pending.saturating_sub(1);
+        some
+    }
+
+    /// Whether an NMI waits to be taken.
+    pub fn nmi_pending(&self) -> bool {
+        self.nmi_pending > 0
     }
 
     /// Whether this APIC is a destination of `dest` in the given mode
@@ -414,7 +438,7 @@ impl LocalApic {
         }
         match mode {
             delivery::FIXED | delivery::LOWEST => self.set_irr(vector, level),
-            delivery::NMI => self.nmi_pending = true,
+            delivery::NMI => self.nmi_pending = (self.nmi_pending + 1).min(2),
             delivery::INIT => {
                 // A start-up IPI before this INIT is void; one after it
                 // must survive until the vCPU takes the INIT.
@@ -587,7 +611,7 @@ impl LocalApic {
                 if idx == LVT_TIMER {
                     // Expirations while masked are lost, not held.
                     self.poll_timer(now);
-                    self.timer.set_mode(TimerMode::from_lvt(v));
+                    self.timer.set_mode(TimerMode::from_lvt(v), now);
                 }
                 if matches!(idx, LVT_THERMAL | LVT_PERF | LVT_LINT1) && v & LVT_MASKED == 0 {
                     log::trace!(target: "unimp", "lapic: LVT {:#x} has no source", reg);

@@ -401,3 +401,68 @@ fn disabled_apic_page_reads_all_ones_and_ignores_writes() {
     a.set_apic_base(a.apic_base() | APIC_BASE_ENABLE);
     assert_eq!(rd(&mut a, 0x80, 0), 0);
 }
+
+/// Between one-shot and periodic the count goes on where it is and the
+/// initial count stays (kvm-unit-tests' apic "change mode" test); a
+/// one-shot that ran out stays at zero in periodic mode.
+#[test]
+fn timer_mode_change_keeps_the_count() {
+    let mut a = enabled();
+    wr(&mut a, 0x3e0, 0xb, 0); // divide by 1: 1 ns per count
+    wr(&mut a, 0x380, 1000, 0);
+    wr(&mut a, 0x320, 0x2_0030, 0);
+    assert_eq!(rd(&mut a, 0x380, 0), 1000, "TMICT kept");
+    assert_eq!(rd(&mut a, 0x390, 300), 700);
+    // Periodic: reloads at zero.
+    assert!(a.poll(1000));
+    assert_eq!(a.acknowledge(), Some(0x30));
+    assert_eq!(rd(&mut a, 0x390, 1600), 400);
+    // To one-shot at 400 left: counts down to zero, fires, stops.
+    wr(&mut a, 0x320, 0x30, 1600);
+    assert_eq!(rd(&mut a, 0x390, 1700), 300);
+    assert_eq!(a.next_deadline_ns(), Some(2000));
+    assert!(a.poll(2000));
+    assert_eq!(rd(&mut a, 0x390, 2500), 0);
+    // To periodic after it ran out: stays at zero until TMICT is written.
+    wr(&mut a, 0x320, 0x2_0030, 2600);
+    assert_eq!(rd(&mut a, 0x390, 2700), 0);
+    assert_eq!(a.next_deadline_ns(), None);
+    wr(&mut a, 0x380, 1000, 3000);
+    assert_eq!(rd(&mut a, 0x390, 3100), 900);
+    // One-shot to periodic mid-count, then through zero: reloaded.
+    wr(&mut a, 0x320, 0x30, 3100);
+    wr(&mut a, 0x320, 0x2_0030, 3500);
+    assert_eq!(rd(&mut a, 0x390, 3600), 400);
+    assert_eq!(rd(&mut a, 0x390, 4100), 900);
+    // Into TSC-deadline mode and back disarms.
+    wr(&mut a, 0x320, 0x4_0030, 4200);
+    wr(&mut a, 0x320, 0x30, 4300);
+    assert_eq!(rd(&mut a, 0x380, 4300), 0);
+}
+
+/// Software may change the xAPIC ID; the x2APIC ID and the ID after a
+/// reset (global disable, enable) are the initial one.
+#[test]
+fn written_xapic_id_gives_way_to_the_initial_id() {
+    let mut a = LocalApic::new_ap(3);
+    wr(&mut a, 0xf0, 0x1ff, 0);
+    wr(&mut a, 0x20, 7 << 24, 0);
+    assert_eq!(rd(&mut a, 0x20, 0), 7 << 24);
+    assert_eq!(a.id(), 7);
+    // INIT keeps the ID software set.
+    a.accept_message(&ApicMessage {
+        delivery_mode: delivery::INIT,
+        ..fixed(0, false)
+    });
+    let _ = a.take_startup();
+    assert_eq!(a.id(), 7);
+    a.set_apic_base(a.apic_base() | APIC_BASE_EXTD);
+    assert_eq!(a.x2apic_msr_read(0x802, 0), Ok(3));
+    a.set_apic_base(a.apic_base() & !(APIC_BASE_ENABLE | APIC_BASE_EXTD));
+    a.set_apic_base(a.apic_base() | APIC_BASE_ENABLE);
+    assert_eq!(rd(&mut a, 0x20, 0), 3 << 24);
+    wr(&mut a, 0x20, 9 << 24, 0);
+    a.set_apic_base(a.apic_base() & !APIC_BASE_ENABLE);
+    a.set_apic_base(a.apic_base() | APIC_BASE_ENABLE);
+    assert_eq!(a.id(), 3);
+}

@@ -43,6 +43,9 @@ pub(crate) struct ApicTimer {
     tsc_deadline: u64,
     /// When the TSC deadline falls due, if armed.
     deadline_ns: Option<u64>,
+    /// A one-shot count that reached zero and was then switched to
+    /// periodic: it stays at zero until the initial count is written.
+    stopped: bool,
 }
 
 impl ApicTimer {
@@ -57,6 +60,7 @@ impl ApicTimer {
             expirations: 0,
             tsc_deadline: 0,
             deadline_ns: None,
+            stopped: false,
         }
     }
 
@@ -86,14 +90,38 @@ impl ApicTimer {
             .saturating_add(mul_div_ceil(bus_ticks, NS_PER_SEC, self.bus_hz))
     }
 
-    pub fn set_mode(&mut self, mode: TimerMode) {
-        if mode != self.mode {
-            // Changing mode disarms the timer.
+    /// A write of the LVT timer's mode field at `now`. Entering or leaving
+    /// TSC-deadline mode disarms the timer (SDM 10.5.4.1); between one-shot
+    /// and periodic the count goes on from where it is (the initial count
+    /// stays), as on hardware and KVM.
+    pub fn set_mode(&mut self, mode: TimerMode, now: u64) {
+        if mode == self.mode {
+            return;
+        }
+        if (mode == TimerMode::TscDeadline) != (self.mode == TimerMode::TscDeadline) {
             self.mode = mode;
             self.initial = 0;
             self.tsc_deadline = 0;
             self.deadline_ns = None;
+            self.stopped = false;
+            return;
         }
+        let left = self.current_count(now);
+        self.mode = mode;
+        if self.initial == 0 || self.stopped {
+            return;
+        }
+        if left == 0 {
+            // A one-shot count that ran out: no reload in periodic mode.
+            self.stopped = true;
+            return;
+        }
+        // Restart the count so that `left` counts remain to the next zero.
+        let done = u64::from(self.initial) - u64::from(left);
+        self.start_ns = now;
+        let ahead = self.time_of_count(done) - now;
+        self.start_ns = now.saturating_sub(ahead);
+        self.expirations = 0;
     }
 
     pub fn set_initial(&mut self, count: u32, now: u64) {
@@ -103,10 +131,11 @@ impl ApicTimer {
         self.initial = count;
         self.start_ns = now;
         self.expirations = 0;
+        self.stopped = false;
     }
 
     pub fn current_count(&self, now: u64) -> u32 {
-        if self.mode == TimerMode::TscDeadline || self.initial == 0 {
+        if self.mode == TimerMode::TscDeadline || self.initial == 0 || self.stopped {
             return 0;
         }
         let n = u64::from(self.initial);
@@ -139,7 +168,7 @@ impl ApicTimer {
     pub fn next_deadline_ns(&self) -> Option<u64> {
         match self.mode {
             TimerMode::TscDeadline => self.deadline_ns,
-            _ if self.initial == 0 => None,
+            _ if self.initial == 0 || self.stopped => None,
             TimerMode::OneShot if self.expirations > 0 => None,
             _ => Some(
                 self.time_of_count(

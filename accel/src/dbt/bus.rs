@@ -19,6 +19,9 @@ pub(crate) struct DbtBus {
     /// address). Page walks read page-table entries one after another
     /// from the same region.
     pub last: (u64, u64, usize),
+    /// Where this vCPU's local APIC registers are (IA32_APIC_BASE's page,
+    /// followed by [`DbtBus::sync_lapic_page`]).
+    lapic_page: u64,
 }
 
 impl DbtBus {
@@ -33,6 +36,19 @@ impl DbtBus {
             io,
             ic,
             last: (0, 0, 0),
+            lapic_page: LAPIC_PAGE,
+        }
+    }
+
+    /// Follows the local APIC's base address (after an IA32_APIC_BASE
+    /// write, a reset or a new state): its page may have moved.
+    pub fn sync_lapic_page(&mut self) {
+        if let Some(Ok(base)) = self
+            .ic
+            .as_ref()
+            .and_then(|ic| ic.apic_msr_read(self.cpu, MSR_APIC_BASE))
+        {
+            self.lapic_page = base & 0x000f_ffff_ffff_f000;
         }
     }
 
@@ -69,15 +85,17 @@ fn action(a: IoAction) -> BusAction {
     }
 }
 
-/// The local APIC page: each vCPU sees its own APIC there.
+/// The local APIC page at reset: each vCPU sees its own APIC there.
 const LAPIC_PAGE: u64 = 0xfee0_0000;
+/// IA32_APIC_BASE.
+const MSR_APIC_BASE: u32 = 0x1b;
 
 impl DbtBus {
     /// The offset in the local APIC page, when `paddr` is in it and the
     /// machine has a userspace interrupt controller.
     #[inline]
     fn lapic_offset(&self, paddr: u64) -> Option<u64> {
-        let off = paddr.wrapping_sub(LAPIC_PAGE);
+        let off = paddr.wrapping_sub(self.lapic_page);
         (off < 0x1000 && self.ic.is_some()).then_some(off)
     }
     fn in_rom(&self, a: u64) -> bool {
@@ -222,7 +240,11 @@ impl CpuBus for DbtBus {
         value: u64,
         tsc: u64,
     ) -> Option<Result<(), x86::MsrFault>> {
-        self.ic.as_ref()?.apic_msr_write(self.cpu, msr, value, tsc)
+        let r = self.ic.as_ref()?.apic_msr_write(self.cpu, msr, value, tsc);
+        if msr == MSR_APIC_BASE {
+            self.sync_lapic_page();
+        }
+        r
     }
 
     fn startup_pending(&mut self) -> bool {

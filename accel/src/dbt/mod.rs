@@ -316,6 +316,7 @@ impl DbtVcpu {
         if self.bus.ic.is_none() {
             self.bus.ic = current_ic(&self.ic);
             self.cpu.config.apic = self.bus.ic.is_some();
+            self.bus.sync_lapic_page();
         }
     }
 
@@ -327,11 +328,15 @@ impl DbtVcpu {
             return false;
         };
         let id = self.bus.cpu;
+        let nmi_open = !self.cpu.state.nmi_blocked;
         loop {
             if self.kick.load(Ordering::Acquire) {
                 return false;
             }
-            if ic.startup_pending(id) || (if_set && ic.pending_interrupt(id).is_some()) {
+            if ic.startup_pending(id)
+                || (nmi_open && ic.nmi_pending(id))
+                || (if_set && ic.pending_interrupt(id).is_some())
+            {
                 return true;
             }
             ic.wait(ic.next_deadline_ns(id));
@@ -369,6 +374,7 @@ impl DbtVcpu {
     /// Loads `st` but the TSC, which stays the machine's.
     fn set_state_shared_tsc(&mut self, st: &CpuState) {
         self.cpu.set_state(st);
+        self.bus.sync_lapic_page();
         let r = *lock(&self.tsc);
         if let Some(r) = r {
             self.cpu.set_tsc_ref(r);
@@ -417,6 +423,7 @@ impl Vcpu for DbtVcpu {
 
     fn set_state(&mut self, state: &CpuState) -> Result<()> {
         self.cpu.set_state(state);
+        self.bus.sync_lapic_page();
         // The machine sets a vCPU's whole state (boot, reset, debugger):
         // its TSC becomes the reference the others adopt at INIT.
         *lock(&self.tsc) = Some(self.cpu.tsc_ref());

@@ -284,6 +284,9 @@ pub struct Cpu {
     split_lock_seen: bool,
     /// PAUSEs executed (see [`Cpu::pause_hint`]).
     pauses: u32,
+    /// NMIs taken from the bus and not yet delivered: one may wait while
+    /// NMIs are blocked (its handler runs), two when two arrived at once.
+    nmi_latch: u8,
 }
 
 impl Cpu {
@@ -326,6 +329,7 @@ impl Cpu {
             lock: locked::LockState::Off,
             split_lock_seen: false,
             pauses: 0,
+            nmi_latch: 0,
         };
         c.update_mode();
         c
@@ -371,6 +375,7 @@ impl Cpu {
     /// Replaces the architectural state (flushes the TLB).
     pub fn set_state(&mut self, st: &CpuState) {
         self.state = *st;
+        self.nmi_latch = 0;
         self.tsc_base = Instant::now();
         self.tsc_at_base = st.tsc;
         self.mmu.flush_all();
@@ -545,7 +550,16 @@ impl Cpu {
         if bus.startup_pending() {
             return Some(ExitReason::Startup);
         }
-        if !self.state.nmi_blocked && bus.take_nmi() {
+        // NMIs: while one's handler runs (NMIs blocked until IRET) one more
+        // waits and the rest are lost (SDM 6.7.1); none is taken in an
+        // STI or MOV SS shadow.
+        while self.nmi_latch < 2 && bus.take_nmi() {
+            self.nmi_latch += 1;
+        }
+        if self.state.nmi_blocked {
+            self.nmi_latch = self.nmi_latch.min(1);
+        } else if self.nmi_latch > 0 && !self.state.interrupt_shadow {
+            self.nmi_latch -= 1;
             self.state.halted = false;
             self.state.nmi_blocked = true;
             self.deliver_nmi(bus);
