@@ -8,12 +8,16 @@
 # or in -w DIR, which is kept and reused on the next run.
 #
 # usage: scripts/kvm-unit-tests.sh [-b HX86] [-w DIR] [-r REF.txt] [-j N]
-#                                  [--expect-pass] [TEST...]
+#                                  [-e NAME=VALUE]... [--expect-pass] [TEST...]
 #   -b HX86        the hx86 binary (default target/release/hx86)
 #   -w DIR         work directory (default: a temporary one, removed)
 #   -r REF.txt     the output of `ACCEL=tcg ./run_tests.sh` with QEMU, to
 #                  print a table test | QEMU | hx86
 #   -j N           tests run in parallel (default 1)
+#   -e NAME=VALUE  an environment variable for the tests (the suite's own
+#                  KVM_UNIT_TESTS_ENV file): e.g. TEST_DEVICE=0 turns off the
+#                  apic test's KVM-only PV-IPI hypercall (VMCALL, #UD on a
+#                  CPU without VMX, as under QEMU TCG)
 #   --expect-pass  exit 1 unless every test run PASSes (CI)
 #   TEST...        only these tests (names of x86/unittests.cfg); default:
 #                  the whole suite
@@ -26,12 +30,14 @@ ref=
 jobs=1
 expect=0
 tests=()
+envs=()
 while [ $# -gt 0 ]; do
     case $1 in
     -b) hx86=$(realpath "$2"); shift 2 ;;
     -w) work=$2; shift 2 ;;
     -r) ref=$(realpath "$2"); shift 2 ;;
     -j) jobs=$2; shift 2 ;;
+    -e) envs+=("$2"); shift 2 ;;
     --expect-pass) expect=1; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     -*) echo "kvm-unit-tests.sh: unknown option $1 (see -h)" >&2; exit 2 ;;
@@ -90,6 +96,12 @@ make -C "$src" -s -j"$(nproc)" "${targets[@]}" >"$work/build.log" 2>&1 || {
 }
 
 out=$work/hx86-run.txt
+if [ ${#envs[@]} -gt 0 ]; then
+    printf '%s\n' "${envs[@]}" >"$work/env"
+    export KVM_UNIT_TESTS_ENV=$work/env
+else
+    unset KVM_UNIT_TESTS_ENV
+fi
 (cd "$src" && QEMU=$hx86 ACCEL=tcg ./run_tests.sh -j "$jobs" "${tests[@]}") | tee "$out" || true
 
 plain() { sed 's/\x1b\[[0-9;]*m//g' "$1" | grep -E '^(PASS|FAIL|SKIP) '; }
