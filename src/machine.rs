@@ -480,7 +480,11 @@ pub fn run(cfg: &MachineConfig) -> Result<i32> {
 fn select_accelerator(cfg: &MachineConfig) -> Result<Box<dyn accel::Accelerator>> {
     let mut why_not = Vec::new();
     for &kind in &cfg.accels {
-        match accel::select_with(kind, &cfg.dbt, &cfg.cpu) {
+        let topo = x86::topology::Topology {
+            cores: cfg.dbt.cores,
+            threads: cfg.dbt.threads,
+        };
+        match accel::select_with(kind, &cfg.dbt, &cfg.cpu, topo) {
             Ok((a, why)) => {
                 if cfg.show_accel {
                     match why_not.is_empty() {

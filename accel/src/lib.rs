@@ -289,20 +289,22 @@ pub enum AccelKind {
 pub fn select(kind: AccelKind) -> Result<(Box<dyn Accelerator>, String)> {
     let cpu = x86::cpu_model::CpuSpec::default();
     #[cfg(feature = "dbt")]
-    return select_with(kind, &dbt::DbtOptions::default(), &cpu);
+    return select_with(kind, &dbt::DbtOptions::default(), &cpu, Default::default());
     #[cfg(not(feature = "dbt"))]
-    return select_with(kind, &cpu);
+    return select_with(kind, &cpu, Default::default());
 }
 
 /// [`select`] with the DBT's options (`-accel dbt,jit=off`, ...) and the
 /// CPU model (`-cpu`): the DBT runs its features (`DbtOptions::features`
 /// is replaced), KVM gives its vCPUs the model over what it offers. A
 /// model an accelerator cannot give makes that accelerator unusable (with
-/// the reason; `auto` then tries the DBT).
+/// the reason; `auto` then tries the DBT). Both show `topo` (`-smp`'s
+/// cores and threads) in CPUID.
 pub fn select_with(
     kind: AccelKind,
     #[cfg(feature = "dbt")] dbt_opts: &dbt::DbtOptions,
     cpu: &x86::cpu_model::CpuSpec,
+    topo: x86::topology::Topology,
 ) -> Result<(Box<dyn Accelerator>, String)> {
     #[cfg(feature = "dbt")]
     let dbt_checked = || -> Result<(dbt::DbtAccel, String)> {
@@ -312,13 +314,15 @@ pub fn select_with(
         Ok(dbt::DbtAccel::checked(dbt::DbtOptions {
             features,
             vendor: cpu.vendor(),
+            cores: topo.cores,
+            threads: topo.threads,
             ..dbt_opts.clone()
         }))
     };
     match kind {
         #[cfg(all(feature = "kvm", target_arch = "x86_64"))]
         AccelKind::Kvm => {
-            let k = kvm::KvmAccel::probe()?.with_cpu(cpu)?;
+            let k = kvm::KvmAccel::probe()?.with_cpu(cpu)?.with_topology(topo);
             Ok((Box::new(k), "hx86: accelerator: kvm".to_string()))
         }
         #[cfg(not(all(feature = "kvm", target_arch = "x86_64")))]
@@ -334,7 +338,8 @@ pub fn select_with(
         )),
         AccelKind::Auto => {
             #[cfg(all(feature = "kvm", target_arch = "x86_64"))]
-            let why = match kvm::KvmAccel::probe().and_then(|k| k.with_cpu(cpu)) {
+            let kvm = kvm::KvmAccel::probe().and_then(|k| k.with_cpu(cpu));
+            let why = match kvm.map(|k| k.with_topology(topo)) {
                 Ok(k) => match auto_kvm(k) {
                     Ok(pick) => return Ok(pick),
                     Err(why) => why,

@@ -32,12 +32,32 @@ fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
     }
 }
 
+/// Runs `f` over KVM's CPUID entries as the neutral `CpuidEntry`s and
+/// writes the registers back.
+fn edit_cpuid(cpuid: &mut kvm_bindings::CpuId, f: impl FnOnce(&mut [x86::cpu_model::CpuidEntry])) {
+    let mut entries: Vec<x86::cpu_model::CpuidEntry> = cpuid
+        .as_slice()
+        .iter()
+        .map(|e| x86::cpu_model::CpuidEntry {
+            leaf: e.function,
+            sub: e.index,
+            regs: [e.eax, e.ebx, e.ecx, e.edx],
+        })
+        .collect();
+    f(&mut entries);
+    for (k, e) in cpuid.as_mut_slice().iter_mut().zip(&entries) {
+        [k.eax, k.ebx, k.ecx, k.edx] = e.regs;
+    }
+}
+
 /// An open `/dev/kvm` that passed the probe.
 pub struct KvmAccel {
     kvm: Kvm,
     /// The CPUID vCPUs get (`-cpu` applied to KVM_GET_SUPPORTED_CPUID);
     /// `None`: everything KVM offers.
     cpuid: Option<kvm_bindings::CpuId>,
+    /// `-smp`'s topology, for each vCPU's CPUID.
+    topo: x86::topology::Topology,
 }
 
 impl KvmAccel {
@@ -74,7 +94,11 @@ impl KvmAccel {
                 std::io::Error::from_raw_os_error(e.errno())
             ))
         })?;
-        Ok(KvmAccel { kvm, cpuid: None })
+        Ok(KvmAccel {
+            kvm,
+            cpuid: None,
+            topo: Default::default(),
+        })
     }
 
     fn supported_cpuid(&self) -> Result<kvm_bindings::CpuId> {
@@ -86,24 +110,18 @@ impl KvmAccel {
     /// Gives vCPUs the CPU model `spec` over what this KVM offers
     /// (`-cpu`); a feature asked for that KVM cannot give is refused.
     pub fn with_cpu(mut self, spec: &x86::cpu_model::CpuSpec) -> Result<Self> {
-        use x86::cpu_model::CpuidEntry;
         let mut cpuid = self.supported_cpuid()?;
-        let mut entries: Vec<CpuidEntry> = cpuid
-            .as_slice()
-            .iter()
-            .map(|e| CpuidEntry {
-                leaf: e.function,
-                sub: e.index,
-                regs: [e.eax, e.ebx, e.ecx, e.edx],
-            })
-            .collect();
-        spec.apply_to_host(&mut entries)
-            .map_err(|e| Error::Unavailable(e.to_string()))?;
-        for (k, e) in cpuid.as_mut_slice().iter_mut().zip(&entries) {
-            [k.eax, k.ebx, k.ecx, k.edx] = e.regs;
-        }
+        let mut r = Ok(());
+        edit_cpuid(&mut cpuid, |entries| r = spec.apply_to_host(entries));
+        r.map_err(|e| Error::Unavailable(e.to_string()))?;
         self.cpuid = Some(cpuid);
         Ok(self)
+    }
+
+    /// Gives vCPUs `-smp`'s topology in CPUID (leaves 1, 4, 0xB, 0x1F).
+    pub fn with_topology(mut self, topo: x86::topology::Topology) -> Self {
+        self.topo = topo;
+        self
     }
 }
 
@@ -163,6 +181,7 @@ impl Accelerator for KvmAccel {
             vm,
             io,
             cpuid,
+            topo: self.topo,
             _mem: mem,
         }))
     }
@@ -172,6 +191,7 @@ struct KvmVm {
     vm: VmFd,
     io: Arc<dyn IoHandler>,
     cpuid: kvm_bindings::CpuId,
+    topo: x86::topology::Topology,
     _mem: GuestMemory,
 }
 
@@ -181,13 +201,10 @@ impl Vm for KvmVm {
             .vm
             .create_vcpu(id as u64)
             .map_err(kvm_err("KVM_CREATE_VCPU"))?;
+        // The vCPU's APIC ID (its index) and the topology in leaves 1, 4,
+        // 0xB and 0x1F, as the DBT shows them.
         let mut cpuid = self.cpuid.clone();
-        for e in cpuid.as_mut_slice() {
-            // Leaf 1: APIC ID in EBX[31:24].
-            if e.function == 1 {
-                e.ebx = (e.ebx & 0x00ff_ffff) | (id << 24);
-            }
-        }
+        edit_cpuid(&mut cpuid, |entries| self.topo.apply_to_host(id, entries));
         fd.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
         kick::install_signal_handler()?;
         Ok(Box::new(KvmVcpu {

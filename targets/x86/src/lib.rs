@@ -21,6 +21,7 @@ pub mod jit;
 pub mod mmu;
 pub mod state;
 pub mod testprog;
+pub mod topology;
 
 pub use bus::{BusAction, CpuBus, MsrFault, RamPtr, TestBus};
 pub use exception::{Exception, XResult};

@@ -13,6 +13,7 @@ use crate::consts::cr4;
 use crate::cpu_model::{Feature, Reg, Vendor};
 use crate::exception::XResult;
 use crate::state::gpr::{RAX, RBX, RCX, RDX};
+use crate::topology::Topology;
 use crate::CpuState;
 
 pub const SIGNATURE: u32 = 0x663;
@@ -28,62 +29,15 @@ pub fn leaf1_edx(cfg: &CpuConfig) -> u32 {
     if !cfg.apic {
         d &= !(1 << 9);
     }
-    if cfg.cores * cfg.threads > 1 {
-        d |= 1 << 28; // HTT: EBX[23:16] counts logical processors.
-    }
-    d
+    // HTT: EBX[23:16] counts logical processors.
+    topo(cfg).leaf1_edx(d)
 }
 
-/// Bits of an APIC ID that number `n` things (QEMU's apicid_bitwidth_for_count).
-fn id_bits(n: u32) -> u32 {
-    32 - n.max(1).saturating_sub(1).leading_zeros()
-}
-
-/// Threads per core and cores per package, and the APIC ID bits below the
-/// core (`smt_bits`) and below the package (`pkg_bits`) they take.
-struct Topo {
-    threads: u32,
-    cores: u32,
-    smt_bits: u32,
-    pkg_bits: u32,
-}
-
-impl Topo {
-    fn of(cfg: &CpuConfig) -> Topo {
-        let (threads, cores) = (cfg.threads.max(1), cfg.cores.max(1));
-        let smt_bits = id_bits(threads);
-        Topo {
-            threads,
-            cores,
-            smt_bits,
-            pkg_bits: smt_bits + id_bits(cores),
-        }
-    }
-}
-
-/// Topology (leaf 1 EBX, leaf 0xB) of `-smp`'s sockets, cores per socket
-/// and threads per core, as QEMU reports it: the APIC ID holds the thread
-/// in its low `id_bits(threads)` bits, the core above, the socket above
-/// that. (hx86 numbers APIC IDs densely, vCPU index = APIC ID, which is
-/// the same numbering when cores and threads are powers of two.)
-fn topology(cfg: &CpuConfig, leaf: u32, sub: u32) -> [u32; 4] {
-    let Topo {
-        threads,
-        cores,
-        smt_bits,
-        pkg_bits,
-    } = Topo::of(cfg);
-    match (leaf, sub) {
-        (1, _) => [
-            0,
-            (8 << 8) | ((cores * threads).min(255) << 16) | (cfg.apic_id << 24),
-            0,
-            0,
-        ],
-        // Leaf 0xB: level 0 SMT, level 1 core.
-        (_, 0) => [smt_bits, threads, 1 << 8, cfg.apic_id],
-        (_, 1) => [pkg_bits, cores * threads, (2 << 8) | 1, cfg.apic_id],
-        (_, s) => [0, 0, s & 0xff, cfg.apic_id],
+/// The `-smp` topology of the vCPU's configuration.
+fn topo(cfg: &CpuConfig) -> Topology {
+    Topology {
+        cores: cfg.cores,
+        threads: cfg.threads,
     }
 }
 
@@ -91,26 +45,17 @@ fn topology(cfg: &CpuConfig, leaf: u32, sub: u32) -> [u32; 4] {
 /// L1i 32 KiB 8-way, L2 4 MiB 16-way per core, L3 16 MiB 16-way per
 /// package, 64-byte lines), shared as the topology says.
 fn leaf4(cfg: &CpuConfig, sub: u32) -> [u32; 4] {
-    let Topo {
-        smt_bits, pkg_bits, ..
-    } = Topo::of(cfg);
-    // (type: 1 data, 2 instruction, 3 unified; level; ways; sets; per package)
-    let (ty, level, ways, sets, pkg) = match sub {
-        0 => (1, 1, 8, 64, false),
-        1 => (2, 1, 8, 64, false),
-        2 => (3, 2, 16, 4096, false),
-        3 => (3, 3, 16, 16384, true),
+    // (type: 1 data, 2 instruction, 3 unified; level; ways; sets)
+    let (ty, level, ways, sets) = match sub {
+        0 => (1, 1, 8, 64),
+        1 => (2, 1, 8, 64),
+        2 => (3, 2, 16, 4096),
+        3 => (3, 3, 16, 16384),
         _ => return [0; 4],
     };
-    let sharing = if pkg {
-        (1u32 << pkg_bits) - 1
-    } else {
-        (1u32 << smt_bits) - 1
-    };
-    let cores_per_pkg = (1u32 << (pkg_bits - smt_bits)) - 1;
-    let eax = ty | (level << 5) | (1 << 8) | (sharing << 14) | (cores_per_pkg << 26);
+    let eax = topo(cfg).leaf4_eax(ty | (level << 5) | (1 << 8), level);
     let ebx = 63 | ((ways - 1) << 22);
-    let edx = if pkg { 1 << 1 } else { 0 }; // L3 inclusive
+    let edx = if level == 3 { 1 << 1 } else { 0 }; // L3 inclusive
     [eax, ebx, sets - 1, edx]
 }
 
@@ -175,7 +120,8 @@ pub fn cpuid(cfg: &CpuConfig, st: &CpuState, leaf: u32, sub: u32) -> [u32; 4] {
                 Vendor::Intel => SIGNATURE,
                 Vendor::Amd => SIGNATURE_AMD,
             },
-            topology(cfg, 1, 0)[1],
+            // Leaf 1 EBX: CLFLUSH line size 64 bytes, the topology.
+            topo(cfg).leaf1_ebx(8 << 8, cfg.apic_id),
             leaf1_ecx(cfg, st),
             // CPUID.1:EDX.APIC follows IA32_APIC_BASE.EN (SDM 10.4.3).
             if st.msr.apic_base & (1 << 11) == 0 {
@@ -191,7 +137,9 @@ pub fn cpuid(cfg: &CpuConfig, st: &CpuState, leaf: u32, sub: u32) -> [u32; 4] {
             0,
         ],
         4 => leaf4(cfg, sub),
-        0xb => topology(cfg, leaf, sub),
+        // hx86 numbers APIC IDs densely (vCPU index = APIC ID): the same
+        // numbering as QEMU's when cores and threads are powers of two.
+        0xb => topo(cfg).extended_leaf(sub, cfg.apic_id),
         0xd => leaf_xsave(cfg, st, sub),
         // TSC and core crystal clock: TSC = crystal * 1/1 = tsc_hz, the
         // local APIC timer runs at the same (1 GHz) rate. Linux takes the
@@ -288,5 +236,49 @@ mod tests {
         let one = cfg(1, 1, 0);
         assert_eq!(cpuid(&one, &st, 1, 0)[3] & (1 << 28), 0);
         assert_eq!(cpuid(&one, &st, 0xb, 1), [0, 1, 0x201, 0]);
+    }
+
+    /// KVM's vCPUs (host entries rewritten by `Topology::apply_to_host`)
+    /// see the topology leaves the DBT's CPUID gives, for every vCPU.
+    #[test]
+    fn kvm_and_dbt_show_the_same_topology() {
+        use crate::cpu_model::CpuidEntry;
+        let st = CpuState::reset();
+        let leaves = [
+            (1, 0),
+            (4, 0),
+            (4, 1),
+            (4, 2),
+            (4, 3),
+            (4, 4),
+            (0xb, 0),
+            (0xb, 1),
+            (0xb, 2),
+        ];
+        // "Host" entries: the DBT's own for another topology.
+        let host = cfg(1, 1, 0);
+        for (cores, threads) in [(1, 1), (2, 1), (4, 2), (3, 2), (8, 4)] {
+            for id in 0..cores * threads {
+                let mut e: Vec<CpuidEntry> = leaves
+                    .iter()
+                    .map(|&(leaf, sub)| CpuidEntry {
+                        leaf,
+                        sub,
+                        regs: cpuid(&host, &st, leaf, sub),
+                    })
+                    .collect();
+                Topology { cores, threads }.apply_to_host(id, &mut e);
+                let c = cfg(cores, threads, id);
+                for x in &e {
+                    assert_eq!(
+                        x.regs,
+                        cpuid(&c, &st, x.leaf, x.sub),
+                        "leaf {:#x}.{} of APIC ID {id}, {cores} cores x {threads} threads",
+                        x.leaf,
+                        x.sub
+                    );
+                }
+            }
+        }
     }
 }
