@@ -131,7 +131,8 @@ fn sel_operand(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XResult<
     })
 }
 
-/// Reads a system descriptor from the GDT (8 or 16 bytes in long mode).
+/// Reads a system descriptor from the GDT (8 or 16 bytes in long mode,
+/// where a non-canonical base is #GP(selector), as for LLDT and LTR).
 fn system_desc(cpu: &mut Cpu, bus: &mut dyn CpuBus, sel: u16) -> XResult<Segment> {
     if sel & 4 != 0 {
         return Err(Exception::gp(sel_err(sel)));
@@ -140,6 +141,9 @@ fn system_desc(cpu: &mut Cpu, bus: &mut dyn CpuBus, sel: u16) -> XResult<Segment
         let (lo, hi) = cpu.read_desc16(bus, sel)?;
         let mut s = Segment::from_descriptor(sel, lo);
         s.base |= (hi & 0xffff_ffff) << 32;
+        if !crate::mmu::seg::is_canonical(s.base) {
+            return Err(Exception::gp(sel_err(sel)));
+        }
         Ok(s)
     } else {
         let d = cpu.read_desc(bus, sel)?;

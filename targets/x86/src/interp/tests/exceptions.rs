@@ -424,3 +424,27 @@ fn fault_frames_have_rf_set_and_trap_frames_do_not() {
     assert_eq!(m.rec().0, vector::BP as u64);
     assert_eq!(m.rec_rflags() & rflags::RF, 0);
 }
+
+/// LTR (and LLDT) in long mode: a 16-byte descriptor whose base is not
+/// canonical is #GP(selector); a canonical high base loads.
+#[test]
+fn ltr_refuses_a_non_canonical_base() {
+    let code = asm(64, CODE, |a| {
+        a.mov(eax, TSS_SEL as i32).unwrap();
+        a.ltr(ax).unwrap();
+        a.hlt().unwrap();
+    });
+    for (high, ok) in [(0xaaaa_aaaau64, false), (0xffff_ffff, true)] {
+        let mut m = M::long64(&code);
+        m.install_handlers64();
+        m.bus.load(GDT + TSS_SEL as u64 + 8, &high.to_le_bytes());
+        assert_eq!(m.run(), ExitReason::Halt);
+        if ok {
+            assert_eq!(m.cpu.state.tr.base >> 32, high);
+            assert_eq!(m.cpu.state.tr.selector, TSS_SEL);
+        } else {
+            assert_eq!(m.rec().0, vector::GP as u64);
+            assert_eq!(m.rec().1, TSS_SEL as u64);
+        }
+    }
+}
