@@ -8,7 +8,8 @@
 # or in -w DIR, which is kept and reused on the next run.
 #
 # usage: scripts/kvm-unit-tests.sh [-b HX86] [-w DIR] [-r REF.txt] [-j N]
-#                                  [-e NAME=VALUE]... [--expect-pass] [TEST...]
+#                                  [-e NAME=VALUE]... [-t TIMEOUT]
+#                                  [--expect-pass] [TEST...]
 #   -b HX86        the hx86 binary (default target/release/hx86)
 #   -w DIR         work directory (default: a temporary one, removed)
 #   -r REF.txt     the output of `ACCEL=tcg ./run_tests.sh` with QEMU, to
@@ -18,6 +19,9 @@
 #                  KVM_UNIT_TESTS_ENV file): e.g. TEST_DEVICE=0 turns off the
 #                  apic test's KVM-only PV-IPI hypercall (VMCALL, #UD on a
 #                  CPU without VMX, as under QEMU TCG)
+#   -t TIMEOUT     every test's timeout (the runner's TIMEOUT, e.g. 600s),
+#                  instead of unittests.cfg's (30-90 s, meant for KVM): CI
+#                  sets it so that a loaded machine is not a failure
 #   --expect-pass  exit 1 unless every test run PASSes (CI)
 #   TEST...        only these tests (names of x86/unittests.cfg); default:
 #                  the whole suite
@@ -38,6 +42,7 @@ while [ $# -gt 0 ]; do
     -r) ref=$(realpath "$2"); shift 2 ;;
     -j) jobs=$2; shift 2 ;;
     -e) envs+=("$2"); shift 2 ;;
+    -t) export TIMEOUT=$2; shift 2 ;;
     --expect-pass) expect=1; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     -*) echo "kvm-unit-tests.sh: unknown option $1 (see -h)" >&2; exit 2 ;;
