@@ -171,6 +171,7 @@ fn soft_int(cpu: &mut Cpu, bus: &mut dyn CpuBus, v: u8, kind: EventKind) -> XRes
     cpu.deliver_event(bus, v, None, kind, ret)?;
     cpu.next_rip = cpu.state.rip;
     cpu.end_block = true;
+    cpu.soft_event = true;
     Ok(())
 }
 
@@ -199,6 +200,11 @@ pub fn into(cpu: &mut Cpu, bus: &mut dyn CpuBus) -> XResult<()> {
 }
 
 pub fn int1(cpu: &mut Cpu, bus: &mut dyn CpuBus) -> XResult<()> {
+    // Data breakpoints held by a MOV SS just before join this #DB.
+    let held = std::mem::take(&mut cpu.pending_db);
+    if held != 0 {
+        cpu.state.dr[6] = (cpu.state.dr[6] & !super::debugreg::DR6_B) | u64::from(held);
+    }
     soft_int(cpu, bus, vector::DB, EventKind::Icebp)
 }
 

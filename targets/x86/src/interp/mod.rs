@@ -49,6 +49,7 @@ mod bmi;
 mod control;
 mod cpuid;
 mod data;
+mod debugreg;
 mod exec;
 mod far;
 mod fast;
@@ -266,6 +267,19 @@ pub struct Cpu {
     pub debug_hw_exec: [Option<u64>; 4],
     /// Resume over the breakpoint the vCPU stopped at.
     debug_skip_bp: Option<u64>,
+    /// The guest's instruction breakpoints (linear addresses, from DR0-DR3
+    /// and DR7; see `debugreg.rs`) and whether there is any.
+    guest_bp_exec: [Option<u64>; 4],
+    guest_bp_on: bool,
+    /// The instruction being run loaded SS (MOV SS / POP SS): its debug
+    /// traps are held for one instruction.
+    pub(crate) db_shadow: bool,
+    /// Data breakpoint hits (DR6.B0-B3) held by MOV SS / POP SS blocking,
+    /// delivered after the next instruction.
+    pub(crate) pending_db: u8,
+    /// The instruction being run delivered a software interrupt or
+    /// exception (INT n, INT3, INTO, INT1): no single-step trap after it.
+    pub(crate) soft_event: bool,
     /// The JIT (tier 2), when on.
     #[cfg(target_arch = "x86_64")]
     pub(crate) jit: Option<Box<crate::jit::Jit>>,
@@ -320,6 +334,11 @@ impl Cpu {
             tf_trap_pending: false,
             debug_hw_exec: [None; 4],
             debug_skip_bp: None,
+            guest_bp_exec: [None; 4],
+            guest_bp_on: false,
+            db_shadow: false,
+            pending_db: 0,
+            soft_event: false,
             #[cfg(target_arch = "x86_64")]
             jit: None,
             jit_budget: 0,
@@ -376,6 +395,8 @@ impl Cpu {
     pub fn set_state(&mut self, st: &CpuState) {
         self.state = *st;
         self.nmi_latch = 0;
+        self.pending_db = 0;
+        self.sync_guest_breakpoints();
         self.tsc_base = Instant::now();
         self.tsc_at_base = st.tsc;
         self.mmu.flush_all();
@@ -600,6 +621,8 @@ impl Cpu {
             || self.debug_single_step
             || self.debug_hw_exec.iter().any(Option::is_some)
             || self.mmu.watching()
+            || self.guest_bp_on
+            || self.pending_db != 0
             || self.state.interrupt_shadow;
         if slow {
             self.jit_link_site = 0;
@@ -674,26 +697,55 @@ impl Cpu {
         if self.debug_hw_exec.iter().any(Option::is_some) && self.hit_hw_breakpoint() {
             return;
         }
+        if self.guest_bp_on && self.guest_exec_breakpoint(bus) {
+            return;
+        }
         let shadow = std::mem::take(&mut self.state.interrupt_shadow);
         let tf = self.state.rflags & rflags::TF != 0;
         self.next_rip = i.next_ip() & self.ip_mask;
         self.insn_count += 1;
-        match (op.exec)(self, bus, i) {
+        self.db_shadow = false;
+        self.soft_event = false;
+        self.mmu.guest_watch_hits = 0;
+        let r = (op.exec)(self, bus, i);
+        // Data breakpoints held by a MOV SS just before (what INT1 did not
+        // take into its own #DB).
+        let held = std::mem::take(&mut self.pending_db);
+        match r {
             Ok(()) => {
                 self.state.rip = self.next_rip;
-                self.state.rflags &= !rflags::RF;
+                // RF lasts one instruction, except the one IRET loads
+                // (it suppresses the instruction breakpoint it returns to).
+                if !matches!(
+                    i.mnemonic(),
+                    iced_x86::Mnemonic::Iret
+                        | iced_x86::Mnemonic::Iretd
+                        | iced_x86::Mnemonic::Iretq
+                ) {
+                    self.state.rflags &= !rflags::RF;
+                }
                 // SYSCALL traps on the TF it leaves (FMASK may clear it),
                 // SYSRET through `tf_trap_pending`; other instructions on
-                // the TF they started with.
+                // the TF they started with. An instruction that delivered
+                // a software interrupt does not single-step trap (the
+                // handler starts with TF clear).
                 let tf = match i.mnemonic() {
+                    _ if self.soft_event => false,
                     iced_x86::Mnemonic::Syscall => self.state.rflags & rflags::TF != 0,
                     iced_x86::Mnemonic::Sysret | iced_x86::Mnemonic::Sysretq => false,
                     _ => tf,
                 };
-                if tf {
-                    // Single-step trap after the instruction.
-                    self.state.dr[6] |= 1 << 14;
-                    self.deliver_exception(bus, Exception::new(crate::exception::vector::DB));
+                let hits = std::mem::take(&mut self.mmu.guest_watch_hits);
+                if std::mem::take(&mut self.db_shadow) {
+                    // MOV SS / POP SS: its single step is dropped (the next
+                    // instruction traps on its own TF), its data
+                    // breakpoints wait for the next instruction.
+                    self.pending_db = hits | held;
+                } else if tf || hits | held != 0 {
+                    // Single-step and data breakpoint traps after the
+                    // instruction (at a software interrupt's handler
+                    // entry when it delivered one).
+                    self.deliver_debug_trap(bus, hits | held, tf);
                 }
                 if self.debug_single_step {
                     self.exit
@@ -703,7 +755,17 @@ impl Cpu {
             }
             Err(e) => {
                 self.end_block = true;
-                self.deliver_exception(bus, e);
+                self.db_shadow = false;
+                if e.vector == crate::exception::vector::DB && held != 0 {
+                    self.state.dr[6] = (self.state.dr[6] & !debugreg::DR6_B) | u64::from(held);
+                    self.deliver_exception(bus, e);
+                } else {
+                    self.deliver_exception(bus, e);
+                    if held != 0 && self.exit.is_none() {
+                        // Held data breakpoints: at the handler's entry.
+                        self.deliver_debug_trap(bus, held, false);
+                    }
+                }
             }
         }
         if shadow

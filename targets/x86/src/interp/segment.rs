@@ -177,6 +177,7 @@ pub fn mov_to_sreg(cpu: &mut Cpu, bus: &mut dyn CpuBus, s: SegReg, sel: u16) -> 
     load_seg(cpu, bus, s, sel)?;
     if s == SegReg::Ss {
         cpu.state.interrupt_shadow = true;
+        cpu.db_shadow = true;
         cpu.end_block = true;
     }
     Ok(())

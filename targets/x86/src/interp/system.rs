@@ -447,6 +447,7 @@ pub fn mov_to_crdr(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XRes
         }
         return Ok(());
     }
+    cpu.dr_general_detect()?;
     let n = dr_index(r);
     let n = match n {
         4 | 5 if cpu.state.cr4 & cr4::DE != 0 => return Err(Exception::ud()),
@@ -454,7 +455,11 @@ pub fn mov_to_crdr(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XRes
         n => n,
     };
     match n {
-        0..=3 => cpu.state.dr[n] = v,
+        0..=3 => {
+            cpu.state.dr[n] = v;
+            cpu.sync_guest_breakpoints();
+            cpu.end_block = true;
+        }
         6 => {
             if v >> 32 != 0 {
                 return Err(Exception::gp0());
@@ -465,10 +470,9 @@ pub fn mov_to_crdr(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XRes
             if v >> 32 != 0 {
                 return Err(Exception::gp0());
             }
-            if v & 0xff != 0 {
-                log::warn!(target: "unimp", "guest enabled hardware breakpoints (DR7={v:#x}): not implemented");
-            }
             cpu.state.dr[7] = (v & 0xffff_2bff) | 0x400;
+            cpu.sync_guest_breakpoints();
+            cpu.end_block = true;
         }
         _ => return Err(Exception::ud()),
     }
@@ -491,6 +495,7 @@ pub fn mov_from_crdr(cpu: &mut Cpu, bus: &mut dyn CpuBus, i: &Instruction) -> XR
             _ => return Err(Exception::ud()),
         }
     } else {
+        cpu.dr_general_detect()?;
         match dr_index(r) {
             n @ 0..=3 => cpu.state.dr[n],
             4 | 5 if cpu.state.cr4 & cr4::DE != 0 => return Err(Exception::ud()),

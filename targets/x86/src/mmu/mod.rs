@@ -60,11 +60,16 @@ pub struct Mmu {
     large: Vec<(u8, u16)>,
     /// Membership bitmap of `large` (no duplicates).
     large_bits: Box<[u64; 2 * TLB_SIZE / 64]>,
-    /// Debugger watchpoints (see [`Mmu::set_watchpoints`]).
-    watch: [Option<Watchpoint>; 4],
+    /// Debugger watchpoints (slots 0-3, see [`Mmu::set_watchpoints`]) and
+    /// the guest's own data breakpoints (slots 4-7, DR0-DR3, see
+    /// [`Mmu::set_guest_watchpoints`]).
+    watch: [Option<Watchpoint>; 8],
     watching: bool,
-    /// The first watchpoint a data access hit: (slot, linear address).
+    /// The first debugger watchpoint a data access hit: (slot, linear address).
     pub watch_hit: Option<(usize, u64)>,
+    /// The guest data breakpoints hit (bit n: DRn), as DR6.B0-B3; the
+    /// interpreter clears it before each instruction.
+    pub guest_watch_hits: u8,
     /// Supervisor accesses are implicit (system structures) until reset:
     /// set around them by the interpreter (SMAP ignores EFLAGS.AC then).
     pub implicit: bool,
@@ -75,7 +80,7 @@ pub struct Mmu {
 
 /// Whether writes to the linear page of a TLB write tag are watched (the
 /// page must then stay on the slow path).
-fn watched_write(watch: &[Option<Watchpoint>; 4], tag: u64) -> bool {
+fn watched_write(watch: &[Option<Watchpoint>; 8], tag: u64) -> bool {
     let page = tag & PAGE_MASK;
     watch
         .iter()
@@ -165,9 +170,10 @@ impl Mmu {
             has_large: false,
             large: Vec::new(),
             large_bits: Box::new([0; 2 * TLB_SIZE / 64]),
-            watch: [None; 4],
+            watch: [None; 8],
             watching: false,
             watch_hit: None,
+            guest_watch_hits: 0,
             implicit: false,
             share: None,
         }
@@ -250,9 +256,22 @@ impl Mmu {
     /// [`Mmu::write`] record a hit in [`Mmu::watch_hit`]; other pages keep
     /// the fast path.
     pub fn set_watchpoints(&mut self, w: [Option<Watchpoint>; 4]) {
-        self.watch = w;
-        self.watching = w.iter().any(Option::is_some);
+        self.watch[..4].copy_from_slice(&w);
+        self.watching = self.watch.iter().any(Option::is_some);
         self.watch_hit = None;
+        self.flush_all();
+    }
+
+    /// Sets the guest's data breakpoints (from DR0-DR3 and DR7), slot n
+    /// for DRn; hits are recorded in [`Mmu::guest_watch_hits`]. Like the
+    /// debugger's, the pages they touch take the slow path.
+    pub fn set_guest_watchpoints(&mut self, w: [Option<Watchpoint>; 4]) {
+        if self.watch[4..] == w {
+            return;
+        }
+        self.watch[4..].copy_from_slice(&w);
+        self.watching = self.watch.iter().any(Option::is_some);
+        self.guest_watch_hits = 0;
         self.flush_all();
     }
 
@@ -263,17 +282,18 @@ impl Mmu {
         self.watching
     }
 
-    /// Records the first watchpoint that `[lin, lin + len)` hits.
+    /// Records the first debugger watchpoint and every guest data
+    /// breakpoint that `[lin, lin + len)` hits.
     fn check_watch(&mut self, lin: u64, len: usize, write: bool) {
-        if self.watch_hit.is_some() {
-            return;
-        }
         for (i, w) in self.watch.iter().enumerate() {
             let Some(w) = w else { continue };
             let kind = if write { w.write } else { w.read };
             if kind && lin < w.addr.wrapping_add(w.len) && w.addr < lin.wrapping_add(len as u64) {
-                self.watch_hit = Some((i, lin));
-                return;
+                if i >= 4 {
+                    self.guest_watch_hits |= 1 << (i - 4);
+                } else if self.watch_hit.is_none() {
+                    self.watch_hit = Some((i, lin));
+                }
             }
         }
     }

@@ -9,6 +9,7 @@
 #[cfg(target_arch = "x86_64")]
 mod alu;
 mod boot;
+mod debugreg;
 mod exceptions;
 mod features;
 mod paging;
