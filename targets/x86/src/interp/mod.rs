@@ -271,8 +271,10 @@ pub struct Cpu {
     /// and DR7; see `debugreg.rs`) and whether there is any.
     guest_bp_exec: [Option<u64>; 4],
     guest_bp_on: bool,
-    /// The instruction being run loaded SS (MOV SS / POP SS): its debug
-    /// traps are held for one instruction.
+    /// The instruction being run (and, until the next one starts, the one
+    /// just run) loaded SS (MOV SS / POP SS): its debug traps are held for
+    /// one instruction, and the next one's instruction breakpoints are
+    /// inhibited.
     pub(crate) db_shadow: bool,
     /// Data breakpoint hits (DR6.B0-B3) held by MOV SS / POP SS blocking,
     /// delivered after the next instruction.
@@ -396,6 +398,7 @@ impl Cpu {
         self.state = *st;
         self.nmi_latch = 0;
         self.pending_db = 0;
+        self.db_shadow = false;
         self.sync_guest_breakpoints();
         self.tsc_base = Instant::now();
         self.tsc_at_base = st.tsc;
@@ -697,7 +700,10 @@ impl Cpu {
         if self.debug_hw_exec.iter().any(Option::is_some) && self.hit_hw_breakpoint() {
             return;
         }
-        if self.guest_bp_on && self.guest_exec_breakpoint(bus) {
+        // The previous instruction loaded SS: instruction breakpoints are
+        // inhibited (as on Intel CPUs) for this one.
+        let movss_blocking = self.state.interrupt_shadow && self.db_shadow;
+        if self.guest_bp_on && !movss_blocking && self.guest_exec_breakpoint(bus) {
             return;
         }
         let shadow = std::mem::take(&mut self.state.interrupt_shadow);
@@ -736,7 +742,7 @@ impl Cpu {
                     _ => tf,
                 };
                 let hits = std::mem::take(&mut self.mmu.guest_watch_hits);
-                if std::mem::take(&mut self.db_shadow) {
+                if self.db_shadow {
                     // MOV SS / POP SS: its single step is dropped (the next
                     // instruction traps on its own TF), its data
                     // breakpoints wait for the next instruction.

@@ -146,6 +146,28 @@ fn mov_ss_holds_a_data_breakpoint_until_after_the_next_instruction() {
 }
 
 #[test]
+fn mov_ss_inhibits_the_next_instructions_instruction_breakpoint() {
+    let (m, log) = run(|a| {
+        let mut target = a.create_label();
+        set_dr(a, dr6, 0);
+        a.lea(rdx, ptr(target)).unwrap();
+        a.mov(dr0, rdx).unwrap();
+        set_dr(a, dr7, 0x400 | 1);
+        a.xor(ebx, ebx).unwrap();
+        a.mov(cx, ss).unwrap();
+        a.mov(ss, cx).unwrap();
+        a.set_label(&mut target).unwrap();
+        a.inc(ebx).unwrap();
+        // The same instruction without MOV SS before it breaks.
+        a.cmp(ebx, 2).unwrap();
+        a.jne(target).unwrap();
+        a.hlt().unwrap();
+    });
+    assert_eq!(log, [(m.gpr(2), 0xffff_0ff1)], "only the second INC breaks");
+    assert_eq!(m.gpr(3), 2);
+}
+
+#[test]
 fn held_data_breakpoint_meets_int_n_at_its_handler_and_joins_icebp() {
     // INT n after MOV SS: the held #DB is taken at the handler's entry.
     let (_, log) = run(|a| {
