@@ -63,6 +63,13 @@ fn set_dr(a: &mut CodeAssembler, dr: AsmRegisterDr, v: u64) {
     a.mov(dr, rax).unwrap();
 }
 
+/// Clears DR6 and watches reads and writes of `VALUE` with DR1.
+fn watch_value(a: &mut CodeAssembler) {
+    set_dr(a, dr6, 0);
+    set_dr(a, dr1, VALUE);
+    set_dr(a, dr7, dr7_data1(3));
+}
+
 #[test]
 fn instruction_breakpoint_faults_before_the_instruction_and_rf_resumes() {
     let (m, log) = run(|a| {
@@ -133,9 +140,7 @@ fn mov_ss_holds_the_single_step_trap_for_one_instruction() {
 fn mov_ss_holds_a_data_breakpoint_until_after_the_next_instruction() {
     let (m, log) = run(|a| {
         let mut after = a.create_label();
-        set_dr(a, dr6, 0);
-        set_dr(a, dr1, VALUE);
-        set_dr(a, dr7, dr7_data1(3));
+        watch_value(a);
         a.mov(ss, word_ptr(VALUE)).unwrap();
         a.nop().unwrap();
         a.set_label(&mut after).unwrap();
@@ -171,9 +176,7 @@ fn mov_ss_inhibits_the_next_instructions_instruction_breakpoint() {
 fn held_data_breakpoint_meets_int_n_at_its_handler_and_joins_icebp() {
     // INT n after MOV SS: the held #DB is taken at the handler's entry.
     let (_, log) = run(|a| {
-        set_dr(a, dr6, 0);
-        set_dr(a, dr1, VALUE);
-        set_dr(a, dr7, dr7_data1(3));
+        watch_value(a);
         a.mov(ss, word_ptr(VALUE)).unwrap();
         a.int(0x40).unwrap();
         a.hlt().unwrap();
@@ -182,9 +185,7 @@ fn held_data_breakpoint_meets_int_n_at_its_handler_and_joins_icebp() {
     // INT1 (ICEBP) after MOV SS: one #DB for both.
     let (m, log) = run(|a| {
         let mut after = a.create_label();
-        set_dr(a, dr6, 0);
-        set_dr(a, dr1, VALUE);
-        set_dr(a, dr7, dr7_data1(3));
+        watch_value(a);
         a.mov(ss, word_ptr(VALUE)).unwrap();
         a.int1().unwrap();
         a.set_label(&mut after).unwrap();
