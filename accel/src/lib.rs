@@ -338,8 +338,10 @@ pub fn select_with(
         )),
         AccelKind::Auto => {
             #[cfg(all(feature = "kvm", target_arch = "x86_64"))]
-            let kvm = kvm::KvmAccel::probe().and_then(|k| k.with_cpu(cpu));
-            let why = match kvm.map(|k| k.with_topology(topo)) {
+            let why = match kvm::KvmAccel::probe()
+                .and_then(|k| k.with_cpu(cpu))
+                .map(|k| k.with_topology(topo))
+            {
                 Ok(k) => match auto_kvm(k) {
                     Ok(pick) => return Ok(pick),
                     Err(why) => why,
