@@ -7,7 +7,7 @@
 //! page's blocks before the next lookup. An instruction that straddles a
 //! page end is decoded on every execution and never cached.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize};
 use std::sync::Arc;
 
@@ -124,9 +124,9 @@ pub(crate) struct BlockCache {
 impl BlockCache {
     pub fn new() -> Self {
         BlockCache {
-            map: HashMap::new(),
+            map: HashMap::default(),
             graveyard: Vec::new(),
-            by_page: HashMap::new(),
+            by_page: HashMap::default(),
             jmp: vec![None; JMP_CACHE_SIZE],
         }
     }

@@ -26,7 +26,7 @@ mod helpers;
 mod insn;
 mod region;
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -189,8 +189,8 @@ impl Jit {
             exit: base + exit_off.0,
             exit_stash: base + exit_stash_off.0,
             generation: 1,
-            sites: HashMap::new(),
-            links: HashMap::new(),
+            sites: HashMap::default(),
+            links: HashMap::default(),
             ijc: Box::new([IjcEntry::default(); IJC_SIZE]),
             stats: JitStats::default(),
             dump_in: log::log_enabled!(target: "in_asm", log::Level::Info),

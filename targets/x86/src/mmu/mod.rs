@@ -9,7 +9,7 @@ pub mod share;
 pub mod tlb;
 pub mod walk;
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use crate::bus::{BusAction, CpuBus};
@@ -163,7 +163,7 @@ impl Mmu {
     pub fn new() -> Self {
         Mmu {
             tlb: Box::new([[TlbEntry::EMPTY; TLB_SIZE]; 2]),
-            code_pages: HashMap::new(),
+            code_pages: HashMap::default(),
             dirty_code: Vec::new(),
             pending_action: None,
             mmio_written: false,
