@@ -56,6 +56,11 @@ const SUBSET: &[&str] = &[
     // The guest's own debug registers: instruction and data breakpoints,
     // DR6/DR7 semantics, single step, MOV SS blocking; QEMU 7.2 TCG fails it.
     "debug",
+    // 19 million page-table access checks (every combination of PTE bits,
+    // CR0.WP, CR4.SMEP/SMAP/PKE, EFER.NXE, user/supervisor, read/write/
+    // fetch): the MMU's walk, TLB and fault paths. About a minute; QEMU
+    // 7.2 TCG times out.
+    "access",
 ];
 
 /// The tests' environment (kvm-unit-tests' KVM_UNIT_TESTS_ENV): of the
