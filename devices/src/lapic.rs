@@ -196,23 +196,29 @@ impl LocalApic {
         if std::mem::take(&mut self.init_pending) {
             // INIT resets the APIC's state but for its ID and base (SDM
             // 10.4.7.3); a start-up IPI sent after it stays pending.
-            let keep = (
-                self.apic_base,
-                self.id,
-                self.timer.bus_hz,
-                self.timer.tsc_hz,
-            );
-            let (sipi, initial_id) = (self.sipi, self.initial_id);
-            *self = Self::new(keep.1).with_bus_hz(keep.2).with_tsc_hz(keep.3);
-            self.apic_base = keep.0;
+            let sipi = self.sipi;
+            self.reset_keeping_base(self.id);
             self.sipi = sipi;
-            self.initial_id = initial_id;
             if self.apic_base & APIC_BASE_BSP == 0 {
                 self.lvt[LVT_LINT0] = LVT_MASKED;
             }
             return Some(Startup::Init);
         }
         self.sipi.take().map(Startup::Sipi)
+    }
+
+    /// Back to the reset state with APIC ID `id`, keeping the base
+    /// address, the clocks and the initial APIC ID.
+    fn reset_keeping_base(&mut self, id: u8) {
+        let (base, bus_hz, tsc_hz, initial_id) = (
+            self.apic_base,
+            self.timer.bus_hz,
+            self.timer.tsc_hz,
+            self.initial_id,
+        );
+        *self = Self::new(id).with_bus_hz(bus_hz).with_tsc_hz(tsc_hz);
+        self.apic_base = base;
+        self.initial_id = initial_id;
     }
 
     /// Whether an INIT or start-up IPI waits to be taken.
@@ -255,8 +261,8 @@ impl LocalApic {
 
     /// Write IA32_APIC_BASE (the CPU's MSR). Clearing the global enable bit
     /// puts the APIC back in its reset state and lets the i8259 reach the CPU
-    /// directly. The base address moves the register page (the bus asks
-    /// [`LocalApic::mmio_page`]).
+    /// directly. The base address moves the register page (the DBT's bus
+    /// reads it back through the MSR).
     pub fn set_apic_base(&mut self, value: u64) {
         let was_enabled = self.hw_enabled();
         let was_x2apic = self.is_x2apic();
@@ -268,11 +274,7 @@ impl LocalApic {
         if was_enabled && !self.hw_enabled() {
             // Back to the power-up state, with the initial APIC ID (SDM
             // 10.4.3, 10.12.5.1).
-            let keep = (self.apic_base, self.timer.bus_hz, self.timer.tsc_hz);
-            *self = Self::new(self.initial_id)
-                .with_bus_hz(keep.1)
-                .with_tsc_hz(keep.2);
-            self.apic_base = keep.0;
+            self.reset_keeping_base(self.initial_id);
             self.lvt[LVT_LINT0] = LVT_MASKED;
         }
         if !was_x2apic && self.is_x2apic() {
@@ -280,12 +282,6 @@ impl LocalApic {
             // to the xAPIC ID.
             self.id = self.initial_id;
         }
-    }
-
-    /// Where the APIC's registers are in the physical address space (the
-    /// page IA32_APIC_BASE selects).
-    pub fn mmio_page(&self) -> u64 {
-        self.apic_base & !0xfff
     }
 
     fn hw_enabled(&self) -> bool {

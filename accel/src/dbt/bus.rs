@@ -46,7 +46,7 @@ impl DbtBus {
         if let Some(Ok(base)) = self
             .ic
             .as_ref()
-            .and_then(|ic| ic.apic_msr_read(self.cpu, MSR_APIC_BASE))
+            .and_then(|ic| ic.apic_msr_read(self.cpu, x86::consts::msr::APIC_BASE))
         {
             self.lapic_page = base & 0x000f_ffff_ffff_f000;
         }
@@ -87,8 +87,6 @@ fn action(a: IoAction) -> BusAction {
 
 /// The local APIC page at reset: each vCPU sees its own APIC there.
 const LAPIC_PAGE: u64 = 0xfee0_0000;
-/// IA32_APIC_BASE.
-const MSR_APIC_BASE: u32 = 0x1b;
 
 impl DbtBus {
     /// The offset in the local APIC page, when `paddr` is in it and the
@@ -241,7 +239,7 @@ impl CpuBus for DbtBus {
         tsc: u64,
     ) -> Option<Result<(), x86::MsrFault>> {
         let r = self.ic.as_ref()?.apic_msr_write(self.cpu, msr, value, tsc);
-        if msr == MSR_APIC_BASE {
+        if msr == x86::consts::msr::APIC_BASE {
             self.sync_lapic_page();
         }
         r
